@@ -1,0 +1,36 @@
+"""cxrfast: fused GPU kernels for chest X-ray image–report pre-training.
+
+``import cxrfast`` is lean: it imports torch but not triton, DALI or the compiled extension, and it
+initialises no CUDA context. The public functions are resolved lazily on first attribute access.
+"""
+
+__version__ = "0.1.0"
+
+_LAZY = {
+    "contrastive_loss": ("cxrfast.ops.contrastive", "contrastive_loss"),
+    "triplet_loss": ("cxrfast.ops.triplet", "triplet_loss"),
+    "explain": ("cxrfast.ops._dispatch", "explain"),
+    "UnsupportedInputError": ("cxrfast.ops._dispatch", "UnsupportedInputError"),
+}
+_SUBMODULES = {"ops", "nn", "reference", "distributed", "cli", "kernels"}
+
+__all__ = sorted(_LAZY) + sorted(_SUBMODULES)
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+        globals()[name] = value
+        return value
+    if name in _SUBMODULES:
+        value = importlib.import_module(f"cxrfast.{name}")
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'cxrfast' has no attribute {name!r}")
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,143 @@
+"""The chunked twins of the Triton pair kernels: the same statistics and gradient pieces in plain
+PyTorch, a block of rows at a time, so memory is O(chunk · N) instead of O(M · N). This is the CPU
+implementation and the portable fallback. Computation runs in fp32 (fp64 for fp64 inputs)."""
+
+from __future__ import annotations
+
+import torch
+
+# Elements of one [chunk, N] block; a few such blocks are alive at once (≈ 16 MB each in fp32).
+BLOCK_ELEMENTS = 1 << 22
+
+
+def compute_dtype(t: torch.Tensor) -> torch.dtype:
+    return torch.promote_types(t.dtype, torch.float32)
+
+
+def row_chunks(x: torch.Tensor, y: torch.Tensor):
+    """Yield (rows slice, x block in the compute dtype, fp32/64 block of x·yᵀ) over blocks of rows."""
+    cd = compute_dtype(x)
+    yc = y.to(cd)
+    M, N = x.shape[0], y.shape[0]
+    step = max(1, min(M, BLOCK_ELEMENTS // max(N, 1)))
+    for i0 in range(0, M, step):
+        sl = slice(i0, min(i0 + step, M))
+        xs = x[sl].to(cd)
+        yield sl, xs, xs @ yc.t()
+
+
+def positive_block(sl: slice, n_cols: int, row_groups, col_groups, pos_offset: int, device) -> torch.Tensor:
+    """Bool [rows of sl, N]: same group id, else column == row + pos_offset."""
+    if row_groups is not None:
+        return row_groups[sl, None] == col_groups[None, :]
+    rows = torch.arange(sl.start, sl.stop, device=device)
+    return (rows[:, None] + pos_offset) == torch.arange(n_cols, device=device)[None, :]
+
+
+def gradient_pieces(x, y, rx, ry, grad_block):
+    """Shared backward loop. grad_block(sl, s_unscaled_acc) → G block; returns (A_x, A_y, V_r, V_c):
+    A_x = G·diag(ry)·y, A_y = Gᵀ·diag(rx)·x, V_r = Σ_j G ry (x·y), V_c = Σ_i G rx (x·y)."""
+    cd = compute_dtype(x)
+    yc = y.to(cd)
+    rxc, ryc = rx.to(cd), ry.to(cd)
+    ax = torch.empty(x.shape, dtype=cd, device=x.device)
+    ay = torch.zeros(y.shape, dtype=cd, device=x.device)
+    vr = torch.empty(x.shape[0], dtype=cd, device=x.device)
+    vc = torch.zeros(y.shape[0], dtype=cd, device=x.device)
+    for sl, xs, acc in row_chunks(x, y):
+        g = grad_block(sl, acc)
+        g_acc = g * acc
+        vr[sl] = g_acc @ ryc
+        vc += rxc[sl] @ g_acc
+        ax[sl] = (g * ryc[None, :]) @ yc
+        ay += (g * rxc[sl, None]).t() @ xs
+    return ax, ay, vr, vc
+
+
+def infonce_stats(x, y, rx, ry, scale, row_groups, col_groups, pos_offset):
+    cd = compute_dtype(x)
+    M, N = x.shape[0], y.shape[0]
+    sc, ryc = scale.to(cd), ry.to(cd)
+    lse_r = torch.empty(M, dtype=cd, device=x.device)
+    pos_r, cnt, sum_r = torch.empty_like(lse_r), torch.empty_like(lse_r), torch.empty_like(lse_r)
+    lse_c = torch.full((N,), float("-inf"), dtype=cd, device=x.device)
+    for sl, _, acc in row_chunks(x, y):
+        s = acc * (sc * rx[sl].to(cd))[:, None] * ryc[None, :]
+        pos = positive_block(sl, N, row_groups, col_groups, pos_offset, x.device)
+        lse_r[sl] = torch.logsumexp(s, dim=1)
+        lse_c = torch.logaddexp(lse_c, torch.logsumexp(s, dim=0))
+        pos_r[sl] = torch.where(pos, s, 0).sum(1)
+        cnt[sl] = pos.sum(1).to(cd)
+        sum_r[sl] = s.sum(1)
+    return lse_r, lse_c, pos_r, cnt, sum_r
+
+
+def infonce_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset,
+                     lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum):
+    cd = compute_dtype(x)
+    N = y.shape[0]
+    sc, rxc, ryc = scale.to(cd), rx.to(cd), ry.to(cd)
+
+    def grad_block(sl, acc):
+        s = acc * (sc * rxc[sl])[:, None] * ryc[None, :]
+        g = (g_lse_r[sl, None] * torch.exp(s - lse_r[sl, None])
+             + g_lse_c[None, :] * torch.exp(s - lse_c[None, :])
+             + g_sum[sl, None])
+        pos = positive_block(sl, N, row_groups, col_groups, pos_offset, x.device)
+        return torch.where(pos, g + g_pos[sl, None], g)
+
+    return gradient_pieces(x, y, rx, ry, grad_block)
+
+
+def _negatives(sl, n, device):
+    rows = torch.arange(sl.start, sl.stop, device=device)
+    return rows[:, None] != torch.arange(n, device=device)[None, :]
+
+
+def triplet_hardest(x, y, rx, ry):
+    cd = compute_dtype(x)
+    B = x.shape[0]
+    ryc = ry.to(cd)
+    idx_r = torch.full((B,), -1, dtype=torch.int64, device=x.device)
+    col_best = torch.full((B,), float("-inf"), dtype=cd, device=x.device)
+    idx_c = torch.full((B,), -1, dtype=torch.int64, device=x.device)
+    for sl, _, acc in row_chunks(x, y):
+        s = (acc * rx[sl].to(cd)[:, None] * ryc[None, :]).masked_fill(~_negatives(sl, B, x.device), float("-inf"))
+        val, arg = s.max(dim=1)
+        idx_r[sl] = torch.where(val > float("-inf"), arg, -1)
+        val, arg = s.max(dim=0)
+        better = val > col_best  # strict: earlier rows win ties, as in the kernel
+        idx_c = torch.where(better, arg + sl.start, idx_c)
+        col_best = torch.where(better, val, col_best)
+    return idx_r, idx_c
+
+
+def triplet_all(x, y, rx, ry, diag, margin):
+    cd = compute_dtype(x)
+    B = x.shape[0]
+    ryc, dc = ry.to(cd), diag.to(cd)
+    hinge_r, cnt_r = torch.empty(B, dtype=cd, device=x.device), torch.empty(B, dtype=cd, device=x.device)
+    hinge_c, cnt_c = torch.zeros(B, dtype=cd, device=x.device), torch.zeros(B, dtype=cd, device=x.device)
+    for sl, _, acc in row_chunks(x, y):
+        s = acc * rx[sl].to(cd)[:, None] * ryc[None, :]
+        neg = _negatives(sl, B, x.device)
+        h_r = torch.where(neg, margin + s - dc[sl, None], 0).clamp(min=0)
+        h_c = torch.where(neg, margin + s - dc[None, :], 0).clamp(min=0)
+        hinge_r[sl], cnt_r[sl] = h_r.sum(1), (h_r > 0).sum(1).to(cd)
+        hinge_c += h_c.sum(0)
+        cnt_c += (h_c > 0).sum(0).to(cd)
+    return hinge_r, hinge_c, cnt_r, cnt_c
+
+
+def triplet_all_backward(x, y, rx, ry, diag, margin, g_hinge_r, g_hinge_c):
+    cd = compute_dtype(x)
+    B = x.shape[0]
+    rxc, ryc, dc = rx.to(cd), ry.to(cd), diag.to(cd)
+
+    def grad_block(sl, acc):
+        s = acc * rxc[sl, None] * ryc[None, :]
+        g = (torch.where(margin + s - dc[sl, None] > 0, g_hinge_r[sl, None], 0)
+             + torch.where(margin + s - dc[None, :] > 0, g_hinge_c[None, :], 0))
+        return torch.where(_negatives(sl, B, x.device), g, 0)
+
+    return gradient_pieces(x, y, rx, ry, grad_block)

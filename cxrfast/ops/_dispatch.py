@@ -1,0 +1,83 @@
+"""Implementation choice: impl = "auto" | "triton" | "chunked" | "reference".
+
+"auto" takes the CXRFAST_IMPL environment variable when it is set, else Triton when the inputs are
+supported by the Triton kernels (CUDA tensors, fp16/bf16/fp32, D ≤ 4096, triton importable) and the
+chunked PyTorch path otherwise. An explicit "triton" on unsupported input raises with every reason;
+it never falls back silently. `explain(...)` tells what a call would run, and why.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+
+IMPLS = ("auto", "triton", "chunked", "reference")
+TRITON_DTYPES = (torch.float16, torch.bfloat16, torch.float32)
+MAX_TRITON_DIM = 4096
+
+
+class UnsupportedInputError(ValueError):
+    """The requested implementation cannot run these inputs; the message lists the reasons."""
+
+
+def interpreting() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+@functools.lru_cache(maxsize=None)
+def triton_import_error() -> str | None:
+    try:
+        import triton  # noqa: F401
+    except Exception as exc:  # pragma: no cover - depends on the install
+        return f"triton is not importable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def triton_reasons(*tensors: torch.Tensor, dim: int) -> list[str]:
+    """Why the Triton kernels cannot take these tensors (empty list: they can)."""
+    reasons = []
+    err = triton_import_error()
+    if err:
+        reasons.append(err)
+    t = tensors[0]
+    if t.device.type != "cuda" and not (interpreting() and t.device.type == "cpu"):
+        reasons.append(f"tensors are on {t.device}, the Triton kernels need CUDA "
+                       "(or CPU with TRITON_INTERPRET=1)")
+    if t.dtype not in TRITON_DTYPES:
+        reasons.append(f"dtype {t.dtype} is not one of float16, bfloat16, float32")
+    if dim > MAX_TRITON_DIM:
+        reasons.append(f"embedding dim D={dim} exceeds the supported maximum {MAX_TRITON_DIM}")
+    return reasons
+
+
+def select(op: str, impl: str, reasons: list[str]) -> str:
+    """Resolve `impl` for an op whose Triton path is blocked by `reasons` (empty: supported)."""
+    if impl not in IMPLS:
+        raise ValueError(f"{op}: `impl` must be one of {IMPLS}, got {impl!r}")
+    if impl == "auto":
+        impl = os.environ.get("CXRFAST_IMPL", "auto") or "auto"
+        if impl not in IMPLS:
+            raise ValueError(f"{op}: environment variable CXRFAST_IMPL must be one of {IMPLS}, got {impl!r}")
+    if impl == "auto":
+        return "triton" if not reasons and not interpreting() else "chunked"
+    if impl == "triton" and reasons:
+        raise UnsupportedInputError(f"{op}: impl='triton' cannot run these inputs: " + "; ".join(reasons))
+    return impl
+
+
+def explain(op: str, *args, **kwargs) -> str:
+    """Which implementation `cxrfast.<op>(*args, **kwargs)` would run, and why. Runs no kernel.
+
+    >>> cxrfast.explain("contrastive_loss", img, txt, scale)
+    'contrastive_loss: chunked (auto; Triton not used: tensors are on cpu, ...)'
+    """
+    import importlib
+
+    modules = {"contrastive_loss": "cxrfast.ops.contrastive", "triplet_loss": "cxrfast.ops.triplet"}
+    if op not in modules:
+        raise ValueError(f"explain: unknown op {op!r}; known: {sorted(modules)}")
+    impl, reasons, requested = importlib.import_module(modules[op]).plan(*args, **kwargs)
+    why = "Triton supported" if not reasons else "Triton not used: " + "; ".join(reasons)
+    return f"{op}: {impl} ({requested}; {why})"

@@ -1,0 +1,38 @@
+"""Helpers shared by the pair-statistics ops (InfoNCE, triplet)."""
+
+from __future__ import annotations
+
+import torch
+
+from cxrfast.reference.contrastive import NORM_EPS
+
+
+def inverse_norms(t: torch.Tensor, normalize: bool) -> torch.Tensor:
+    """rx = 1 / max(‖t_i‖, eps) in fp32 (fp64 for fp64 input), differentiable; ones when not normalising.
+    The kernels take this multiplier instead of a normalised copy of `t`."""
+    dtype = torch.promote_types(t.dtype, torch.float32)
+    if not normalize:
+        return torch.ones(t.shape[0], dtype=dtype, device=t.device)
+    return torch.linalg.vector_norm(t, dim=1, dtype=dtype).clamp_min(NORM_EPS).reciprocal()
+
+
+def zeros_if_none(g, like: torch.Tensor) -> torch.Tensor:
+    return torch.zeros_like(like) if g is None else g.contiguous()
+
+
+def input_grads(ctx, x, y, rx, ry, scale, pieces):
+    """Turn the gradient pieces (A_x, A_y, V_r, V_c) into ∂/∂(x, y, rx, ry, scale); see kernels.pairwise."""
+    ax, ay, vr, vc = pieces
+    sc = scale.to(ax.dtype)
+    need = ctx.needs_input_grad
+    dx = (ax * (sc * rx.to(ax.dtype))[:, None]).to(x.dtype) if need[0] else None
+    dy = (ay * (sc * ry.to(ay.dtype))[:, None]).to(y.dtype) if need[1] else None
+    drx = (sc * vr).to(rx.dtype) if need[2] else None
+    dry = (sc * vc).to(ry.dtype) if need[3] else None
+    dscale = (rx.to(vr.dtype) * vr).sum().to(scale.dtype) if need[4] else None
+    return dx, dy, drx, dry, dscale
+
+
+def stat_fakes(*shapes, like: torch.Tensor):
+    dtype = torch.promote_types(like.dtype, torch.float32)
+    return tuple(like.new_empty(s, dtype=dtype) for s in shapes)

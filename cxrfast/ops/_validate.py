@@ -1,0 +1,103 @@
+"""Input checks shared by the ops. Every message names the argument, what was expected and what came."""
+
+from __future__ import annotations
+
+import os
+from numbers import Real
+
+import torch
+
+
+def check_finite_enabled() -> bool:
+    """Non-finite input checks cost one device sync per call; CXRFAST_CHECK_FINITE=0 turns them off.
+    They are skipped while torch.compile traces (data-dependent control flow)."""
+    if os.environ.get("CXRFAST_CHECK_FINITE", "1") == "0":
+        return False
+    return not torch.compiler.is_compiling()
+
+
+def embedding_pair(op: str, a: torch.Tensor, b: torch.Tensor, names=("image_emb", "text_emb")) -> None:
+    na, nb = names
+    for name, t in ((na, a), (nb, b)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: `{name}` must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 2:
+            raise ValueError(f"{op}: `{name}` must be 2-D [B, D], got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{op}: `{name}` must be a floating-point tensor, got {t.dtype}")
+    if a.shape[0] == 0 or b.shape[0] == 0:
+        raise ValueError(f"{op}: empty batch: `{na}` has shape {tuple(a.shape)}, `{nb}` {tuple(b.shape)}")
+    if a.shape[0] != b.shape[0]:
+        raise ValueError(f"{op}: batch sizes differ: `{na}` has B={a.shape[0]}, `{nb}` has B={b.shape[0]} "
+                         "(each image needs its paired text at the same index)")
+    if a.shape[1] != b.shape[1]:
+        raise ValueError(f"{op}: embedding dims differ: `{na}` has D={a.shape[1]}, `{nb}` has D={b.shape[1]}")
+    if a.shape[1] == 0:
+        raise ValueError(f"{op}: embedding dim D is 0")
+    if a.device != b.device:
+        raise ValueError(f"{op}: `{na}` is on {a.device} but `{nb}` is on {b.device}")
+    if a.dtype != b.dtype:
+        raise TypeError(f"{op}: `{na}` is {a.dtype} but `{nb}` is {b.dtype}; cast one of them")
+    finite(op, na, a)
+    finite(op, nb, b)
+
+
+def finite(op: str, name: str, t: torch.Tensor) -> None:
+    if check_finite_enabled() and not bool(torch.isfinite(t).all()):
+        bad = int((~torch.isfinite(t)).sum())
+        raise ValueError(f"{op}: `{name}` contains {bad} non-finite value(s) (NaN or inf)")
+
+
+def scalar(op: str, name: str, value, like: torch.Tensor) -> torch.Tensor:
+    """A 0-dim float tensor on `like`'s device (a learnable tensor is kept, so its gradient flows)."""
+    if isinstance(value, torch.Tensor):
+        if value.numel() != 1:
+            raise ValueError(f"{op}: `{name}` must be a scalar (one element), got shape {tuple(value.shape)}")
+        if value.device != like.device:
+            raise ValueError(f"{op}: `{name}` is on {value.device} but the embeddings are on {like.device}")
+        if not value.is_floating_point():
+            value = value.to(torch.float32)
+        finite(op, name, value)
+        return value.reshape(())
+    if isinstance(value, Real) and not isinstance(value, bool):
+        if value != value or value in (float("inf"), float("-inf")):
+            raise ValueError(f"{op}: `{name}` must be finite, got {value}")
+        return torch.tensor(float(value), dtype=torch.float32, device=like.device)
+    raise TypeError(f"{op}: `{name}` must be a number or a scalar tensor, got {type(value).__name__}")
+
+
+def groups_arg(op: str, groups, batch: int, like: torch.Tensor):
+    if groups is None:
+        return None
+    if not isinstance(groups, torch.Tensor):
+        raise TypeError(f"{op}: `groups` must be a 1-D integer tensor or None, got {type(groups).__name__}")
+    if groups.dim() != 1 or groups.shape[0] != batch:
+        raise ValueError(f"{op}: `groups` must have shape [{batch}] (one id per pair), got {tuple(groups.shape)}")
+    if groups.is_floating_point() or groups.is_complex() or groups.dtype == torch.bool:
+        raise TypeError(f"{op}: `groups` must hold integer ids, got {groups.dtype}")
+    if groups.device != like.device:
+        raise ValueError(f"{op}: `groups` is on {groups.device} but the embeddings are on {like.device}")
+    return groups.to(torch.int64).contiguous()
+
+
+def weights_arg(op: str, weights) -> tuple[float, float]:
+    try:
+        w = tuple(float(v) for v in weights)
+    except TypeError:
+        raise TypeError(f"{op}: `weights` must be a pair (w_i2t, w_t2i), got {weights!r}") from None
+    if len(w) != 2:
+        raise ValueError(f"{op}: `weights` must be a pair (w_i2t, w_t2i), got {len(w)} values")
+    return w
+
+
+def probability(op: str, name: str, value) -> float:
+    value = float(value)
+    if not 0.0 <= value < 1.0:
+        raise ValueError(f"{op}: `{name}` must be in [0, 1), got {value}")
+    return value
+
+
+def choice(op: str, name: str, value, allowed) -> str:
+    if value not in allowed:
+        raise ValueError(f"{op}: `{name}` must be one of {tuple(allowed)}, got {value!r}")
+    return value

@@ -1,0 +1,135 @@
+"""InfoNCE (CLIP / ConVIRT) loss: the `cxrfast::infonce_stats` op and `contrastive_loss`."""
+
+from __future__ import annotations
+
+from typing import Optional
+
+import torch
+from torch.library import triton_op
+
+from cxrfast.ops import _chunked, _dispatch, _validate
+from cxrfast.ops._pairwise import input_grads, inverse_norms, stat_fakes, zeros_if_none
+
+OP = "contrastive_loss"
+
+
+@triton_op("cxrfast::infonce_stats", mutates_args=())
+def infonce_stats(
+    x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, scale: torch.Tensor,
+    row_groups: Optional[torch.Tensor], col_groups: Optional[torch.Tensor], pos_offset: int, impl: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Row/column statistics of s = scale · diag(rx) · x · yᵀ · diag(ry), x [M, D], y [N, D]:
+    (lse_r [M], lse_c [N], pos_r [M], cnt [M], sum_r [M]); see cxrfast.kernels.contrastive.
+    Nothing M × N is stored. impl: "triton" or "chunked"."""
+    if impl == "triton":
+        from cxrfast.kernels.contrastive import infonce_forward
+
+        return infonce_forward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset)
+    return _chunked.infonce_stats(x, y, rx, ry, scale, row_groups, col_groups, pos_offset)
+
+
+@infonce_stats.register_fake
+def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, impl):
+    M, N = x.shape[0], y.shape[0]
+    return stat_fakes((M,), (N,), (M,), (M,), (M,), like=x)
+
+
+@triton_op("cxrfast::infonce_stats_backward", mutates_args=())
+def infonce_stats_backward(
+    x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, scale: torch.Tensor,
+    row_groups: Optional[torch.Tensor], col_groups: Optional[torch.Tensor], pos_offset: int,
+    lse_r: torch.Tensor, lse_c: torch.Tensor,
+    g_lse_r: torch.Tensor, g_lse_c: torch.Tensor, g_pos: torch.Tensor, g_sum: torch.Tensor, impl: str,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Gradient pieces (A_x [M, D], A_y [N, D], V_r [M], V_c [N]) of Σ g·stats (kernels.pairwise)."""
+    args = (x, y, rx, ry, scale, row_groups, col_groups, pos_offset, lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum)
+    if impl == "triton":
+        from cxrfast.kernels.contrastive import infonce_backward
+
+        return infonce_backward(*args)
+    return _chunked.infonce_backward(*args)
+
+
+@infonce_stats_backward.register_fake
+def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum, impl):
+    return stat_fakes(tuple(x.shape), tuple(y.shape), (x.shape[0],), (y.shape[0],), like=x)
+
+
+def _setup_context(ctx, inputs, output):
+    x, y, rx, ry, scale, row_groups, col_groups, pos_offset, impl = inputs
+    lse_r, lse_c, _, cnt, _ = output
+    ctx.mark_non_differentiable(cnt)
+    ctx.save_for_backward(x, y, rx, ry, scale, row_groups, col_groups, lse_r, lse_c)
+    ctx.pos_offset, ctx.impl = pos_offset, impl
+
+
+def _backward(ctx, g_lse_r, g_lse_c, g_pos, g_cnt, g_sum):
+    x, y, rx, ry, scale, row_groups, col_groups, lse_r, lse_c = ctx.saved_tensors
+    pieces = torch.ops.cxrfast.infonce_stats_backward(
+        x, y, rx, ry, scale, row_groups, col_groups, ctx.pos_offset, lse_r, lse_c,
+        zeros_if_none(g_lse_r, lse_r), zeros_if_none(g_lse_c, lse_c),
+        zeros_if_none(g_pos, lse_r), zeros_if_none(g_sum, lse_r), ctx.impl)
+    return (*input_grads(ctx, x, y, rx, ry, scale, pieces), None, None, None, None)
+
+
+torch.library.register_autograd("cxrfast::infonce_stats", _backward, setup_context=_setup_context)
+
+
+def row_targets(pos_r, cnt, sum_r, n_cols: int, label_smoothing: float) -> torch.Tensor:
+    """Σ_j q_ij s_ij for each row, q_i = (1−ε)·uniform(positives of i) + ε·uniform(all n_cols columns),
+    so that the cross-entropy of row i is lse_r[i] − row_targets[i]."""
+    return (1.0 - label_smoothing) * pos_r / cnt + (label_smoothing / n_cols) * sum_r
+
+
+def plan(image_emb, text_emb, logit_scale=None, *, impl="auto", **_):
+    """(chosen impl, reasons Triton is not usable, what was requested) — for `explain`."""
+    _validate.embedding_pair(OP, image_emb, text_emb)
+    reasons = _dispatch.triton_reasons(image_emb, text_emb, dim=image_emb.shape[1])
+    return _dispatch.select(OP, impl, reasons), reasons, impl
+
+
+def contrastive_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    logit_scale,
+    *,
+    normalize: bool = True,
+    weights=(0.5, 0.5),
+    label_smoothing: float = 0.0,
+    groups: torch.Tensor | None = None,
+    impl: str = "auto",
+) -> torch.Tensor:
+    """Symmetric InfoNCE without any B × B tensor.
+
+    image_emb [B, D], text_emb [B, D] (fp16/bf16/fp32; fp64 on the chunked path), logit_scale a
+    scalar tensor (the multiplier, e.g. exp of a learnable log-scale) or a number, groups optional
+    [B] integer ids (pairs with equal ids are all positives, e.g. several views of one study).
+    Equivalent to (for groups=None, label_smoothing=0)::
+
+        S = logit_scale * F.normalize(image_emb) @ F.normalize(text_emb).T
+        weights[0] * F.cross_entropy(S, arange(B)) + weights[1] * F.cross_entropy(S.T, arange(B))
+
+    Returns a 0-dim fp32 tensor (fp64 for fp64 input). Gradients flow to both embeddings and to
+    logit_scale. See cxrfast.reference.contrastive_loss for the full definition.
+    """
+    _validate.embedding_pair(OP, image_emb, text_emb)
+    scale = _validate.scalar(OP, "logit_scale", logit_scale, image_emb)
+    w = _validate.weights_arg(OP, weights)
+    eps = _validate.probability(OP, "label_smoothing", label_smoothing)
+    groups = _validate.groups_arg(OP, groups, image_emb.shape[0], image_emb)
+    reasons = _dispatch.triton_reasons(image_emb, text_emb, dim=image_emb.shape[1])
+    chosen = _dispatch.select(OP, impl, reasons)
+    if chosen == "reference":
+        from cxrfast.reference import contrastive_loss as reference
+
+        return reference(image_emb, text_emb, scale, normalize=normalize, weights=w,
+                         label_smoothing=eps, groups=groups)
+
+    B = image_emb.shape[0]
+    rx, ry = inverse_norms(image_emb, normalize), inverse_norms(text_emb, normalize)
+    lse_r, lse_c, pos_r, cnt, sum_r = torch.ops.cxrfast.infonce_stats(
+        image_emb, text_emb, rx, ry, scale, groups, groups, 0, chosen)
+    # Positives are symmetric, so Σ_j (target term of column j) = Σ_i (target term of row i):
+    # one O(B) sum serves both directions.
+    target = row_targets(pos_r, cnt, sum_r, B, eps).sum()
+    return (w[0] * lse_r.sum() + w[1] * lse_c.sum() - (w[0] + w[1]) * target) / B

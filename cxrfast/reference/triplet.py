@@ -1,0 +1,41 @@
+"""Bidirectional ranking (triplet) loss, VSE++ / JoImTeRNet: the definition."""
+
+from __future__ import annotations
+
+import torch
+
+from cxrfast.reference.contrastive import similarity_matrix
+
+
+def triplet_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    *,
+    margin: float = 0.2,
+    negatives: str = "hardest",
+    reduction: str = "sum",
+    distance: str = "cosine",
+) -> torch.Tensor:
+    """Hinge ranking loss in both directions.
+
+    s(i, j) = cos(image_i, text_j) (distance="cosine") or image_i · text_j (distance="dot").
+    For image i and every negative text j ≠ i: [margin + s(i, j) − s(i, i)]₊;
+    for text j and every negative image i ≠ j: [margin + s(i, j) − s(j, j)]₊.
+    negatives="hardest" keeps the largest hinge of each image and of each text (VSE++ max violation);
+    negatives="all" sums them. reduction "sum" adds over the 2·B anchors, "mean" divides by B.
+    JoImTeRNet's cosine *distance* form, [margin + d(i, i) − d(i, j)]₊ with d = 1 − cos, is the same
+    expression (the 1s cancel): distance="cosine", margin=0.5.
+    """
+    n = image_emb.shape[0]
+    s = similarity_matrix(image_emb, text_emb, 1.0, normalize=(distance == "cosine"))
+    diag = s.diagonal()
+    eye = torch.eye(n, dtype=torch.bool, device=s.device)
+    cost_img = (margin + s - diag[:, None]).clamp(min=0).masked_fill(eye, 0)  # anchor image i, row i
+    cost_txt = (margin + s - diag[None, :]).clamp(min=0).masked_fill(eye, 0)  # anchor text j, column j
+    if negatives == "hardest":
+        per_img = cost_img.max(dim=1).values if n > 1 else cost_img.sum(1)
+        per_txt = cost_txt.max(dim=0).values if n > 1 else cost_txt.sum(0)
+    else:
+        per_img, per_txt = cost_img.sum(1), cost_txt.sum(0)
+    total = per_img.sum() + per_txt.sum()
+    return total / n if reduction == "mean" else total

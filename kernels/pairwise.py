@@ -1,0 +1,287 @@
+"""Pieces shared by every kernel over the B_img × B_txt pair grid (InfoNCE, triplet).
+
+Scores. Every pair kernel scores a tile as s_ij = scale · rx_i · ry_j · (x_i · y_j), where rx, ry are
+fp32 per-row multipliers (the inverse L2 norms when the loss normalises, else ones). Keeping the
+normalisation as a multiplier means no normalised copy of either embedding is ever written, in any
+precision; the gradient through rx, ry is returned to autograd as the per-row vectors V below.
+
+Forward layout ("panels"). The forward kernels need statistics of every row AND every column (row and
+column log-sum-exp, hardest negatives both ways). A program owns a panel of consecutive rows and walks
+all columns once: per-row state is carried across column blocks in a [*, B] buffer that only this panel
+touches; per-column state is reduced over the panel's rows in registers and written as one partial per
+(panel, column). The host combines the ≤ #SM partials of each column. The number of panels is bounded
+(about one per SM), so the extra memory is O(B), every tile is computed once, and nothing B × B exists.
+
+Backward ("tiles + atomics"). One program per (row block, column block) recomputes its tile ONCE, turns
+it into the gradient tile G = ∂loss/∂s (a loss-specific epilogue), and yields from the same registers
+  A_x[i] += Σ_j G_ij ry_j y_j     A_y[j] += Σ_i G_ij rx_i x_i          (tensor-core dots over D chunks)
+  V_r[i] += Σ_j G_ij ry_j (x_i·y_j)   V_c[j] += Σ_i G_ij rx_i (x_i·y_j)   (row / column sums)
+accumulated in fp32 with atomics, so that
+  ∂/∂x = scale·rx·A_x,   ∂/∂y = scale·ry·A_y,   ∂/∂rx = scale·V_r,   ∂/∂ry = scale·V_c,   ∂/∂scale = Σ rx·V_r.
+FLOPs: forward 2·B²·D, backward 6·B²·D (recompute + two gradient products): 8·B²·D in all.
+The atomics make the backward deterministic only up to fp32 summation order.
+"""
+
+from __future__ import annotations
+
+import functools
+import os
+
+import torch
+import triton
+import triton.language as tl
+
+# Set before triton is imported (tests do it in conftest). Under the interpreter: one autotune config,
+# tiny tiles, and 16-bit operands upcast before tl.dot (the interpreter multiplies bf16 bit patterns
+# wrongly there).
+INTERPRET = os.environ.get("TRITON_INTERPRET", "0") == "1"
+LOG2E = 1.4426950408889634
+LN2 = 0.6931471805599453
+
+
+def configs(gpu: list[tuple[int, int, int, int, int]], interpret: tuple[int, int, int]):
+    """Autotune configs from (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages) tuples."""
+    if INTERPRET:
+        bm, bn, bk = interpret
+        return [triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=1, num_stages=1)]
+    return [
+        triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=s)
+        for bm, bn, bk, w, s in gpu
+    ]
+
+
+def dot_flags(dtype: torch.dtype) -> dict:
+    """Constexpr flags for the dtype: fp32 inputs use IEEE fp32 dots (tf32 would cost ~1e-3 relative,
+    far outside the fp32 tolerance); 16-bit inputs are upcast only under the interpreter."""
+    return {
+        "UPCAST": INTERPRET and dtype in (torch.bfloat16, torch.float16),
+        "PRECISION": "ieee" if dtype == torch.float32 else "tf32",
+    }
+
+
+@functools.lru_cache(maxsize=None)
+def _sm_count(device_index: int) -> int:
+    return torch.cuda.get_device_properties(device_index).multi_processor_count
+
+
+def num_panels(x: torch.Tensor, block_m: int) -> int:
+    """Programs of a panel-layout forward: about one per SM, never more than there are row blocks."""
+    target = _sm_count(x.device.index or 0) if x.is_cuda else 4
+    return max(1, min(triton.cdiv(x.shape[0], block_m), target))
+
+
+def grad_multiplier(n: int) -> float:
+    """A power of two ≥ n: G·mult is O(1) for G ~ 1/n, clear of the fp16 subnormals; exact to undo."""
+    return float(2.0 ** max(0, (n - 1).bit_length()))
+
+
+# Forward kernels fix BLOCK_M on the host (it sets the panel count, hence the partial buffers' size);
+# autotuning chooses the rest.
+PANEL_BLOCK_M = 16 if INTERPRET else 128
+
+
+@triton.jit
+def panel_rows(pid, M, n_panels, BLOCK_M: tl.constexpr):
+    """Row range [start, end) of panel `pid`: whole BLOCK_M blocks, spread evenly."""
+    per = tl.cdiv(tl.cdiv(M, BLOCK_M), n_panels)
+    start = pid * per * BLOCK_M
+    end = tl.minimum(start + per * BLOCK_M, M)
+    return start, end
+
+
+@triton.jit
+def scores_tile(
+    x_ptr, y_ptr,
+    rows, cols, M, N, D,
+    stride_xb, stride_xd, stride_yb, stride_yd,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """fp32 [BLOCK_M, BLOCK_N] tile of x[rows] · y[cols]ᵀ; out-of-range rows/cols give 0."""
+    acc = tl.zeros((BLOCK_M, BLOCK_N), dtype=tl.float32)
+    row_off = rows.to(tl.int64) * stride_xb  # int64: B·D exceeds 2³¹ at B = 1M, D = 4096
+    col_off = cols.to(tl.int64) * stride_yb
+    rmask = rows < M
+    cmask = cols < N
+    for k0 in range(0, D, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        kmask = ks < D
+        xt = tl.load(x_ptr + row_off[:, None] + ks[None, :] * stride_xd,
+                     mask=rmask[:, None] & kmask[None, :], other=0.0)
+        yt = tl.load(y_ptr + col_off[:, None] + ks[None, :] * stride_yd,
+                     mask=cmask[:, None] & kmask[None, :], other=0.0)
+        if UPCAST:
+            xt = xt.to(tl.float32)
+            yt = yt.to(tl.float32)
+        acc = tl.dot(xt, tl.trans(yt), acc, input_precision=PRECISION)
+    return acc
+
+
+@triton.jit
+def positive_pairs(rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr, pos_offset, HAS_GROUPS: tl.constexpr):
+    """[BLOCK_M, BLOCK_N] bool: (i, j) is a positive pair — equal group ids, else j == i + pos_offset
+    (the offset places a rank's rows inside the global batch in the rank-local distributed form)."""
+    if HAS_GROUPS:
+        gr = tl.load(row_groups_ptr + rows, mask=rmask, other=0)
+        gc = tl.load(col_groups_ptr + cols, mask=cmask, other=0)
+        return gr[:, None] == gc[None, :]
+    else:
+        return (rows[:, None] + pos_offset) == cols[None, :]
+
+
+@triton.jit
+def _infonce_grad_tile(
+    s, rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr, pos_offset,
+    lse_r_ptr, g_lse_r_ptr, g_pos_ptr, g_sum_ptr, lse_c_ptr, g_lse_c_ptr,
+    HAS_GROUPS: tl.constexpr,
+):
+    """∂loss/∂s_ij for the InfoNCE statistics (see kernels.contrastive):
+    G = g_lse_r[i]·softmax_row(s)_ij + g_lse_c[j]·softmax_col(s)_ij + g_pos[i]·[pos(i,j)] + g_sum[i].
+    Evaluated in fp32 before any rounding: at the positives softmax ≈ 1 and g_pos ≈ −(g_lse_r + g_lse_c),
+    so the small difference that is the gradient is formed here, not after a cast."""
+    lse_r = tl.load(lse_r_ptr + rows, mask=rmask, other=0.0)
+    g_r = tl.load(g_lse_r_ptr + rows, mask=rmask, other=0.0)
+    g_pos = tl.load(g_pos_ptr + rows, mask=rmask, other=0.0)
+    g_sum = tl.load(g_sum_ptr + rows, mask=rmask, other=0.0)
+    lse_c = tl.load(lse_c_ptr + cols, mask=cmask, other=0.0)
+    g_c = tl.load(g_lse_c_ptr + cols, mask=cmask, other=0.0)
+    s2 = s * 1.4426950408889634
+    g = (g_r[:, None] * tl.exp2(s2 - lse_r[:, None] * 1.4426950408889634)
+         + g_c[None, :] * tl.exp2(s2 - lse_c[None, :] * 1.4426950408889634)
+         + g_sum[:, None])
+    pos = positive_pairs(rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr, pos_offset, HAS_GROUPS)
+    return tl.where(pos, g + g_pos[:, None], g)
+
+
+@triton.jit
+def _hinge_grad_tile(
+    s, rows, cols, rmask, cmask, margin,
+    diag_ptr, g_row_ptr, g_col_ptr,
+):
+    """∂loss/∂s_ij for summed triplet hinges (see kernels.triplet):
+    G = g_row[i]·[margin + s_ij − d_i > 0] + g_col[j]·[margin + s_ij − d_j > 0], i ≠ j."""
+    d_r = tl.load(diag_ptr + rows, mask=rmask, other=0.0)
+    d_c = tl.load(diag_ptr + cols, mask=cmask, other=0.0)
+    g_r = tl.load(g_row_ptr + rows, mask=rmask, other=0.0)
+    g_c = tl.load(g_col_ptr + cols, mask=cmask, other=0.0)
+    g = (tl.where(margin + s - d_r[:, None] > 0, g_r[:, None], 0.0)
+         + tl.where(margin + s - d_c[None, :] > 0, g_c[None, :], 0.0))
+    return tl.where(rows[:, None] == cols[None, :], 0.0, g)
+
+
+@triton.autotune(
+    configs=configs(
+        gpu=[(128, 128, 64, 8, 3), (128, 64, 64, 4, 3), (64, 128, 64, 4, 3), (64, 64, 64, 4, 3)],
+        interpret=(16, 16, 16),
+    ),
+    key=["D", "MODE", "HAS_GROUPS"],
+    reset_to_zero=["ax_ptr", "ay_ptr", "vr_ptr", "vc_ptr"],
+)
+@triton.jit
+def pairwise_bwd_kernel(
+    # inputs
+    x_ptr, y_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
+    row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
+    # outputs (fp32, zeroed, accumulated atomically)
+    ax_ptr, ay_ptr, vr_ptr, vc_ptr,
+    # shapes and scalars
+    M, N, D, pos_offset, margin, grad_mult,
+    # strides
+    stride_xb, stride_xd, stride_yb, stride_yd,
+    # constexpr
+    MODE: tl.constexpr,  # 0: InfoNCE statistics, 1: summed triplet hinges
+    HAS_GROUPS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """Backward of a pair-statistics op over one (row block, column block) tile; see module docstring.
+
+    MODE 0 rows: lse_r, g_lse_r, g_pos, g_sum; cols: lse_c, g_lse_c.
+    MODE 1 rows: diag, g_row, -, -;           cols: diag (same), g_col.   (square, M == N)
+    """
+    pid = tl.program_id(0)
+    num_m = tl.cdiv(M, BLOCK_M)
+    num_n = tl.cdiv(N, BLOCK_N)
+    # Grouped ordering: GROUP_M row blocks sweep the columns together, so their x and y tiles are
+    # re-read from L2 rather than HBM.
+    width = GROUP_M * num_n
+    first_m = (pid // width) * GROUP_M
+    group_size = tl.minimum(num_m - first_m, GROUP_M)
+    pid_m = first_m + (pid % width) % group_size
+    pid_n = (pid % width) // group_size
+
+    rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    rmask = rows < M
+    cmask = cols < N
+    acc = scores_tile(x_ptr, y_ptr, rows, cols, M, N, D, stride_xb, stride_xd, stride_yb, stride_yd,
+                      BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
+    rx = tl.load(rx_ptr + rows, mask=rmask, other=0.0)
+    ry = tl.load(ry_ptr + cols, mask=cmask, other=0.0)
+    scale = tl.load(scale_ptr).to(tl.float32)
+    s = acc * (scale * rx)[:, None] * ry[None, :]
+    if MODE == 0:
+        g = _infonce_grad_tile(s, rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr, pos_offset,
+                               row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr, HAS_GROUPS)
+    else:
+        g = _hinge_grad_tile(s, rows, cols, rmask, cmask, margin, row0_ptr, row1_ptr, col1_ptr)
+    g = tl.where(rmask[:, None] & cmask[None, :], g, 0.0)
+
+    g_acc = g * acc
+    tl.atomic_add(vr_ptr + rows, tl.sum(g_acc * ry[None, :], axis=1), mask=rmask, sem="relaxed")
+    tl.atomic_add(vc_ptr + cols, tl.sum(g_acc * rx[:, None], axis=0), mask=cmask, sem="relaxed")
+
+    # Operands of the two gradient products, in the input dtype for the tensor cores. grad_mult (a power
+    # of two, exact) lifts G ~ 1/B away from the fp16 subnormal range before the cast.
+    gx = g * (ry * grad_mult)[None, :]
+    gy = tl.trans(g * (rx * grad_mult)[:, None])
+    if not UPCAST:
+        gx = gx.to(x_ptr.dtype.element_ty)
+        gy = gy.to(x_ptr.dtype.element_ty)
+    inv_mult = 1.0 / grad_mult
+    row_off = rows.to(tl.int64)
+    col_off = cols.to(tl.int64)
+    for k0 in range(0, D, BLOCK_K):
+        ks = k0 + tl.arange(0, BLOCK_K)
+        kmask = ks < D
+        xt = tl.load(x_ptr + row_off[:, None] * stride_xb + ks[None, :] * stride_xd,
+                     mask=rmask[:, None] & kmask[None, :], other=0.0)
+        yt = tl.load(y_ptr + col_off[:, None] * stride_yb + ks[None, :] * stride_yd,
+                     mask=cmask[:, None] & kmask[None, :], other=0.0)
+        if UPCAST:
+            xt = xt.to(tl.float32)
+            yt = yt.to(tl.float32)
+        dx = tl.dot(gx, yt, input_precision=PRECISION) * inv_mult
+        dy = tl.dot(gy, xt, input_precision=PRECISION) * inv_mult
+        tl.atomic_add(ax_ptr + row_off[:, None] * D + ks[None, :], dx,
+                      mask=rmask[:, None] & kmask[None, :], sem="relaxed")
+        tl.atomic_add(ay_ptr + col_off[:, None] * D + ks[None, :], dy,
+                      mask=cmask[:, None] & kmask[None, :], sem="relaxed")
+
+
+def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors,
+                      *, mode: int, margin: float = 0.0):
+    """Launch the backward tile kernel. Returns fp32 (A_x [M, D], A_y [N, D], V_r [M], V_c [N])."""
+    from torch.library import wrap_triton
+
+    (M, D), N = x.shape, y.shape[0]
+    ax = torch.zeros((M, D), dtype=torch.float32, device=x.device)
+    ay = torch.zeros((N, D), dtype=torch.float32, device=x.device)
+    vr = torch.zeros((M,), dtype=torch.float32, device=x.device)
+    vc = torch.zeros((N,), dtype=torch.float32, device=x.device)
+    r = list(row_vectors) + [rx] * (4 - len(row_vectors))  # unused slots: any valid fp32 pointer
+    c = list(col_vectors)
+
+    def grid(meta):
+        return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+
+    has_groups = row_groups is not None
+    wrap_triton(pairwise_bwd_kernel)[grid](
+        x, y, rx, ry, scale, row_groups if has_groups else rx, col_groups if has_groups else ry,
+        r[0], r[1], r[2], r[3], c[0], c[1],
+        ax, ay, vr, vc,
+        M, N, D, pos_offset, float(margin), grad_multiplier(max(M, N)),
+        x.stride(0), x.stride(1), y.stride(0), y.stride(1),
+        MODE=mode, HAS_GROUPS=has_groups, GROUP_M=8, **dot_flags(x.dtype),
+    )
+    return ax, ay, vr, vc
