@@ -8,7 +8,6 @@ it never falls back silently. `explain(...)` tells what a call would run, and wh
 
 from __future__ import annotations
 
-import functools
 import os
 
 import torch
@@ -26,13 +25,10 @@ def interpreting() -> bool:
     return os.environ.get("TRITON_INTERPRET", "0") == "1"
 
 
-@functools.lru_cache(maxsize=None)
 def triton_import_error() -> str | None:
-    try:
-        import triton  # noqa: F401
-    except Exception as exc:  # pragma: no cover - depends on the install
-        return f"triton is not importable ({type(exc).__name__}: {exc})"
-    return None
+    from cxrfast.ops._register import has_triton
+
+    return None if has_triton() else "triton is not installed (it is a Linux-only dependency)"
 
 
 def triton_reasons(*tensors: torch.Tensor, dim: int) -> list[str]:
@@ -79,5 +75,10 @@ def explain(op: str, *args, **kwargs) -> str:
     if op not in modules:
         raise ValueError(f"explain: unknown op {op!r}; known: {sorted(modules)}")
     impl, reasons, requested = importlib.import_module(modules[op]).plan(*args, **kwargs)
-    why = "Triton supported" if not reasons else "Triton not used: " + "; ".join(reasons)
+    if reasons:
+        why = "Triton not used: " + "; ".join(reasons)
+    elif impl != "triton" and interpreting():
+        why = "TRITON_INTERPRET=1: auto keeps the chunked path; impl='triton' runs the kernels interpreted"
+    else:
+        why = "Triton supported"
     return f"{op}: {impl} ({requested}; {why})"

@@ -5,15 +5,15 @@ from __future__ import annotations
 from typing import Optional
 
 import torch
-from torch.library import triton_op
 
 from cxrfast.ops import _chunked, _dispatch, _validate
+from cxrfast.ops._register import op
 from cxrfast.ops._pairwise import input_grads, inverse_norms, stat_fakes, zeros_if_none
 
 OP = "contrastive_loss"
 
 
-@triton_op("cxrfast::infonce_stats", mutates_args=())
+@op("cxrfast::infonce_stats")
 def infonce_stats(
     x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, scale: torch.Tensor,
     row_groups: Optional[torch.Tensor], col_groups: Optional[torch.Tensor], pos_offset: int, impl: str,
@@ -34,7 +34,7 @@ def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, impl):
     return stat_fakes((M,), (N,), (M,), (M,), (M,), like=x)
 
 
-@triton_op("cxrfast::infonce_stats_backward", mutates_args=())
+@op("cxrfast::infonce_stats_backward")
 def infonce_stats_backward(
     x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, scale: torch.Tensor,
     row_groups: Optional[torch.Tensor], col_groups: Optional[torch.Tensor], pos_offset: int,

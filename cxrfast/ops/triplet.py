@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import torch
-from torch.library import triton_op
 
 from cxrfast.ops import _chunked, _dispatch, _validate
+from cxrfast.ops._register import op
 from cxrfast.ops._pairwise import input_grads, inverse_norms, stat_fakes, zeros_if_none
 
 OP = "triplet_loss"
@@ -14,7 +14,7 @@ REDUCTIONS = ("sum", "mean")
 DISTANCES = ("cosine", "dot")
 
 
-@triton_op("cxrfast::triplet_hardest", mutates_args=())
+@op("cxrfast::triplet_hardest")
 def triplet_hardest(x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, impl: str
                     ) -> tuple[torch.Tensor, torch.Tensor]:
     """int64 (idx_r [B], idx_c [B]): argmax over negatives of each row / column of diag(rx)·x·yᵀ·diag(ry);
@@ -31,7 +31,7 @@ def _(x, y, rx, ry, impl):
     return x.new_empty((x.shape[0],), dtype=torch.int64), x.new_empty((x.shape[0],), dtype=torch.int64)
 
 
-@triton_op("cxrfast::triplet_all", mutates_args=())
+@op("cxrfast::triplet_all")
 def triplet_all(x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, diag: torch.Tensor,
                 margin: float, impl: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(hinge_r, hinge_c, cnt_r, cnt_c), each [B]: Σ over negatives of [margin + s_ij − d]₊ per row
@@ -48,7 +48,7 @@ def _(x, y, rx, ry, diag, margin, impl):
     return stat_fakes(*[(x.shape[0],)] * 4, like=x)
 
 
-@triton_op("cxrfast::triplet_all_backward", mutates_args=())
+@op("cxrfast::triplet_all_backward")
 def triplet_all_backward(x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor,
                          diag: torch.Tensor, margin: float, g_hinge_r: torch.Tensor, g_hinge_c: torch.Tensor,
                          impl: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:

@@ -1,0 +1,5 @@
+"""Thin nn.Modules over cxrfast.ops: they hold hyper-parameters (and CLIP's learnable temperature)."""
+
+from cxrfast.nn.losses import ContrastiveLoss, TripletLoss
+
+__all__ = ["ContrastiveLoss", "TripletLoss"]

@@ -1,0 +1,37 @@
+"""DESIGN's earned tolerance: |kernel − ref64| ≤ k·|ref_lowprec − ref64| + atol_dtype."""
+
+from __future__ import annotations
+
+import torch
+
+ATOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.bfloat16: 2e-3, torch.float16: 5e-4}
+K = 2.0
+
+
+def assert_earned(name: str, got, ref64, ref_low, dtype: torch.dtype, k: float = K) -> None:
+    """Tensor-wise max-norm form of the rule; atol is relative to the size of the reference."""
+    got = torch.as_tensor(got).detach().double().cpu()
+    ref64 = torch.as_tensor(ref64).detach().double().cpu()
+    ref_low = torch.as_tensor(ref_low).detach().double().cpu()
+    assert got.shape == ref64.shape, f"{name}: shape {tuple(got.shape)} != {tuple(ref64.shape)}"
+    assert torch.isfinite(got).all(), f"{name}: non-finite values in the result"
+    err = (got - ref64).abs().max().item()
+    earned = (ref_low - ref64).abs().max().item()
+    scale = max(1.0, ref64.abs().max().item())
+    bound = k * earned + ATOL[dtype] * scale
+    assert err <= bound, (f"{name}: max |got − ref64| = {err:.3e} > {bound:.3e} "
+                          f"(= {k}·{earned:.3e} earned by the {dtype} reference + {ATOL[dtype]:.0e}·{scale:.3g})")
+
+
+def leaf(t: torch.Tensor) -> torch.Tensor:
+    return t.detach().clone().requires_grad_(True)
+
+
+def loss_and_grads(fn, tensors):
+    """Run fn(*leaves) → loss; return (loss, [grads of the floating leaves])."""
+    leaves = [leaf(t) if t.is_floating_point() else t for t in tensors]
+    loss = fn(*leaves)
+    diff = [t for t in leaves if t.is_floating_point()]
+    grads = torch.autograd.grad(loss, diff, allow_unused=True)
+    grads = [torch.zeros_like(t) if g is None else g for t, g in zip(diff, grads)]
+    return loss.detach(), grads

@@ -1,0 +1,240 @@
+"""cxrfast.contrastive_loss: every impl against the float64 reference (DESIGN's earned tolerance)."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+from numerics import assert_earned, loss_and_grads
+
+import cxrfast
+from cxrfast import reference as R
+
+SHAPES = [(1, 1), (1, 7), (2, 3), (17, 33), (37, 19), (48, 64)]  # (B, D): 1, odd, not tile multiples
+TRITON_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+
+
+def _inputs(b, d, dtype, device, spread=1.0):
+    x = (torch.randn(b, d, dtype=torch.float64) * spread).to(dtype)
+    y = (torch.randn(b, d, dtype=torch.float64) * spread).to(dtype)
+    return x.to(device), y.to(device)
+
+
+def _check(impl, x, y, scale, dtype, k=2.0, **kw):
+    """Loss and gradients (image, text, logit_scale) of impl vs the reference in float64 and in dtype."""
+    scale_dtype = torch.float64 if dtype == torch.float64 else torch.float32
+    scale_t = torch.tensor(scale, dtype=scale_dtype, device=x.device)
+    got, got_g = loss_and_grads(lambda a, b, s: cxrfast.contrastive_loss(a, b, s, impl=impl, **kw), (x, y, scale_t))
+    cpu = [t.detach().cpu() for t in (x, y, scale_t)]
+    kw_ref = {k_: (v.cpu() if isinstance(v, torch.Tensor) else v) for k_, v in kw.items()}
+    ref64, ref64_g = loss_and_grads(lambda a, b, s: R.contrastive_loss(a, b, s, **kw_ref),
+                                    [t.double() for t in cpu])
+    low = [cpu[0], cpu[1], cpu[2].to(dtype)]
+    ref_lo, ref_lo_g = loss_and_grads(lambda a, b, s: R.contrastive_loss(a, b, s, **kw_ref), low)
+    assert_earned("loss", got, ref64, ref_lo, dtype, k)
+    for name, g, g64, glo in zip(("d image_emb", "d text_emb", "d logit_scale"), got_g, ref64_g, ref_lo_g):
+        assert g.dtype == (dtype if name != "d logit_scale" else scale_dtype), f"{name} dtype {g.dtype}"
+        assert_earned(name, g, g64, glo, dtype, k)
+
+
+@pytest.mark.parametrize("b,d", SHAPES)
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_chunked_matches_reference(b, d, dtype):
+    x, y = _inputs(b, d, dtype, "cpu")
+    _check("chunked", x, y, 5.0, dtype)
+
+
+@pytest.mark.parametrize("b,d", SHAPES)
+@pytest.mark.parametrize("dtype", TRITON_DTYPES)
+def test_triton_matches_reference(b, d, dtype, device):
+    x, y = _inputs(b, d, dtype, device)
+    _check("triton", x, y, 5.0, dtype)
+
+
+OPTIONS = [
+    dict(normalize=False),
+    dict(weights=(0.75, 0.25)),  # ConVIRT / LoVT
+    dict(label_smoothing=0.1),
+    dict(groups="views"),  # several views of one study
+    dict(groups="views", label_smoothing=0.2, weights=(0.3, 0.7)),
+]
+
+
+def _materialise(opts, b, device):
+    opts = dict(opts)
+    if opts.get("groups") == "views":
+        opts["groups"] = (torch.arange(b, device=device) // 3) * 7 - 5  # arbitrary ids, 3 views per study
+    return opts
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("opts", OPTIONS, ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_options(impl, opts, device):
+    dev = device if impl == "triton" else "cpu"
+    dtype = torch.float32
+    x, y = _inputs(23, 21, dtype, dev, spread=0.3 if opts.get("normalize") is False else 1.0)
+    _check(impl, x, y, 3.0, dtype, **_materialise(opts, 23, dev))
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("scale", [1e-3, 100.0])
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+def test_extreme_temperatures(impl, scale, dtype, device):
+    """logit_scale 100 (CLIP's clamp): the diagonal gradient is formed in fp32 before any rounding."""
+    dev = device if impl == "triton" else "cpu"
+    x, y = _inputs(19, 17, dtype, dev)
+    y = (x.float() + 0.05 * y.float()).to(dtype)  # near-perfect pairs: softmax diagonal ≈ 1, the hard case
+    _check(impl, x, y, scale, dtype)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+def test_non_contiguous_views(impl, device):
+    dev = device if impl == "triton" else "cpu"
+    big = torch.randn(29, 2, 40, device=dev)
+    x = big[:, 0, ::2]  # stride (80, 2)
+    y = torch.randn(20, 29, device=dev).t()  # stride (1, 29)
+    assert not x.is_contiguous() and not y.is_contiguous()
+    _check(impl, x, y, 4.0, torch.float32)
+
+
+def test_chunked_is_deterministic():
+    x, y = _inputs(31, 9, torch.float32, "cpu")
+    a = loss_and_grads(lambda p, q: cxrfast.contrastive_loss(p, q, 2.0, impl="chunked"), (x, y))
+    b = loss_and_grads(lambda p, q: cxrfast.contrastive_loss(p, q, 2.0, impl="chunked"), (x, y))
+    assert torch.equal(a[0], b[0]) and all(torch.equal(g, h) for g, h in zip(a[1], b[1]))
+
+
+def test_chunked_blocks_cover_every_row(monkeypatch):
+    """Force tiny row blocks so the chunk loop and its running column log-sum-exp really iterate."""
+    from cxrfast.ops import _chunked
+
+    monkeypatch.setattr(_chunked, "BLOCK_ELEMENTS", 40)  # 40 // 13 = 3 rows per block
+    x, y = _inputs(13, 6, torch.float64, "cpu")
+    _check("chunked", x, y, 2.0, torch.float64, groups=torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 6, 6, 6]))
+
+
+def test_triton_writes_every_output(device, monkeypatch):
+    """Outputs allocated by the launchers are poisoned with NaN: every element must be overwritten."""
+    real_empty = torch.empty
+
+    def poisoned(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-7)
+
+    monkeypatch.setattr(torch, "empty", poisoned)
+    x, y = _inputs(21, 18, torch.float32, device)
+    _check("triton", x, y, 3.0, torch.float32, groups=torch.arange(21, device=device) // 2)
+
+
+def test_auto_on_cpu_is_chunked_and_explained(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # as on a CPU machine in production
+    x, y = _inputs(4, 3, torch.float32, "cpu")
+    text = cxrfast.explain("contrastive_loss", x, y, 1.0)
+    assert text.startswith("contrastive_loss: chunked (auto; Triton not used:"), text
+    assert "cpu" in text
+    monkeypatch.setenv("TRITON_INTERPRET", "1")
+    assert "TRITON_INTERPRET=1" in cxrfast.explain("contrastive_loss", x, y, 1.0)
+    assert cxrfast.explain("contrastive_loss", x, y, 1.0, impl="triton").startswith("contrastive_loss: triton")
+
+
+def test_env_override(monkeypatch):
+    x, y = _inputs(5, 4, torch.float32, "cpu")
+    monkeypatch.setenv("CXRFAST_IMPL", "reference")
+    assert cxrfast.explain("contrastive_loss", x, y, 1.0).startswith("contrastive_loss: reference")
+    monkeypatch.setenv("CXRFAST_IMPL", "bogus")
+    with pytest.raises(ValueError, match="CXRFAST_IMPL"):
+        cxrfast.contrastive_loss(x, y, 1.0)
+
+
+def test_reference_impl_is_the_reference():
+    x, y = _inputs(6, 5, torch.float64, "cpu")
+    torch.testing.assert_close(cxrfast.contrastive_loss(x, y, 2.0, impl="reference"), R.contrastive_loss(x, y, 2.0))
+
+
+# ---------------------------------------------------------------------------------------------- errors
+
+def _err(match, *args, exc=(ValueError, TypeError), **kwargs):
+    with pytest.raises(exc, match=match):
+        cxrfast.contrastive_loss(*args, **kwargs)
+
+
+def test_errors_name_the_argument():
+    x, y = torch.randn(4, 8), torch.randn(4, 8)
+    _err(r"batch sizes differ: `image_emb` has B=4, `text_emb` has B=3", x, y[:3], 1.0)
+    _err(r"embedding dims differ: `image_emb` has D=8, `text_emb` has D=5", x, y[:, :5], 1.0)
+    _err(r"`image_emb` is on cpu but `text_emb` is on meta", x, y.to("meta"), 1.0)
+    _err(r"`image_emb` is torch.float32 but `text_emb` is torch.float64", x, y.double(), 1.0)
+    _err(r"empty batch", x[:0], y[:0], 1.0)
+    _err(r"`image_emb` must be 2-D \[B, D\], got shape \(4, 8, 1\)", x[..., None], y, 1.0)
+    _err(r"`text_emb` must be a floating-point tensor", x, y.long(), 1.0)
+    _err(r"`groups` must have shape \[4\]", x, y, 1.0, groups=torch.arange(3))
+    _err(r"`groups` must hold integer ids", x, y, 1.0, groups=torch.zeros(4))
+    _err(r"`logit_scale` must be a scalar", x, y, torch.ones(2))
+    _err(r"`logit_scale` must be finite", x, y, float("nan"))
+    _err(r"`weights` must be a pair", x, y, 1.0, weights=(1.0,))
+    _err(r"`label_smoothing` must be in \[0, 1\)", x, y, 1.0, label_smoothing=1.0)
+    _err(r"`impl` must be one of", x, y, 1.0, impl="cuda")
+    bad = x.clone()
+    bad[1, 2] = float("nan")
+    _err(r"`image_emb` contains 1 non-finite value", bad, y, 1.0)
+    bad = y.clone()
+    bad[0, 0] = float("inf")
+    _err(r"`text_emb` contains 1 non-finite", x, bad, 1.0)
+
+
+def test_explicit_triton_on_unsupported_input_lists_reasons(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)  # as on a CPU machine in production
+    x, y = torch.randn(4, 5000, dtype=torch.float64), torch.randn(4, 5000, dtype=torch.float64)
+    with pytest.raises(cxrfast.UnsupportedInputError) as info:
+        cxrfast.contrastive_loss(x, y, 1.0, impl="triton")
+    msg = str(info.value)
+    assert "tensors are on cpu" in msg and "torch.float64" in msg and "D=5000 exceeds" in msg, msg
+
+
+# --------------------------------------------------------------------------------- compile and opcheck
+
+def test_compile_fullgraph_chunked():
+    x, y = _inputs(9, 7, torch.float32, "cpu")
+    scale = torch.tensor(3.0, requires_grad=True)
+    groups = torch.tensor([0, 0, 1, 1, 1, 2, 3, 4, 4])
+
+    def f(a, b, s):
+        return cxrfast.contrastive_loss(a, b, s, impl="chunked", groups=groups, label_smoothing=0.1)
+
+    eager = loss_and_grads(f, (x, y, scale))
+    compiled = loss_and_grads(torch.compile(f, fullgraph=True), (x, y, scale))
+    torch.testing.assert_close(compiled[0], eager[0])
+    for g, h in zip(compiled[1], eager[1]):
+        torch.testing.assert_close(g, h)
+
+
+@pytest.mark.parametrize("groups", [False, True])
+def test_opcheck_chunked(groups):
+    x, y = torch.randn(6, 5, requires_grad=True), torch.randn(7, 5, requires_grad=True)
+    rx, ry = torch.rand(6) + 0.5, torch.rand(7) + 0.5
+    scale = torch.tensor(2.0, requires_grad=True)
+    rg = torch.tensor([0, 1, 1, 2, 3, 3]) if groups else None
+    cg = torch.tensor([0, 1, 2, 2, 3, 4, 4]) if groups else None
+    torch.library.opcheck(torch.ops.cxrfast.infonce_stats, (x, y, rx, ry, scale, rg, cg, 1, "chunked"))
+
+
+# ---------------------------------------------------------------------------------------------- module
+
+def test_module_learnable_scale_is_clamped_and_gets_gradient():
+    loss_fn = cxrfast.nn.ContrastiveLoss(logit_scale=1 / 0.07, max_logit_scale=100.0)
+    x, y = torch.randn(8, 6), torch.randn(8, 6)
+    loss = loss_fn(x, y)
+    torch.testing.assert_close(loss, cxrfast.contrastive_loss(x, y, 1 / 0.07))
+    loss.backward()
+    assert loss_fn.log_logit_scale.grad is not None and loss_fn.log_logit_scale.grad.abs() > 0
+    with torch.no_grad():
+        loss_fn.log_logit_scale.fill_(10.0)
+    assert abs(float(loss_fn.logit_scale) - 100.0) < 1e-4
+    loss_fn.log_logit_scale.grad = None
+    loss_fn(x, y).backward()
+    assert loss_fn.log_logit_scale.grad.item() == 0.0  # clamped: no gradient, as CLIP's in-place clamp
+
+
+def test_module_fixed_scale_is_a_buffer():
+    loss_fn = cxrfast.nn.ContrastiveLoss(logit_scale=10.0, learnable=False, weights=(0.75, 0.25))
+    assert not list(loss_fn.parameters())
+    x, y = torch.randn(5, 4), torch.randn(5, 4)
+    torch.testing.assert_close(loss_fn(x, y), R.contrastive_loss(x, y, 10.0, weights=(0.75, 0.25)))

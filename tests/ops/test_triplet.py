@@ -1,0 +1,138 @@
+"""cxrfast.triplet_loss: every impl against the float64 reference (DESIGN's earned tolerance)."""
+
+import pytest
+import torch
+from numerics import assert_earned, loss_and_grads
+
+import cxrfast
+from cxrfast import reference as R
+
+SHAPES = [(1, 5), (2, 3), (17, 33), (37, 19)]
+
+
+def _inputs(b, d, dtype, device):
+    return (torch.randn(b, d, dtype=torch.float64).to(dtype).to(device),
+            torch.randn(b, d, dtype=torch.float64).to(dtype).to(device))
+
+
+def _check(impl, x, y, dtype, k=2.0, **kw):
+    got, got_g = loss_and_grads(lambda a, b: cxrfast.triplet_loss(a, b, impl=impl, **kw), (x, y))
+    cpu = [t.detach().cpu() for t in (x, y)]
+    ref64, ref64_g = loss_and_grads(lambda a, b: R.triplet_loss(a, b, **kw), [t.double() for t in cpu])
+    ref_lo, ref_lo_g = loss_and_grads(lambda a, b: R.triplet_loss(a, b, **kw), cpu)
+    assert_earned("loss", got, ref64, ref_lo, dtype, k)
+    for name, g, g64, glo in zip(("d image_emb", "d text_emb"), got_g, ref64_g, ref_lo_g):
+        assert g.dtype == dtype
+        assert_earned(name, g, g64, glo, dtype, k)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("b,d", SHAPES)
+@pytest.mark.parametrize("negatives", ["hardest", "all"])
+def test_matches_reference_fp32(impl, b, d, negatives, device):
+    dev = device if impl == "triton" else "cpu"
+    x, y = _inputs(b, d, torch.float32, dev)
+    _check(impl, x, y, torch.float32, negatives=negatives)
+
+
+@pytest.mark.parametrize("negatives", ["hardest", "all"])
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
+def test_triton_low_precision(negatives, dtype, device):
+    """16-bit inputs: products are exact in fp32 and accumulated in fp32, so the kernel picks the
+    same hardest negatives as the float64 reference whenever the gap exceeds fp32 rounding; the
+    16-bit reference (which rounds every score) earns a wide tolerance."""
+    x, y = _inputs(29, 24, dtype, device)
+    _check("triton", x, y, dtype, negatives=negatives)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("opts", [dict(distance="dot", margin=0.1), dict(margin=0.5, reduction="mean"),
+                                  dict(negatives="all", distance="dot", reduction="mean")],
+                         ids=lambda o: ",".join(f"{k}={v}" for k, v in o.items()))
+def test_options(impl, opts, device):
+    dev = device if impl == "triton" else "cpu"
+    x, y = _inputs(21, 13, torch.float64 if impl == "chunked" else torch.float32, dev)
+    if opts.get("distance") == "dot":
+        x, y = x * 0.3, y * 0.3
+    _check(impl, x, y, x.dtype, **opts)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+def test_non_contiguous_and_deterministic_indices(impl, device):
+    dev = device if impl == "triton" else "cpu"
+    x = torch.randn(40, 25, device=dev)[::2]  # stride (50, 1)
+    y = torch.randn(25, 20, device=dev).t()  # stride (1, 20)
+    assert not x.is_contiguous() and not y.is_contiguous()
+    _check(impl, x, y, torch.float32, negatives="hardest")
+    rx, ry = torch.ones(20, device=dev), torch.ones(20, device=dev)
+    a = torch.ops.cxrfast.triplet_hardest(x, y, rx, ry, impl)
+    b = torch.ops.cxrfast.triplet_hardest(x, y, rx, ry, impl)
+    assert all(torch.equal(p, q) for p, q in zip(a, b))
+
+
+def test_hardest_indices_are_argmax_over_negatives(device):
+    x, y = _inputs(23, 8, torch.float32, device)
+    rx, ry = 1 / x.norm(dim=1), 1 / y.norm(dim=1)
+    s = (x * rx[:, None]) @ (y * ry[:, None]).t()
+    s.fill_diagonal_(float("-inf"))
+    for impl in ("chunked", "triton"):
+        idx_r, idx_c = torch.ops.cxrfast.triplet_hardest(x, y, rx, ry, impl)
+        assert torch.equal(idx_r, s.argmax(1)), impl
+        assert torch.equal(idx_c, s.argmax(0)), impl
+
+
+def test_triton_writes_every_output(device, monkeypatch):
+    real_empty = torch.empty
+
+    def poisoned(*args, **kwargs):
+        t = real_empty(*args, **kwargs)
+        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-7)
+
+    monkeypatch.setattr(torch, "empty", poisoned)
+    for negatives in ("hardest", "all"):
+        x, y = _inputs(19, 18, torch.float32, device)
+        _check("triton", x, y, torch.float32, negatives=negatives)
+
+
+def test_errors():
+    x, y = torch.randn(4, 8), torch.randn(4, 8)
+    for kwargs, match in [(dict(negatives="semi-hard"), r"`negatives` must be one of \('hardest', 'all'\)"),
+                          (dict(reduction="none"), r"`reduction` must be one of"),
+                          (dict(distance="euclidean"), r"`distance` must be one of"),
+                          (dict(margin=float("nan")), r"`margin` must be a finite number")]:
+        with pytest.raises(ValueError, match=match):
+            cxrfast.triplet_loss(x, y, **kwargs)
+    with pytest.raises(ValueError, match=r"batch sizes differ"):
+        cxrfast.triplet_loss(x, y[:2])
+    bad = y.clone()
+    bad[3, 3] = float("nan")
+    with pytest.raises(ValueError, match=r"`text_emb` contains 1 non-finite"):
+        cxrfast.triplet_loss(x, bad)
+
+
+@pytest.mark.parametrize("negatives", ["hardest", "all"])
+def test_compile_fullgraph_chunked(negatives):
+    x, y = _inputs(9, 7, torch.float32, "cpu")
+
+    def f(a, b):
+        return cxrfast.triplet_loss(a, b, impl="chunked", negatives=negatives, margin=0.3)
+
+    eager = loss_and_grads(f, (x, y))
+    compiled = loss_and_grads(torch.compile(f, fullgraph=True), (x, y))
+    torch.testing.assert_close(compiled[0], eager[0])
+    for g, h in zip(compiled[1], eager[1]):
+        torch.testing.assert_close(g, h)
+
+
+def test_opcheck_chunked():
+    x, y = torch.randn(6, 5, requires_grad=True), torch.randn(6, 5, requires_grad=True)
+    rx, ry = (torch.rand(6) + 0.5).requires_grad_(), (torch.rand(6) + 0.5).requires_grad_()
+    diag = torch.randn(6, requires_grad=True)
+    torch.library.opcheck(torch.ops.cxrfast.triplet_all, (x, y, rx, ry, diag, 0.2, "chunked"))
+    torch.library.opcheck(torch.ops.cxrfast.triplet_hardest, (x.detach(), y.detach(), rx.detach(), ry.detach(), "chunked"))
+
+
+def test_module():
+    loss_fn = cxrfast.nn.TripletLoss(margin=0.5, negatives="all")
+    x, y = torch.randn(6, 4), torch.randn(6, 4)
+    torch.testing.assert_close(loss_fn(x, y), R.triplet_loss(x, y, margin=0.5, negatives="all"))
