@@ -31,7 +31,10 @@ from .pairwise import (
 
 @triton.autotune(
     configs=configs(
-        gpu=[(PANEL_BLOCK_M, 128, 64, 8, 3), (PANEL_BLOCK_M, 64, 64, 4, 3), (PANEL_BLOCK_M, 128, 32, 8, 4)],
+        # Candidates that compile for sm_90a without register spills (benchmarks/aot_sm90.py):
+        # BLOCK_N = 128 at 8 warps spills ~1 KB per thread in this kernel (two online softmaxes).
+        gpu=[(PANEL_BLOCK_M, 64, 64, 8, 3), (PANEL_BLOCK_M, 64, 64, 8, 4), (PANEL_BLOCK_M, 64, 32, 8, 4),
+             (PANEL_BLOCK_M, 32, 64, 4, 3)],
         interpret=(PANEL_BLOCK_M, 16, 16),
     ),
     key=["D", "HAS_GROUPS"],
@@ -53,17 +56,21 @@ def infonce_fwd_kernel(
 ):
     """One program per row panel; walks every column block once (see kernels.pairwise).
 
-    Log-sum-exps run online in base 2 (exp2 is the native instruction): m₂ = running max of s·log₂e,
-    l = Σ 2^(s·log₂e − m₂). A panel's column result is its local log₂-sum-exp, combined on the host.
+    Everything runs in base 2 (exp2 is the native instruction): t = s·log₂e, m₂ = running max of t,
+    l = Σ 2^(t − m₂); pos and sum are kept in the same units and converted on the host. A panel's
+    column result is its local log₂-sum-exp, combined on the host. Register pressure decides the speed
+    of this kernel (benchmarks/aot_sm90.py), hence: padded lanes are exactly 0 in t (their loads give 0),
+    so plain sums need no mask; the -inf masking for max/exp is two broadcast bias vectors, not a
+    [BLOCK_M, BLOCK_N] predicate; positives are only tested on tiles that can hold one.
     """
-    LOG2E: tl.constexpr = 1.4426950408889634
     pid = tl.program_id(0)
     row_start, row_end = panel_rows(pid, M, n_panels, BLOCK_M)
-    scale = tl.load(scale_ptr).to(tl.float32)
+    scale2 = tl.load(scale_ptr).to(tl.float32) * 1.4426950408889634
     for c0 in range(0, N, BLOCK_N):
         cols = c0 + tl.arange(0, BLOCK_N)
         cmask = cols < N
         ry = tl.load(ry_ptr + cols, mask=cmask, other=0.0)
+        col_bias = tl.where(cmask, 0.0, float("-inf"))
         col_m = tl.full((BLOCK_N,), float("-inf"), tl.float32)
         col_l = tl.zeros((BLOCK_N,), tl.float32)
         first = c0 == 0  # the row state is (re)initialised here, so autotune re-runs are harmless
@@ -73,35 +80,34 @@ def infonce_fwd_kernel(
             acc = scores_tile(x_ptr, y_ptr, rows, cols, M, N, D, stride_xb, stride_xd, stride_yb, stride_yd,
                               BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
             rx = tl.load(rx_ptr + rows, mask=rmask, other=0.0)
-            s = acc * (scale * rx)[:, None] * ry[None, :]
-            valid = rmask[:, None] & cmask[None, :]
-            # Masked lanes get a huge finite value rather than -inf, so that padded rows/columns never
-            # evaluate -inf - (-inf); their results are never stored.
-            s2 = tl.where(valid, s * LOG2E, -3.0e38)
+            t = acc * (scale2 * rx)[:, None] * ry[None, :]  # s·log₂e; exactly 0 in padded lanes
 
-            # columns: reduce this tile's rows into the panel-local running state (registers)
-            new_col_m = tl.maximum(col_m, tl.max(s2, axis=0))
-            col_l = col_l * tl.exp2(col_m - new_col_m) + tl.sum(tl.exp2(s2 - new_col_m[None, :]), axis=0)
-            col_m = new_col_m
-
-            # rows: carry across column blocks in row_stats (only this panel touches these rows)
             p_m = row_stats_ptr + rows
             p_l = p_m + M
             p_pos = p_m + 2 * M
             p_cnt = p_m + 3 * M
             p_sum = p_m + 4 * M
-            row_m = tl.where(first, float("-inf"), tl.load(p_m, mask=rmask, other=0.0))
-            row_l = tl.where(first, 0.0, tl.load(p_l, mask=rmask, other=0.0))
             row_pos = tl.where(first, 0.0, tl.load(p_pos, mask=rmask, other=0.0))
             row_cnt = tl.where(first, 0.0, tl.load(p_cnt, mask=rmask, other=0.0))
-            row_sum = tl.where(first, 0.0, tl.load(p_sum, mask=rmask, other=0.0))
-            new_row_m = tl.maximum(row_m, tl.max(s2, axis=1))
-            row_l = row_l * tl.exp2(row_m - new_row_m) + tl.sum(tl.exp2(s2 - new_row_m[:, None]), axis=1)
-            pos = valid & positive_pairs(rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr,
-                                         pos_offset, HAS_GROUPS)
-            row_pos += tl.sum(tl.where(pos, s, 0.0), axis=1)
-            row_cnt += tl.sum(pos.to(tl.float32), axis=1)
-            row_sum += tl.sum(tl.where(valid, s, 0.0), axis=1)
+            row_sum = tl.where(first, 0.0, tl.load(p_sum, mask=rmask, other=0.0)) + tl.sum(t, axis=1)
+            # without groups the positives lie on one diagonal: most tiles cannot hold any
+            if HAS_GROUPS or ((r0 + pos_offset < c0 + BLOCK_N) & (c0 < r0 + pos_offset + BLOCK_M)):
+                pos = positive_pairs(rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr,
+                                     pos_offset, HAS_GROUPS) & cmask[None, :]
+                row_pos += tl.sum(tl.where(pos, t, 0.0), axis=1)
+                row_cnt += tl.sum(pos.to(tl.float32), axis=1)
+
+            # log-sum-exps: padded rows/columns get -inf through the bias (every tile has at least
+            # one real row and one real column, so no max is -inf where a result is stored)
+            t = t + tl.where(rmask, 0.0, float("-inf"))[:, None] + col_bias[None, :]
+            new_col_m = tl.maximum(col_m, tl.max(t, axis=0))
+            col_l = col_l * tl.exp2(col_m - new_col_m) + tl.sum(tl.exp2(t - new_col_m[None, :]), axis=0)
+            col_m = new_col_m
+            row_m = tl.where(first, float("-inf"), tl.load(p_m, mask=rmask, other=0.0))
+            row_l = tl.where(first, 0.0, tl.load(p_l, mask=rmask, other=0.0))
+            new_row_m = tl.maximum(row_m, tl.max(t, axis=1))
+            row_l = row_l * tl.exp2(row_m - new_row_m) + tl.sum(tl.exp2(t - new_row_m[:, None]), axis=1)
+
             tl.store(p_m, new_row_m, mask=rmask)
             tl.store(p_l, row_l, mask=rmask)
             tl.store(p_pos, row_pos, mask=rmask)
@@ -130,7 +136,7 @@ def infonce_forward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset):
     )
     lse_r = (row_stats[0] + torch.log2(row_stats[1])) * LN2
     lse_c = torch.logsumexp(col_lse2 * LN2, dim=0)
-    return lse_r, lse_c, row_stats[2].clone(), row_stats[3].clone(), row_stats[4].clone()
+    return lse_r, lse_c, row_stats[2] * LN2, row_stats[3].clone(), row_stats[4] * LN2
 
 
 def infonce_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset,

@@ -1,0 +1,154 @@
+"""Compile every cxrfast Triton kernel, for every autotune config and input dtype, ahead of time for
+Hopper (sm_90a) — no GPU needed — and report what ptxas says: registers per thread, spill bytes, stack,
+shared memory. A config that spills is slow on every GPU; this catches it on a CPU-only machine.
+
+    python benchmarks/aot_sm90.py [--dtypes bf16,fp16,fp32] [--json benchmarks/results/sm90-aot/kernels.json]
+
+Launch-time specialisations are reproduced: 16-byte-aligned pointers, D and row strides divisible
+by 16 (D = 512 and contiguous rows), unit column strides.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+os.environ.pop("TRITON_INTERPRET", None)  # compiled code, not the interpreter
+
+import triton  # noqa: E402
+from triton.backends.compiler import GPUTarget  # noqa: E402
+from triton.compiler import ASTSource  # noqa: E402
+
+TARGET = GPUTarget("cuda", 90, 32)
+DTYPES = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
+INTS = {"M", "N", "B", "D", "n_panels", "pos_offset", "stride_xb", "stride_yb"}
+FLOATS = {"margin", "grad_mult"}
+ALIGNED_INTS = {"D", "stride_xb", "stride_yb"}
+UNIT = {"stride_xd", "stride_yd"}
+
+
+def _variants():
+    """(name, autotuned kernel, {constexpr: value}, {pointer: type}) for every code path we launch."""
+    from cxrfast.kernels import contrastive, pairwise, triplet
+
+    yield "infonce_fwd", contrastive.infonce_fwd_kernel, {"HAS_GROUPS": False}, {}
+    yield "infonce_fwd+groups", contrastive.infonce_fwd_kernel, {"HAS_GROUPS": True}, \
+        {"row_groups_ptr": "*i64", "col_groups_ptr": "*i64"}
+    yield "triplet_fwd_hardest", triplet.triplet_fwd_kernel, {"ALL": False}, \
+        {"row_aux_ptr": "*i32", "col_aux_ptr": "*i32"}
+    yield "triplet_fwd_all", triplet.triplet_fwd_kernel, {"ALL": True}, {}
+    yield "pairwise_bwd_infonce", pairwise.pairwise_bwd_kernel, {"MODE": 0, "HAS_GROUPS": False, "GROUP_M": 8}, {}
+    yield "pairwise_bwd_infonce+groups", pairwise.pairwise_bwd_kernel, \
+        {"MODE": 0, "HAS_GROUPS": True, "GROUP_M": 8}, {"row_groups_ptr": "*i64", "col_groups_ptr": "*i64"}
+    yield "pairwise_bwd_hinge", pairwise.pairwise_bwd_kernel, {"MODE": 1, "HAS_GROUPS": False, "GROUP_M": 8}, {}
+
+
+def _ptxas() -> str:
+    return os.path.join(os.path.dirname(triton.__file__), "backends", "nvidia", "bin", "ptxas")
+
+
+def compile_one(jit, dtype: str, constexprs: dict, pointer_types: dict, config: triton.Config) -> dict:
+    names = jit.arg_names
+    consts = dict(constexprs, **config.kwargs, UPCAST=False, PRECISION="ieee" if dtype == "fp32" else "tf32")
+    consts.update({n: 1 for n in UNIT if n in names})
+    signature, attrs = {}, {}
+    for i, n in enumerate(names):
+        if n in consts:
+            signature[n] = "constexpr"
+        elif n.endswith("_ptr"):
+            signature[n] = DTYPES[dtype] if n in ("x_ptr", "y_ptr") else pointer_types.get(n, "*fp32")
+            attrs[(i,)] = [["tt.divisibility", 16]]
+        elif n in INTS:
+            signature[n] = "i32"
+            if n in ALIGNED_INTS:
+                attrs[(i,)] = [["tt.divisibility", 16]]
+        elif n in FLOATS:
+            signature[n] = "fp32"
+        else:
+            raise KeyError(f"aot_sm90: no type rule for argument {n!r} of {jit.__name__}")
+    src = ASTSource(fn=jit, signature=signature, constexprs={(names.index(k),): v for k, v in consts.items()},
+                    attrs=attrs)
+    t0 = time.perf_counter()
+    kernel = triton.compile(src, target=TARGET,
+                            options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+    seconds = time.perf_counter() - t0
+    with tempfile.NamedTemporaryFile("w", suffix=".ptx", delete=False) as f:
+        f.write(kernel.asm["ptx"])
+    try:
+        out = subprocess.run([_ptxas(), "-v", "--gpu-name=sm_90a", f.name, "-o", os.devnull],
+                             capture_output=True, text=True, check=True)
+    finally:
+        os.unlink(f.name)
+    info = out.stdout + out.stderr
+
+    def grab(pattern):
+        m = re.search(pattern, info)
+        return int(m.group(1)) if m else 0
+
+    return {
+        "registers": grab(r"Used (\d+) registers"),
+        "spill_stores": grab(r"(\d+) bytes spill stores"),
+        "spill_loads": grab(r"(\d+) bytes spill loads"),
+        "stack": grab(r"(\d+) bytes stack frame"),
+        "shared": kernel.metadata.shared,
+        "compile_s": round(seconds, 2),
+    }
+
+
+def run(dtypes=("bf16", "fp16", "fp32"), only=None, progress=True) -> list[dict]:
+    rows = []
+    jobs = [(n, k, c, p, d, cfg) for n, k, c, p in _variants() if only is None or n in only
+            for d in dtypes for cfg in k.configs]
+    t0 = time.perf_counter()
+    for i, (name, kernel, consts, ptrs, dtype, cfg) in enumerate(jobs, 1):
+        row = {"kernel": name, "dtype": dtype, **cfg.kwargs, "num_warps": cfg.num_warps,
+               "num_stages": cfg.num_stages}
+        row.update(compile_one(kernel.fn, dtype, consts, ptrs, cfg))
+        rows.append(row)
+        if progress:
+            rate = i / (time.perf_counter() - t0)
+            sys.stderr.write(f"\r[{'#' * (30 * i // len(jobs)):<30}] {i}/{len(jobs)} kernels "
+                             f"{rate:.2f}/s ETA {(len(jobs) - i) / rate:4.0f}s")
+    if progress:
+        sys.stderr.write("\n")
+    return rows
+
+
+def main(argv=None):
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--dtypes", default="bf16,fp16,fp32")
+    ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "sm90-aot", "kernels.json"))
+    args = ap.parse_args(argv)
+    rows = run(tuple(args.dtypes.split(",")))
+    hdr = f"{'kernel':30} {'dtype':5} {'BM':>4} {'BN':>4} {'BK':>4} {'w':>2} {'st':>2} {'regs':>4} {'spill':>6} {'smem':>7}"
+    print(hdr)
+    for r in rows:
+        print(f"{r['kernel']:30} {r['dtype']:5} {r['BLOCK_M']:4} {r['BLOCK_N']:4} {r['BLOCK_K']:4} "
+              f"{r['num_warps']:2} {r['num_stages']:2} {r['registers']:4} {r['spill_stores']:6} {r['shared']:7}")
+    os.makedirs(os.path.dirname(args.json), exist_ok=True)
+    meta = {"target": "sm_90a", "triton": triton.__version__, "ptxas": _ptxas_version(),
+            "date": time.strftime("%Y-%m-%d"), "commit": _commit()}
+    with open(args.json, "w") as f:
+        json.dump({"meta": meta, "rows": rows}, f, indent=1)
+    print(f"wrote {args.json}")
+
+
+def _ptxas_version() -> str:
+    out = subprocess.run([_ptxas(), "--version"], capture_output=True, text=True)
+    return out.stdout.strip().splitlines()[-1] if out.returncode == 0 else "unknown"
+
+
+def _commit() -> str:
+    out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True,
+                         cwd=os.path.dirname(os.path.abspath(__file__)))
+    return out.stdout.strip() or "unknown"
+
+
+if __name__ == "__main__":
+    main()
