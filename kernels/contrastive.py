@@ -70,7 +70,7 @@ def infonce_fwd_kernel(
         cols = c0 + tl.arange(0, BLOCK_N)
         cmask = cols < N
         ry = tl.load(ry_ptr + cols, mask=cmask, other=0.0)
-        col_bias = tl.where(cmask, 0.0, float("-inf"))
+        col_bias = tl.where(cmask, 0.0, -1.0e38)
         col_m = tl.full((BLOCK_N,), float("-inf"), tl.float32)
         col_l = tl.zeros((BLOCK_N,), tl.float32)
         first = c0 == 0  # the row state is (re)initialised here, so autotune re-runs are harmless
@@ -97,9 +97,10 @@ def infonce_fwd_kernel(
                 row_pos += tl.sum(tl.where(pos, t, 0.0), axis=1)
                 row_cnt += tl.sum(pos.to(tl.float32), axis=1)
 
-            # log-sum-exps: padded rows/columns get -inf through the bias (every tile has at least
-            # one real row and one real column, so no max is -inf where a result is stored)
-            t = t + tl.where(rmask, 0.0, float("-inf"))[:, None] + col_bias[None, :]
+            # log-sum-exps: padded rows/columns get -1e38 through the bias, which exp2 takes to 0 next to
+            # any real score; finite (two biases sum to -2e38 > -FLT_MAX), so no lane ever forms
+            # -inf - (-inf). Every tile has a real row and a real column.
+            t = t + tl.where(rmask, 0.0, -1.0e38)[:, None] + col_bias[None, :]
             new_col_m = tl.maximum(col_m, tl.max(t, axis=0))
             col_l = col_l * tl.exp2(col_m - new_col_m) + tl.sum(tl.exp2(t - new_col_m[None, :]), axis=0)
             col_m = new_col_m
