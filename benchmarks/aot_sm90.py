@@ -19,7 +19,10 @@ import sys
 import tempfile
 import time
 
-os.environ.pop("TRITON_INTERPRET", None)  # compiled code, not the interpreter
+if __name__ == "__main__":
+    # As a script: import the kernel modules in compiled mode. As a module (the CI test) the environment
+    # is left alone; triton.compile(target=...) compiles for the GPU either way.
+    os.environ.pop("TRITON_INTERPRET", None)
 
 import triton  # noqa: E402
 from triton.backends.compiler import GPUTarget  # noqa: E402
@@ -34,19 +37,22 @@ UNIT = {"stride_xd", "stride_yd"}
 
 
 def _variants():
-    """(name, autotuned kernel, {constexpr: value}, {pointer: type}) for every code path we launch."""
+    """(name, autotuned kernel, its GPU config tuples, {constexpr: value}, {pointer: type}) for every
+    code path we launch. The config lists are read from the kernel modules, not from the autotuners,
+    which hold the interpreter's single config when TRITON_INTERPRET=1 was set at their import."""
     from cxrfast.kernels import contrastive, pairwise, triplet
 
-    yield "infonce_fwd", contrastive.infonce_fwd_kernel, {"HAS_GROUPS": False}, {}
-    yield "infonce_fwd+groups", contrastive.infonce_fwd_kernel, {"HAS_GROUPS": True}, \
-        {"row_groups_ptr": "*i64", "col_groups_ptr": "*i64"}
-    yield "triplet_fwd_hardest", triplet.triplet_fwd_kernel, {"ALL": False}, \
+    groups = {"row_groups_ptr": "*i64", "col_groups_ptr": "*i64"}
+    fwd, tfwd, bwd = contrastive.FWD_CONFIGS, triplet.FWD_CONFIGS, pairwise.BWD_CONFIGS
+    yield "infonce_fwd", contrastive.infonce_fwd_kernel, fwd, {"HAS_GROUPS": False}, {}
+    yield "infonce_fwd+groups", contrastive.infonce_fwd_kernel, fwd, {"HAS_GROUPS": True}, groups
+    yield "triplet_fwd_hardest", triplet.triplet_fwd_kernel, tfwd, {"ALL": False}, \
         {"row_aux_ptr": "*i32", "col_aux_ptr": "*i32"}
-    yield "triplet_fwd_all", triplet.triplet_fwd_kernel, {"ALL": True}, {}
-    yield "pairwise_bwd_infonce", pairwise.pairwise_bwd_kernel, {"MODE": 0, "HAS_GROUPS": False, "GROUP_M": 8}, {}
-    yield "pairwise_bwd_infonce+groups", pairwise.pairwise_bwd_kernel, \
-        {"MODE": 0, "HAS_GROUPS": True, "GROUP_M": 8}, {"row_groups_ptr": "*i64", "col_groups_ptr": "*i64"}
-    yield "pairwise_bwd_hinge", pairwise.pairwise_bwd_kernel, {"MODE": 1, "HAS_GROUPS": False, "GROUP_M": 8}, {}
+    yield "triplet_fwd_all", triplet.triplet_fwd_kernel, tfwd, {"ALL": True}, {}
+    yield "pairwise_bwd_infonce", pairwise.pairwise_bwd_kernel, bwd, {"MODE": 0, "HAS_GROUPS": False, "GROUP_M": 8}, {}
+    yield "pairwise_bwd_infonce+groups", pairwise.pairwise_bwd_kernel, bwd, \
+        {"MODE": 0, "HAS_GROUPS": True, "GROUP_M": 8}, groups
+    yield "pairwise_bwd_hinge", pairwise.pairwise_bwd_kernel, bwd, {"MODE": 1, "HAS_GROUPS": False, "GROUP_M": 8}, {}
 
 
 def _ptxas() -> str:
@@ -103,8 +109,9 @@ def compile_one(jit, dtype: str, constexprs: dict, pointer_types: dict, config: 
 
 def run(dtypes=("bf16", "fp16", "fp32"), only=None, progress=True) -> list[dict]:
     rows = []
-    jobs = [(n, k, c, p, d, cfg) for n, k, c, p in _variants() if only is None or n in only
-            for d in dtypes for cfg in k.configs]
+    jobs = [(n, k, c, p, d, triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st))
+            for n, k, cfgs, c, p in _variants() if only is None or n in only
+            for d in dtypes for bm, bn, bk, w, st in cfgs]
     t0 = time.perf_counter()
     for i, (name, kernel, consts, ptrs, dtype, cfg) in enumerate(jobs, 1):
         row = {"kernel": name, "dtype": dtype, **cfg.kwargs, "num_warps": cfg.num_warps,

@@ -4,6 +4,8 @@
 initialises no CUDA context. The public functions are resolved lazily on first attribute access.
 """
 
+import torch  # noqa: F401  (cxrfast._C links against libtorch: torch must be loaded first)
+
 __version__ = "0.1.0"
 
 _LAZY = {

@@ -17,6 +17,7 @@ import triton
 import triton.language as tl
 
 from .pairwise import (
+    GPU_PANEL_BLOCK_M,
     LN2,
     PANEL_BLOCK_M,
     configs,
@@ -29,14 +30,14 @@ from .pairwise import (
 )
 
 
+# Spill-free on sm_90a (benchmarks/aot_sm90.py): BLOCK_N = 128 at 8 warps spills ~1 KB per thread in
+# this kernel (two online softmaxes over one tile).
+FWD_CONFIGS = [(GPU_PANEL_BLOCK_M, 64, 64, 8, 3), (GPU_PANEL_BLOCK_M, 64, 64, 8, 4),
+               (GPU_PANEL_BLOCK_M, 64, 32, 8, 4), (GPU_PANEL_BLOCK_M, 32, 64, 4, 3)]
+
+
 @triton.autotune(
-    configs=configs(
-        # Candidates that compile for sm_90a without register spills (benchmarks/aot_sm90.py):
-        # BLOCK_N = 128 at 8 warps spills ~1 KB per thread in this kernel (two online softmaxes).
-        gpu=[(PANEL_BLOCK_M, 64, 64, 8, 3), (PANEL_BLOCK_M, 64, 64, 8, 4), (PANEL_BLOCK_M, 64, 32, 8, 4),
-             (PANEL_BLOCK_M, 32, 64, 4, 3)],
-        interpret=(PANEL_BLOCK_M, 16, 16),
-    ),
+    configs=configs(gpu=FWD_CONFIGS, interpret=(PANEL_BLOCK_M, 16, 16)),
     key=["D", "HAS_GROUPS"],
 )
 @triton.jit

@@ -77,7 +77,13 @@ def grad_multiplier(n: int) -> float:
 
 # Forward kernels fix BLOCK_M on the host (it sets the panel count, hence the partial buffers' size);
 # autotuning chooses the rest.
-PANEL_BLOCK_M = 16 if INTERPRET else 128
+GPU_PANEL_BLOCK_M = 128
+PANEL_BLOCK_M = 16 if INTERPRET else GPU_PANEL_BLOCK_M
+
+# GPU autotune candidates, (BLOCK_M, BLOCK_N, BLOCK_K, num_warps, num_stages): each compiles for sm_90a
+# without register spills in 16-bit (benchmarks/aot_sm90.py, which reads these lists).
+# The backward prefers large tiles (fewer atomics per FLOP).
+BWD_CONFIGS = [(128, 128, 64, 8, 2), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 64, 4, 3), (64, 64, 32, 4, 4)]
 
 
 @triton.jit
@@ -171,8 +177,7 @@ def _hinge_grad_tile(
 
 @triton.autotune(
     configs=configs(
-        # spill-free on sm_90a (benchmarks/aot_sm90.py); larger tiles mean fewer atomics per FLOP
-        gpu=[(128, 128, 64, 8, 2), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 64, 4, 3), (64, 64, 32, 4, 4)],
+        gpu=BWD_CONFIGS,
         interpret=(16, 16, 16),
     ),
     key=["D", "MODE", "HAS_GROUPS"],

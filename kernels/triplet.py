@@ -14,6 +14,7 @@ import triton
 import triton.language as tl
 
 from .pairwise import (
+    GPU_PANEL_BLOCK_M,
     PANEL_BLOCK_M,
     configs,
     dot_flags,
@@ -24,12 +25,12 @@ from .pairwise import (
 )
 
 
+# spill-free on sm_90a in both modes (benchmarks/aot_sm90.py)
+FWD_CONFIGS = [(GPU_PANEL_BLOCK_M, 64, 64, 8, 3), (GPU_PANEL_BLOCK_M, 64, 64, 8, 4), (GPU_PANEL_BLOCK_M, 64, 32, 8, 4)]
+
+
 @triton.autotune(
-    configs=configs(
-        # spill-free on sm_90a for both modes (benchmarks/aot_sm90.py)
-        gpu=[(PANEL_BLOCK_M, 64, 64, 8, 3), (PANEL_BLOCK_M, 64, 64, 8, 4), (PANEL_BLOCK_M, 64, 32, 8, 4)],
-        interpret=(PANEL_BLOCK_M, 16, 16),
-    ),
+    configs=configs(gpu=FWD_CONFIGS, interpret=(PANEL_BLOCK_M, 16, 16)),
     key=["D", "ALL"],
 )
 @triton.jit

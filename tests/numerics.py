@@ -8,8 +8,13 @@ ATOL = {torch.float64: 1e-12, torch.float32: 2e-6, torch.bfloat16: 2e-3, torch.f
 K = 2.0
 
 
-def assert_earned(name: str, got, ref64, ref_low, dtype: torch.dtype, k: float = K) -> None:
-    """Tensor-wise max-norm form of the rule; atol is relative to the size of the reference."""
+def assert_earned(name: str, got, ref64, ref_low, dtype: torch.dtype, k: float = K, amplification: float = 1.0) -> None:
+    """Tensor-wise max-norm form of the rule; atol is relative to the size of the reference.
+
+    `amplification` states a known condition number: with logit scale τ, a rounding error δ in a cosine
+    is τ·δ in a logit, so at τ = 100 an fp32 result may differ from ref64 by ~100·eps even where the
+    one sample of the fp32 reference happened to land closer (a scalar like ∂/∂logit_scale has no
+    spread for the max-norm to average over)."""
     got = torch.as_tensor(got).detach().double().cpu()
     ref64 = torch.as_tensor(ref64).detach().double().cpu()
     ref_low = torch.as_tensor(ref_low).detach().double().cpu()
@@ -18,7 +23,7 @@ def assert_earned(name: str, got, ref64, ref_low, dtype: torch.dtype, k: float =
     err = (got - ref64).abs().max().item()
     earned = (ref_low - ref64).abs().max().item()
     scale = max(1.0, ref64.abs().max().item())
-    bound = k * earned + ATOL[dtype] * scale
+    bound = k * earned + ATOL[dtype] * scale * amplification
     assert err <= bound, (f"{name}: max |got − ref64| = {err:.3e} > {bound:.3e} "
                           f"(= {k}·{earned:.3e} earned by the {dtype} reference + {ATOL[dtype]:.0e}·{scale:.3g})")
 

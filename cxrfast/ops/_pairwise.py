@@ -16,6 +16,41 @@ def inverse_norms(t: torch.Tensor, normalize: bool) -> torch.Tensor:
     return torch.linalg.vector_norm(t, dim=1, dtype=dtype).clamp_min(NORM_EPS).reciprocal()
 
 
+# Rows per block of the fp32 upcast in rowdot (transient memory: 2 · block · D · 4 bytes).
+ROWDOT_BLOCK = 4096
+
+
+class _RowDot(torch.autograd.Function):
+    """d_i = x_i · y_i with fp32 products and accumulation (fp64 for fp64), whatever the input dtype.
+
+    `(x * y).sum(-1, dtype=float32)` would round every product to the input dtype first: for bf16 an
+    error of ~1e-3 in d, enough to flip hinge decisions that the kernels, whose products are exact in
+    fp32, resolve correctly. Upcasting block by block keeps the memory O(block · D); backward saves only
+    x and y, which autograd keeps anyway."""
+
+    @staticmethod
+    def forward(ctx, x, y):
+        ctx.save_for_backward(x, y)
+        cd = torch.promote_types(x.dtype, torch.float32)
+        out = torch.empty(x.shape[0], dtype=cd, device=x.device)
+        for i in range(0, x.shape[0], ROWDOT_BLOCK):
+            sl = slice(i, i + ROWDOT_BLOCK)
+            out[sl] = (x[sl].to(cd) * y[sl].to(cd)).sum(-1)
+        return out
+
+    @staticmethod
+    def backward(ctx, g):
+        x, y = ctx.saved_tensors
+        gx = (g[:, None] * y).to(x.dtype) if ctx.needs_input_grad[0] else None
+        gy = (g[:, None] * x).to(y.dtype) if ctx.needs_input_grad[1] else None
+        return gx, gy
+
+
+def rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """[B] fp32 (fp64 for fp64) row-wise dot products, differentiable; see _RowDot."""
+    return _RowDot.apply(x, y)
+
+
 def zeros_if_none(g, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if g is None else g.contiguous()
 

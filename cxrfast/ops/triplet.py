@@ -6,7 +6,7 @@ import torch
 
 from cxrfast.ops import _chunked, _dispatch, _validate
 from cxrfast.ops._register import op
-from cxrfast.ops._pairwise import input_grads, inverse_norms, stat_fakes, zeros_if_none
+from cxrfast.ops._pairwise import input_grads, inverse_norms, rowdot, stat_fakes, zeros_if_none
 
 OP = "triplet_loss"
 NEGATIVES = ("hardest", "all")
@@ -94,9 +94,9 @@ def plan(image_emb, text_emb, *, impl="auto", **_):
     return _dispatch.select(OP, impl, reasons), reasons, impl
 
 
-def _pair_scores(x, y, rx, ry, cd):
-    """s_i = rx_i · ry_i · (x_i · y_i), row by row, differentiable, accumulated in fp32."""
-    return (x * y).sum(-1, dtype=cd) * rx * ry
+def _pair_scores(x, y, rx, ry):
+    """s_i = rx_i · ry_i · (x_i · y_i), row by row, differentiable, with fp32 products like the kernels."""
+    return rowdot(x, y) * rx * ry
 
 
 def triplet_loss(
@@ -134,17 +134,16 @@ def triplet_loss(
 
     x, y = image_emb, text_emb
     B = x.shape[0]
-    cd = torch.promote_types(x.dtype, torch.float32)
     normalize = distance == "cosine"
     rx, ry = inverse_norms(x, normalize), inverse_norms(y, normalize)
-    diag = _pair_scores(x, y, rx, ry, cd)
+    diag = _pair_scores(x, y, rx, ry)
     if negatives == "hardest":
         idx_r, idx_c = torch.ops.cxrfast.triplet_hardest(x.detach(), y.detach(), rx.detach(), ry.detach(), chosen)
         # Only the 2·B chosen pairs carry gradient: recompute their scores differentiably, O(B·D).
         has_r, has_c = idx_r >= 0, idx_c >= 0
         j, i = idx_r.clamp(min=0), idx_c.clamp(min=0)
-        s_r = _pair_scores(x, y[j], rx, ry[j], cd)
-        s_c = _pair_scores(x[i], y, rx[i], ry, cd)
+        s_r = _pair_scores(x, y[j], rx, ry[j])
+        s_c = _pair_scores(x[i], y, rx[i], ry)
         per_img = torch.where(has_r, (margin + s_r - diag).clamp(min=0), 0)
         per_txt = torch.where(has_c, (margin + s_c - diag).clamp(min=0), 0)
         total = per_img.sum() + per_txt.sum()

@@ -136,3 +136,19 @@ def test_module():
     loss_fn = cxrfast.nn.TripletLoss(margin=0.5, negatives="all")
     x, y = torch.randn(6, 4), torch.randn(6, 4)
     torch.testing.assert_close(loss_fn(x, y), R.triplet_loss(x, y, margin=0.5, negatives="all"))
+
+
+def test_rowdot_products_are_fp32_exact(monkeypatch):
+    """The diagonal scores of the hinge: bf16 products rounded to bf16 would be off by ~1e-3."""
+    from cxrfast.ops import _pairwise
+
+    monkeypatch.setattr(_pairwise, "ROWDOT_BLOCK", 7)  # several blocks
+    x = torch.randn(30, 300).bfloat16().requires_grad_()
+    y = torch.randn(30, 300).bfloat16().requires_grad_()
+    d = _pairwise.rowdot(x, y)
+    exact = (x.double() * y.double()).sum(-1)
+    assert d.dtype == torch.float32
+    assert (d.double() - exact).abs().max() < 1e-4  # fp32 accumulation of exact products
+    assert ((x * y).sum(-1, dtype=torch.float32).double() - exact).abs().max() > 1e-3  # the naive form
+    d.sum().backward()
+    assert torch.equal(x.grad, y.detach()) and torch.equal(y.grad, x.detach())

@@ -1,0 +1,245 @@
+"""Render the benchmark results into README tables and plots.
+
+    python benchmarks/report.py [--results DIR] [--readme PATH ...] [--no-plots]
+
+Reads only DIR/*/*.json (default benchmarks/results; written by the pytest-benchmark suite, one folder per
+device). Writes
+  - markdown tables between the markers  <!-- bench:losses:start -->  and  <!-- bench:losses:end -->  of
+    each README given with --readme (default: README.md at the repository root and benchmarks/README.md,
+    each only if it has both markers; text outside the markers is kept as it is);
+  - PNG plots, time of forward+backward vs batch size, cxrfast vs baselines, to DIR/<device>/ (needs
+    matplotlib; without it the plots are skipped with a message).
+Needs neither torch nor a GPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections import defaultdict
+from pathlib import Path
+
+from cxrfast.bench.fmt import fmt_bytes, fmt_rate, fmt_ratio, fmt_time
+
+HERE = Path(__file__).resolve().parent
+START, END = "<!-- bench:losses:start -->", "<!-- bench:losses:end -->"
+LOSS_TITLES = {"infonce": "InfoNCE (CLIP / ConVIRT / LoVT)", "triplet": "Triplet ranking (VSE++ / JoImTeRNet)"}
+BASELINES = {"infonce": "open_clip ClipLoss pattern", "triplet-hardest": "VSE++ ContrastiveLoss, max_violation",
+             "triplet-all": "VSE++ ContrastiveLoss, sum"}
+
+
+def load(results: Path) -> list[dict]:
+    """Every results document under results/*/*.json, with its folder name as `slug`."""
+    docs = []
+    for path in sorted(results.glob("*/*.json")):
+        try:
+            doc = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            print(f"report: skipping {path}: {exc}", file=sys.stderr)
+            continue
+        if not isinstance(doc, dict) or "rows" not in doc or "env" not in doc:
+            print(f"report: skipping {path}: not a cxrfast results file", file=sys.stderr)
+            continue
+        doc["slug"], doc["path"] = path.parent.name, path
+        docs.append(doc)
+    return docs
+
+
+def _index(rows):
+    """{(shape_id, impl, phase): row}, and the shape ids in first-seen order with a representative row."""
+    by_key, shapes = {}, {}
+    for r in rows:
+        by_key[(r["shape_id"], r["impl"], r["phase"])] = r
+        shapes.setdefault(r["shape_id"], r)
+    return by_key, shapes
+
+
+def _time(row, spread: bool = False) -> str:
+    """Median, with the 20th–80th percentiles when `spread`; the status where it did not run."""
+    if row is None:
+        return "-"
+    if row.get("status") != "ok":
+        return row.get("status", "-") if row.get("status") != "skipped" else "n/a"
+    text = fmt_time(row["median_s"])
+    if spread and row.get("rounds", 0) > 1:
+        text += f" ({fmt_time(row['p20_s'])}–{fmt_time(row['p80_s'])})"
+    return text
+
+
+def _ok(row) -> bool:
+    return row is not None and row.get("status") == "ok" and row.get("median_s")
+
+
+def device_section(doc: dict) -> list[str]:
+    env = doc["env"]
+    rows = [r for r in doc["rows"] if r.get("set") != "rss-target"]
+    by_key, shapes = _index(rows)
+    device_type = env.get("device_type", "cpu")
+    commit = (env.get("git_commit") or "?")[:10] + ("-dirty" if env.get("git_dirty") else "")
+    threads = f" · {env['torch_threads']} threads" if device_type != "cuda" and env.get("torch_threads") else ""
+    load_avg = f" · load {env['load_avg_1m']:.1f}" if device_type != "cuda" and env.get("load_avg_1m") is not None else ""
+    out = [f"### {env.get('device_name', doc['slug'])} — {env.get('dtype', '?')}", "",
+           f"torch {env.get('torch')} · triton {env.get('triton')} · cxrfast {env.get('cxrfast')} · commit "
+           f"`{commit}` · {(env.get('date_utc') or '')[:10]}{threads}{load_avg} · "
+           f"`{doc['path'].relative_to(doc['path'].parents[2])}`", ""]
+    fused_impls = sorted({r["impl_detail"] for r in rows if r["impl"] == "fused" and r.get("impl_detail")})
+    mem = ("peak `torch.cuda.max_memory_allocated` above the inputs" if device_type == "cuda"
+           else "peak RSS growth of one fwd+bwd in a fresh process")
+    out += [f"cxrfast ran `{'`, `'.join(fused_impls) or '?'}`. Times: medians of forward, backward and "
+            "forward+backward (with its 20th–80th percentiles); speed-up = baseline median / cxrfast median (> 1: cxrfast faster). "
+            f"Memory: {mem}. Rate: nominal FLOPs (8·B²·D, or 2·B²·D for hardest-negative triplet) / time"
+            + (", % of the dtype's dense peak." if device_type == "cuda" else "."), ""]
+    for family in ("infonce", "triplet"):
+        ids = [sid for sid, r in shapes.items() if r["loss"].split("-")[0] == family]
+        if not ids:
+            continue
+        has_compiled = any(_ok(by_key.get((sid, "compiled", "fwdbwd"))) for sid in ids)
+        head = ["loss", "paper", "B", "D", "cxrfast fwd", "cxrfast bwd", "cxrfast fwd+bwd", "baseline fwd+bwd",
+                "speed-up"]
+        if has_compiled:
+            head += ["compiled fwd+bwd", "speed-up"]
+        head += ["mem cxrfast", "mem baseline", "rate cxrfast"]
+        out += [f"**{LOSS_TITLES[family]}** — baseline: "
+                + "; ".join(f"{k}: {v}" for k, v in BASELINES.items() if k.split("-")[0] == family), "",
+                "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        for sid in ids:
+            r = shapes[sid]
+            f = {p: by_key.get((sid, "fused", p)) for p in ("fwd", "bwd", "fwdbwd")}
+            b, c = by_key.get((sid, "baseline", "fwdbwd")), by_key.get((sid, "compiled", "fwdbwd"))
+            ff = f["fwdbwd"]
+            cells = [r["loss"], r["paper"], str(r["B"]), str(r["D"]), _time(f["fwd"]), _time(f["bwd"]), _time(ff, True),
+                     _time(b, True), fmt_ratio(b["median_s"], ff["median_s"]) if _ok(b) and _ok(ff) else "-"]
+            if has_compiled:
+                cells += [_time(c, True), fmt_ratio(c["median_s"], ff["median_s"]) if _ok(c) and _ok(ff) else "-"]
+            cells += [fmt_bytes(ff and ff.get("peak_mem_bytes")), fmt_bytes(b and b.get("peak_mem_bytes")),
+                      fmt_rate(ff.get("tflops"), device_type, ff.get("pct_peak")) if _ok(ff) else "-"]
+            out.append("| " + " | ".join(cells) + " |")
+        notes = sorted({f"{x['shape_id']} {x['impl']}: {x['note']}" for x in rows
+                        if x["shape_id"] in ids and x.get("note") and x["phase"] == "fwdbwd"})
+        out += [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+    out += _targets(doc)
+    return out
+
+
+def _targets(doc: dict) -> list[str]:
+    out = []
+    for t in doc.get("targets", []):
+        f, b = t.get("fused") or {}, t.get("baseline") or {}
+        verdict = {True: "**met**", False: "**missed**", None: "not checked"}[t.get("passed")]
+        line = (f"**Memory target** — {t['name']}: cxrfast {fmt_bytes(f.get('peak_extra_bytes'))} "
+                f"(limit {fmt_bytes(t.get('limit_bytes'))}, {verdict}; one run: fwd {fmt_time(f.get('fwd_s'))}, "
+                f"bwd {fmt_time(f.get('bwd_s'))}).")
+        if b.get("status") == "ok":
+            line += (f" Baseline in the same run: {fmt_bytes(b.get('peak_extra_bytes'))} (fwd {fmt_time(b.get('fwd_s'))}, "
+                     f"bwd {fmt_time(b.get('bwd_s'))}).")
+        elif b:
+            line += f" Baseline: {b.get('status')}: {b.get('note')}."
+        out += [line, ""]
+    return out
+
+
+def render(docs: list[dict]) -> str:
+    body = ["<!-- generated by benchmarks/report.py from benchmarks/results/*/*.json; edit those, not this -->", ""]
+    if not docs:
+        body += ["No results yet: run `make bench`.", ""]
+    for doc in docs:
+        body += device_section(doc)
+    return "\n".join(body).rstrip() + "\n"
+
+
+def write_between_markers(readme: Path, text: str) -> bool:
+    """Replace what lies between the markers of `readme`; False (and nothing written) without them."""
+    content = readme.read_text()
+    start, end = content.find(START), content.find(END)
+    if start < 0 or end < start:
+        return False
+    new = content[: start + len(START)] + "\n" + text + content[end:]
+    if new != content:
+        readme.write_text(new)
+    return True
+
+
+def plot(doc: dict, out_dir: Path) -> list[Path]:
+    """time of forward+backward vs B per loss, one line per (implementation, paper/D)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env = doc["env"]
+    lines = defaultdict(list)
+    for r in doc["rows"]:
+        if r["phase"] == "fwdbwd" and _ok(r) and r.get("set") != "rss-target":
+            lines[(r["loss"], r["impl"], r["paper"], r["D"])].append(r)
+    written = []
+    for loss in sorted({k[0] for k in lines}):
+        fig, ax = plt.subplots(figsize=(7, 4.5))
+        for (lo, impl, paper, D), pts in sorted(lines.items()):
+            if lo != loss:
+                continue
+            pts.sort(key=lambda r: r["B"])
+            xs = [r["B"] for r in pts]
+            ys = [r["median_s"] * 1e3 for r in pts]
+            err = [[(r["median_s"] - r["p20_s"]) * 1e3 for r in pts], [(r["p80_s"] - r["median_s"]) * 1e3 for r in pts]]
+            label = {"fused": f"cxrfast ({pts[0].get('impl_detail')})", "baseline": "baseline",
+                     "compiled": "baseline + torch.compile"}[impl]
+            style = {"fused": "-o", "baseline": "--s", "compiled": ":^"}[impl]
+            ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=2, label=f"{label}, {paper} D={D}")
+        ax.set_xscale("log", base=2)
+        ax.set_yscale("log")
+        ax.set_xlabel("batch size B")
+        ax.set_ylabel("forward+backward time (ms)")
+        ax.set_title(f"{loss} — {env.get('device_name')} — {env.get('dtype')}", fontsize=9)
+        ax.grid(True, which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+        fig.tight_layout()
+        path = out_dir / f"{loss}_time_vs_B.png"
+        fig.savefig(path, dpi=110)
+        plt.close(fig)
+        written.append(path)
+    return written
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--results", type=Path, default=HERE / "results", help="results directory")
+    parser.add_argument("--readme", type=Path, action="append", default=None,
+                        help="README to update between the markers (repeatable); default README.md and "
+                             "benchmarks/README.md where they have the markers")
+    parser.add_argument("--no-plots", action="store_true", help="do not write PNG plots")
+    args = parser.parse_args(argv)
+
+    docs = load(args.results)
+    print(f"report: {len(docs)} results file(s) under {args.results}")
+    text = render(docs)
+    explicit = args.readme is not None
+    targets = args.readme if explicit else [HERE.parent / "README.md", HERE / "README.md"]
+    status = 0
+    for readme in targets:
+        if not readme.exists():
+            if explicit:
+                print(f"report: {readme} does not exist", file=sys.stderr)
+                status = 1
+            continue
+        if write_between_markers(readme, text):
+            print(f"report: tables written to {readme}")
+        elif explicit:
+            print(f"report: {readme} has no {START} ... {END} markers", file=sys.stderr)
+            status = 1
+        else:
+            print(f"report: {readme} has no bench markers; left unchanged")
+    if not args.no_plots and docs:
+        try:
+            import matplotlib  # noqa: F401
+        except ImportError:
+            print("report: matplotlib is not installed; plots skipped (pip install matplotlib)")
+        else:
+            for doc in docs:
+                for path in plot(doc, doc["path"].parent):
+                    print(f"report: plot {path}")
+    return status
+
+
+if __name__ == "__main__":
+    sys.exit(main())
