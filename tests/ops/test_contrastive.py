@@ -3,7 +3,7 @@
 import pytest
 import torch
 import torch.nn.functional as F
-from numerics import assert_earned, loss_and_grads
+from numerics import assert_earned, loss_and_grads, poison_new_tensors
 
 import cxrfast
 from cxrfast import reference as R
@@ -113,13 +113,7 @@ def test_chunked_blocks_cover_every_row(monkeypatch):
 
 def test_triton_writes_every_output(device, monkeypatch):
     """Outputs allocated by the launchers are poisoned with NaN: every element must be overwritten."""
-    real_empty = torch.empty
-
-    def poisoned(*args, **kwargs):
-        t = real_empty(*args, **kwargs)
-        return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-7)
-
-    monkeypatch.setattr(torch, "empty", poisoned)
+    poison_new_tensors(monkeypatch)
     x, y = _inputs(21, 18, torch.float32, device)
     _check("triton", x, y, 3.0, torch.float32, groups=torch.arange(21, device=device) // 2)
 
