@@ -44,15 +44,18 @@ def _variants():
 
     groups = {"row_groups_ptr": "*i64", "col_groups_ptr": "*i64"}
     fwd, tfwd, bwd = contrastive.FWD_CONFIGS, triplet.FWD_CONFIGS, pairwise.BWD_CONFIGS
-    yield "infonce_fwd", contrastive.infonce_fwd_kernel, fwd, {"HAS_GROUPS": False}, {}
-    yield "infonce_fwd+groups", contrastive.infonce_fwd_kernel, fwd, {"HAS_GROUPS": True}, groups
+    yield "infonce_fwd", contrastive.infonce_fwd_kernel, fwd, {"HAS_GROUPS": False, "COLUMNS": True}, {}
+    yield "infonce_fwd+groups", contrastive.infonce_fwd_kernel, fwd, {"HAS_GROUPS": True, "COLUMNS": True}, groups
+    yield "infonce_fwd_rows", contrastive.infonce_fwd_kernel, fwd, {"HAS_GROUPS": False, "COLUMNS": False}, {}
     yield "triplet_fwd_hardest", triplet.triplet_fwd_kernel, tfwd, {"ALL": False}, \
         {"row_aux_ptr": "*i32", "col_aux_ptr": "*i32"}
     yield "triplet_fwd_all", triplet.triplet_fwd_kernel, tfwd, {"ALL": True}, {}
-    yield "pairwise_bwd_infonce", pairwise.pairwise_bwd_kernel, bwd, {"MODE": 0, "HAS_GROUPS": False, "GROUP_M": 8}, {}
-    yield "pairwise_bwd_infonce+groups", pairwise.pairwise_bwd_kernel, bwd, \
-        {"MODE": 0, "HAS_GROUPS": True, "GROUP_M": 8}, groups
-    yield "pairwise_bwd_hinge", pairwise.pairwise_bwd_kernel, bwd, {"MODE": 1, "HAS_GROUPS": False, "GROUP_M": 8}, {}
+    base = {"GROUP_M": 8, "COLUMNS": True}
+    yield "pairwise_bwd_infonce", pairwise.pairwise_bwd_kernel, bwd, dict(base, MODE=0, HAS_GROUPS=False), {}
+    yield "pairwise_bwd_infonce+groups", pairwise.pairwise_bwd_kernel, bwd, dict(base, MODE=0, HAS_GROUPS=True), groups
+    yield "pairwise_bwd_infonce_rows", pairwise.pairwise_bwd_kernel, bwd, \
+        dict(base, MODE=0, HAS_GROUPS=False, COLUMNS=False), {}
+    yield "pairwise_bwd_hinge", pairwise.pairwise_bwd_kernel, bwd, dict(base, MODE=1, HAS_GROUPS=False), {}
 
 
 def _ptxas() -> str:

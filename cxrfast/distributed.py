@@ -214,9 +214,10 @@ def contrastive_loss(
     # rx/ry of the gathered tensors are computed after the gather, so their gradients flow back through it.
     i2t = torch.ops.cxrfast.infonce_stats(
         image_emb, text_all, inverse_norms(image_emb, normalize), inverse_norms(text_all, normalize),
-        scale, groups, groups_all, offset, chosen)
+        scale, groups, groups_all, offset, False, chosen)
     t2i = torch.ops.cxrfast.infonce_stats(
         text_emb, image_all, inverse_norms(text_emb, normalize), inverse_norms(image_all, normalize),
-        scale, groups, groups_all, offset, chosen)
-    # Only the row statistics are used: the column ones would belong to other ranks' rows.
+        scale, groups, groups_all, offset, False, chosen)
+    # Only row statistics are needed (columns=False skips the column softmax in both kernels): the
+    # columns of these blocks are other ranks' rows, which they compute themselves.
     return (w[0] * _row_cross_entropy_sum(i2t, n, eps) + w[1] * _row_cross_entropy_sum(t2i, n, eps)) / b

@@ -5,7 +5,9 @@ and column j,
     lse_r[i] = logsumexp_j s_ij          lse_c[j] = logsumexp_i s_ij
     pos_r[i] = Σ_{j ∈ P(i)} s_ij          cnt[i]  = |P(i)|        sum_r[i] = Σ_j s_ij
 with P(i) the positives of row i: columns with the same group id, or without groups the single column
-i + pos_offset (0 for a whole batch; the rank's offset in the rank-local distributed form). Every InfoNCE variant the
+i + pos_offset (0 for a whole batch; the rank's offset in the rank-local distributed form).
+columns=False skips lse_c (its online softmax is a second exp per score): the rank-local distributed
+form needs only row statistics. Every InfoNCE variant the
 library offers (weights, label smoothing, several positives per study) is an O(B) expression of these
 (cxrfast.ops.contrastive); the backward is kernels.pairwise.pairwise_bwd_kernel in MODE 0.
 """
@@ -38,7 +40,7 @@ FWD_CONFIGS = [(GPU_PANEL_BLOCK_M, 64, 64, 8, 3), (GPU_PANEL_BLOCK_M, 64, 64, 8,
 
 @triton.autotune(
     configs=configs(gpu=FWD_CONFIGS, interpret=(PANEL_BLOCK_M, 16, 16)),
-    key=["D", "HAS_GROUPS"],
+    key=["D", "HAS_GROUPS", "COLUMNS"],
 )
 @triton.jit
 def infonce_fwd_kernel(
@@ -51,7 +53,7 @@ def infonce_fwd_kernel(
     # strides
     stride_xb, stride_xd, stride_yb, stride_yd,
     # constexpr
-    HAS_GROUPS: tl.constexpr,
+    HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -102,9 +104,10 @@ def infonce_fwd_kernel(
             # any real score; finite (two biases sum to -2e38 > -FLT_MAX), so no lane ever forms
             # -inf - (-inf). Every tile has a real row and a real column.
             t = t + tl.where(rmask, 0.0, -1.0e38)[:, None] + col_bias[None, :]
-            new_col_m = tl.maximum(col_m, tl.max(t, axis=0))
-            col_l = col_l * tl.exp2(col_m - new_col_m) + tl.sum(tl.exp2(t - new_col_m[None, :]), axis=0)
-            col_m = new_col_m
+            if COLUMNS:
+                new_col_m = tl.maximum(col_m, tl.max(t, axis=0))
+                col_l = col_l * tl.exp2(col_m - new_col_m) + tl.sum(tl.exp2(t - new_col_m[None, :]), axis=0)
+                col_m = new_col_m
             row_m = tl.where(first, float("-inf"), tl.load(p_m, mask=rmask, other=0.0))
             row_l = tl.where(first, 0.0, tl.load(p_l, mask=rmask, other=0.0))
             new_row_m = tl.maximum(row_m, tl.max(t, axis=1))
@@ -117,32 +120,36 @@ def infonce_fwd_kernel(
             tl.store(p_sum, row_sum, mask=rmask)
             # the next column block re-reads these rows, possibly from other threads of the program
             tl.debug_barrier()
-        tl.store(col_lse2_ptr + pid.to(tl.int64) * N + cols, col_m + tl.log2(col_l), mask=cmask)
+        if COLUMNS:
+            tl.store(col_lse2_ptr + pid.to(tl.int64) * N + cols, col_m + tl.log2(col_l), mask=cmask)
 
 
-def infonce_forward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset):
-    """Launch the forward. Returns fp32 tensors (lse_r [M], lse_c [N], pos_r [M], cnt [M], sum_r [M])."""
+def infonce_forward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns=True):
+    """Launch the forward. Returns fp32 tensors (lse_r [M], lse_c [N] or [0], pos_r [M], cnt [M], sum_r [M])."""
     from torch.library import wrap_triton
 
     (M, D), N = x.shape, y.shape[0]
     n_panels = num_panels(x, PANEL_BLOCK_M)
     row_stats = torch.empty((5, M), dtype=torch.float32, device=x.device)
-    col_lse2 = torch.empty((n_panels, N), dtype=torch.float32, device=x.device)
+    col_lse2 = torch.empty((n_panels, N) if columns else (0,), dtype=torch.float32, device=x.device)
     has_groups = row_groups is not None
     wrap_triton(infonce_fwd_kernel)[(n_panels,)](
         x, y, rx, ry, scale, row_groups if has_groups else rx, col_groups if has_groups else ry,
-        row_stats, col_lse2,
+        row_stats, col_lse2 if columns else row_stats,
         M, N, D, n_panels, pos_offset,
         x.stride(0), x.stride(1), y.stride(0), y.stride(1),
-        HAS_GROUPS=has_groups, **dot_flags(x.dtype),
+        HAS_GROUPS=has_groups, COLUMNS=columns, **dot_flags(x.dtype),
     )
     lse_r = (row_stats[0] + torch.log2(row_stats[1])) * LN2
-    lse_c = torch.logsumexp(col_lse2 * LN2, dim=0)
+    lse_c = torch.logsumexp(col_lse2 * LN2, dim=0) if columns else col_lse2
     return lse_r, lse_c, row_stats[2] * LN2, row_stats[3].clone(), row_stats[4] * LN2
 
 
 def infonce_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset,
                      lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum):
-    """Gradient pieces (A_x, A_y, V_r, V_c) of Σ g·stats; see kernels.pairwise for their use."""
+    """Gradient pieces (A_x, A_y, V_r, V_c) of Σ g·stats; see kernels.pairwise for their use.
+    An empty lse_c (columns=False in the forward) drops the column-softmax term."""
+    columns = lse_c.numel() > 0
     return pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset,
-                             (lse_r, g_lse_r, g_pos, g_sum), (lse_c, g_lse_c), mode=0)
+                             (lse_r, g_lse_r, g_pos, g_sum), (lse_c, g_lse_c) if columns else (ry, ry),
+                             mode=0, columns=columns)

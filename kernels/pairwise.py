@@ -139,7 +139,7 @@ def positive_pairs(rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr, pos
 def _infonce_grad_tile(
     s, rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr, pos_offset,
     lse_r_ptr, g_lse_r_ptr, g_pos_ptr, g_sum_ptr, lse_c_ptr, g_lse_c_ptr,
-    HAS_GROUPS: tl.constexpr,
+    HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr,
 ):
     """∂loss/∂s_ij for the InfoNCE statistics (see kernels.contrastive):
     G = g_lse_r[i]·softmax_row(s)_ij + g_lse_c[j]·softmax_col(s)_ij + g_pos[i]·[pos(i,j)] + g_sum[i].
@@ -149,12 +149,12 @@ def _infonce_grad_tile(
     g_r = tl.load(g_lse_r_ptr + rows, mask=rmask, other=0.0)
     g_pos = tl.load(g_pos_ptr + rows, mask=rmask, other=0.0)
     g_sum = tl.load(g_sum_ptr + rows, mask=rmask, other=0.0)
-    lse_c = tl.load(lse_c_ptr + cols, mask=cmask, other=0.0)
-    g_c = tl.load(g_lse_c_ptr + cols, mask=cmask, other=0.0)
     s2 = s * 1.4426950408889634
-    g = (g_r[:, None] * tl.exp2(s2 - lse_r[:, None] * 1.4426950408889634)
-         + g_c[None, :] * tl.exp2(s2 - lse_c[None, :] * 1.4426950408889634)
-         + g_sum[:, None])
+    g = g_r[:, None] * tl.exp2(s2 - lse_r[:, None] * 1.4426950408889634) + g_sum[:, None]
+    if COLUMNS:  # the column softmax term (absent in the rank-local distributed form)
+        lse_c = tl.load(lse_c_ptr + cols, mask=cmask, other=0.0)
+        g_c = tl.load(g_lse_c_ptr + cols, mask=cmask, other=0.0)
+        g += g_c[None, :] * tl.exp2(s2 - lse_c[None, :] * 1.4426950408889634)
     pos = positive_pairs(rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr, pos_offset, HAS_GROUPS)
     return tl.where(pos, g + g_pos[:, None], g)
 
@@ -180,7 +180,7 @@ def _hinge_grad_tile(
         gpu=BWD_CONFIGS,
         interpret=(16, 16, 16),
     ),
-    key=["D", "MODE", "HAS_GROUPS"],
+    key=["D", "MODE", "HAS_GROUPS", "COLUMNS"],
     reset_to_zero=["ax_ptr", "ay_ptr", "vr_ptr", "vc_ptr"],
 )
 @triton.jit
@@ -196,7 +196,7 @@ def pairwise_bwd_kernel(
     stride_xb, stride_xd, stride_yb, stride_yd,
     # constexpr
     MODE: tl.constexpr,  # 0: InfoNCE statistics, 1: summed triplet hinges
-    HAS_GROUPS: tl.constexpr,
+    HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
@@ -228,7 +228,7 @@ def pairwise_bwd_kernel(
     s = acc * (scale * rx)[:, None] * ry[None, :]
     if MODE == 0:
         g = _infonce_grad_tile(s, rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr, pos_offset,
-                               row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr, HAS_GROUPS)
+                               row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr, HAS_GROUPS, COLUMNS)
     else:
         g = _hinge_grad_tile(s, rows, cols, rmask, cmask, margin, row0_ptr, row1_ptr, col1_ptr)
     g = tl.where(rmask[:, None] & cmask[None, :], g, 0.0)
@@ -266,7 +266,7 @@ def pairwise_bwd_kernel(
 
 
 def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors,
-                      *, mode: int, margin: float = 0.0):
+                      *, mode: int, margin: float = 0.0, columns: bool = True):
     """Launch the backward tile kernel. Returns fp32 (A_x [M, D], A_y [N, D], V_r [M], V_c [N])."""
     from torch.library import wrap_triton
 
@@ -288,6 +288,6 @@ def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, r
         ax, ay, vr, vc,
         M, N, D, pos_offset, float(margin), grad_multiplier(max(M, N)),
         x.stride(0), x.stride(1), y.stride(0), y.stride(1),
-        MODE=mode, HAS_GROUPS=has_groups, GROUP_M=8, **dot_flags(x.dtype),
+        MODE=mode, HAS_GROUPS=has_groups, COLUMNS=columns, GROUP_M=8, **dot_flags(x.dtype),
     )
     return ax, ay, vr, vc

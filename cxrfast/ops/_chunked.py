@@ -54,18 +54,19 @@ def gradient_pieces(x, y, rx, ry, grad_block):
     return ax, ay, vr, vc
 
 
-def infonce_stats(x, y, rx, ry, scale, row_groups, col_groups, pos_offset):
+def infonce_stats(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns=True):
     cd = compute_dtype(x)
     M, N = x.shape[0], y.shape[0]
     sc, ryc = scale.to(cd), ry.to(cd)
     lse_r = torch.empty(M, dtype=cd, device=x.device)
     pos_r, cnt, sum_r = torch.empty_like(lse_r), torch.empty_like(lse_r), torch.empty_like(lse_r)
-    lse_c = torch.full((N,), float("-inf"), dtype=cd, device=x.device)
+    lse_c = torch.full((N if columns else 0,), float("-inf"), dtype=cd, device=x.device)
     for sl, _, acc in row_chunks(x, y):
         s = acc * (sc * rx[sl].to(cd))[:, None] * ryc[None, :]
         pos = positive_block(sl, N, row_groups, col_groups, pos_offset, x.device)
         lse_r[sl] = torch.logsumexp(s, dim=1)
-        lse_c = torch.logaddexp(lse_c, torch.logsumexp(s, dim=0))
+        if columns:
+            lse_c = torch.logaddexp(lse_c, torch.logsumexp(s, dim=0))
         pos_r[sl] = torch.where(pos, s, 0).sum(1)
         cnt[sl] = pos.sum(1).to(cd)
         sum_r[sl] = s.sum(1)
@@ -80,9 +81,9 @@ def infonce_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset,
 
     def grad_block(sl, acc):
         s = acc * (sc * rxc[sl])[:, None] * ryc[None, :]
-        g = (g_lse_r[sl, None] * torch.exp(s - lse_r[sl, None])
-             + g_lse_c[None, :] * torch.exp(s - lse_c[None, :])
-             + g_sum[sl, None])
+        g = g_lse_r[sl, None] * torch.exp(s - lse_r[sl, None]) + g_sum[sl, None]
+        if lse_c.numel():  # empty: the forward ran with columns=False
+            g = g + g_lse_c[None, :] * torch.exp(s - lse_c[None, :])
         pos = positive_block(sl, N, row_groups, col_groups, pos_offset, x.device)
         return torch.where(pos, g + g_pos[sl, None], g)
 

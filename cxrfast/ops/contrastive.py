@@ -16,22 +16,25 @@ OP = "contrastive_loss"
 @op("cxrfast::infonce_stats")
 def infonce_stats(
     x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, scale: torch.Tensor,
-    row_groups: Optional[torch.Tensor], col_groups: Optional[torch.Tensor], pos_offset: int, impl: str,
+    row_groups: Optional[torch.Tensor], col_groups: Optional[torch.Tensor], pos_offset: int,
+    columns: bool, impl: str,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row/column statistics of s = scale · diag(rx) · x · yᵀ · diag(ry), x [M, D], y [N, D]:
     (lse_r [M], lse_c [N], pos_r [M], cnt [M], sum_r [M]); see cxrfast.kernels.contrastive.
-    Nothing M × N is stored. impl: "triton" or "chunked"."""
+    columns=False returns lse_c empty ([0]) and skips its softmax. Nothing M × N is stored.
+    impl: "triton" or "chunked"."""
+    args = (x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns)
     if impl == "triton":
         from cxrfast.kernels.contrastive import infonce_forward
 
-        return infonce_forward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset)
-    return _chunked.infonce_stats(x, y, rx, ry, scale, row_groups, col_groups, pos_offset)
+        return infonce_forward(*args)
+    return _chunked.infonce_stats(*args)
 
 
 @infonce_stats.register_fake
-def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, impl):
+def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns, impl):
     M, N = x.shape[0], y.shape[0]
-    return stat_fakes((M,), (N,), (M,), (M,), (M,), like=x)
+    return stat_fakes((M,), (N if columns else 0,), (M,), (M,), (M,), like=x)
 
 
 @op("cxrfast::infonce_stats_backward")
@@ -56,7 +59,7 @@ def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, lse_r, lse_c, g_l
 
 
 def _setup_context(ctx, inputs, output):
-    x, y, rx, ry, scale, row_groups, col_groups, pos_offset, impl = inputs
+    x, y, rx, ry, scale, row_groups, col_groups, pos_offset, _columns, impl = inputs
     lse_r, lse_c, _, cnt, _ = output
     ctx.mark_non_differentiable(cnt)
     ctx.save_for_backward(x, y, rx, ry, scale, row_groups, col_groups, lse_r, lse_c)
@@ -69,7 +72,7 @@ def _backward(ctx, g_lse_r, g_lse_c, g_pos, g_cnt, g_sum):
         x, y, rx, ry, scale, row_groups, col_groups, ctx.pos_offset, lse_r, lse_c,
         zeros_if_none(g_lse_r, lse_r), zeros_if_none(g_lse_c, lse_c),
         zeros_if_none(g_pos, lse_r), zeros_if_none(g_sum, lse_r), ctx.impl)
-    return (*input_grads(ctx, x, y, rx, ry, scale, pieces), None, None, None, None)
+    return (*input_grads(ctx, x, y, rx, ry, scale, pieces), None, None, None, None, None)
 
 
 torch.library.register_autograd("cxrfast::infonce_stats", _backward, setup_context=_setup_context)
@@ -128,7 +131,7 @@ def contrastive_loss(
     B = image_emb.shape[0]
     rx, ry = inverse_norms(image_emb, normalize), inverse_norms(text_emb, normalize)
     lse_r, lse_c, pos_r, cnt, sum_r = torch.ops.cxrfast.infonce_stats(
-        image_emb, text_emb, rx, ry, scale, groups, groups, 0, chosen)
+        image_emb, text_emb, rx, ry, scale, groups, groups, 0, True, chosen)
     # Positives are symmetric, so Σ_j (target term of column j) = Σ_i (target term of row i):
     # one O(B) sum serves both directions.
     target = row_targets(pos_r, cnt, sum_r, B, eps).sum()

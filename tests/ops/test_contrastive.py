@@ -207,7 +207,31 @@ def test_opcheck_chunked(groups):
     scale = torch.tensor(2.0, requires_grad=True)
     rg = torch.tensor([0, 1, 1, 2, 3, 3]) if groups else None
     cg = torch.tensor([0, 1, 2, 2, 3, 4, 4]) if groups else None
-    torch.library.opcheck(torch.ops.cxrfast.infonce_stats, (x, y, rx, ry, scale, rg, cg, 1, "chunked"))
+    for columns in (True, False):
+        torch.library.opcheck(torch.ops.cxrfast.infonce_stats, (x, y, rx, ry, scale, rg, cg, 1, columns, "chunked"))
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+def test_rows_only_statistics(impl, device):
+    """columns=False (the rank-local distributed form): the same row statistics and the same gradients
+    of a loss that uses only them; lse_c comes back empty."""
+    dev = device if impl == "triton" else "cpu"
+    x, y = torch.randn(13, 11, device=dev), torch.randn(29, 11, device=dev)
+    rx, ry = 1 / x.norm(dim=1), 1 / y.norm(dim=1)
+    scale = torch.tensor(4.0, device=dev)
+
+    def row_loss(columns):
+        def f(a, b, s):
+            lse_r, lse_c, pos_r, cnt, sum_r = torch.ops.cxrfast.infonce_stats(
+                a, b, rx, ry, s, None, None, 9, columns, impl)
+            assert lse_c.shape == ((29,) if columns else (0,))
+            return (lse_r - 0.9 * pos_r / cnt - 0.1 * sum_r / 29).sum()
+        return loss_and_grads(f, (x, y, scale))
+
+    full, rows = row_loss(True), row_loss(False)
+    torch.testing.assert_close(rows[0], full[0])
+    for g, h in zip(rows[1], full[1]):
+        torch.testing.assert_close(g, h)
 
 
 # ---------------------------------------------------------------------------------------------- module

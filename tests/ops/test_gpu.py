@@ -84,7 +84,8 @@ def test_opcheck_triton():
     y = torch.randn(333, 64, device="cuda", requires_grad=True)
     rx, ry = torch.rand(300, device="cuda") + 0.5, torch.rand(333, device="cuda") + 0.5
     scale = torch.tensor(2.0, device="cuda", requires_grad=True)
-    torch.library.opcheck(torch.ops.cxrfast.infonce_stats, (x, y, rx, ry, scale, None, None, 17, "triton"))
+    for columns in (True, False):
+        torch.library.opcheck(torch.ops.cxrfast.infonce_stats, (x, y, rx, ry, scale, None, None, 17, columns, "triton"))
     d = torch.randn(300, device="cuda", requires_grad=True)
     torch.library.opcheck(torch.ops.cxrfast.triplet_all, (x, y[:300], rx, ry[:300], d, 0.2, "triton"))
 
