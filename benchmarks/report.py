@@ -24,6 +24,7 @@ from cxrfast.bench.fmt import fmt_bytes, fmt_rate, fmt_ratio, fmt_time
 
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- bench:losses:start -->", "<!-- bench:losses:end -->"
+IMPLS = ("fused", "baseline", "compiled")
 LOSS_TITLES = {"infonce": "InfoNCE (CLIP / ConVIRT / LoVT)", "triplet": "Triplet ranking (VSE++ / JoImTeRNet)"}
 BASELINES = {"infonce": "open_clip ClipLoss pattern", "triplet-hardest": "VSE++ ContrastiveLoss, max_violation",
              "triplet-all": "VSE++ ContrastiveLoss, sum"}
@@ -38,8 +39,8 @@ def load(results: Path) -> list[dict]:
         except (OSError, json.JSONDecodeError) as exc:
             print(f"report: skipping {path}: {exc}", file=sys.stderr)
             continue
-        if not isinstance(doc, dict) or "rows" not in doc or "env" not in doc:
-            print(f"report: skipping {path}: not a cxrfast results file", file=sys.stderr)
+        if not isinstance(doc, dict) or doc.get("suite") != "losses" or "env" not in doc:
+            print(f"report: {path.relative_to(results)} is not a losses results file; not rendered")
             continue
         doc["slug"], doc["path"] = path.parent.name, path
         docs.append(doc)
@@ -78,7 +79,11 @@ def device_section(doc: dict) -> list[str]:
     device_type = env.get("device_type", "cpu")
     commit = (env.get("git_commit") or "?")[:10] + ("-dirty" if env.get("git_dirty") else "")
     threads = f" · {env['torch_threads']} threads" if device_type != "cuda" and env.get("torch_threads") else ""
-    load_avg = f" · load {env['load_avg_1m']:.1f}" if device_type != "cuda" and env.get("load_avg_1m") is not None else ""
+    load_avg = ""
+    if device_type != "cuda" and env.get("load_avg_1m") is not None:
+        load_avg = f" · load average {env['load_avg_1m']:.1f}"
+        if env.get("load_avg_1m_end") is not None:
+            load_avg += f" at start, {env['load_avg_1m_end']:.1f} at end"
     out = [f"### {env.get('device_name', doc['slug'])} — {env.get('dtype', '?')}", "",
            f"torch {env.get('torch')} · triton {env.get('triton')} · cxrfast {env.get('cxrfast')} · commit "
            f"`{commit}` · {(env.get('date_utc') or '')[:10]}{threads}{load_avg} · "
@@ -103,23 +108,51 @@ def device_section(doc: dict) -> list[str]:
         out += [f"**{LOSS_TITLES[family]}** — baseline: "
                 + "; ".join(f"{k}: {v}" for k, v in BASELINES.items() if k.split("-")[0] == family), "",
                 "| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+        flagged = []
         for sid in ids:
             r = shapes[sid]
-            f = {p: by_key.get((sid, "fused", p)) for p in ("fwd", "bwd", "fwdbwd")}
-            b, c = by_key.get((sid, "baseline", "fwdbwd")), by_key.get((sid, "compiled", "fwdbwd"))
-            ff = f["fwdbwd"]
-            cells = [r["loss"], r["paper"], str(r["B"]), str(r["D"]), _time(f["fwd"]), _time(f["bwd"]), _time(ff, True),
-                     _time(b, True), fmt_ratio(b["median_s"], ff["median_s"]) if _ok(b) and _ok(ff) else "-"]
+            phases = {impl: {p: by_key.get((sid, impl, p)) for p in ("fwd", "bwd", "fwdbwd")} for impl in IMPLS}
+            f = phases["fused"]
+            ff, b, c = f["fwdbwd"], phases["baseline"]["fwdbwd"], phases["compiled"]["fwdbwd"]
+            mark = {impl: " †" if _inconsistent(phases[impl]) else "" for impl in IMPLS}
+            flagged += [f"{impl} B={r['B']} D={r['D']}" for impl in IMPLS if mark[impl]]
+            cells = [r["loss"], r["paper"], str(r["B"]), str(r["D"]), _time(f["fwd"]), _time(f["bwd"]),
+                     _time(ff, True) + mark["fused"], _time(b, True) + mark["baseline"],
+                     fmt_ratio(b["median_s"], ff["median_s"]) if _ok(b) and _ok(ff) else "-"]
             if has_compiled:
-                cells += [_time(c, True), fmt_ratio(c["median_s"], ff["median_s"]) if _ok(c) and _ok(ff) else "-"]
+                cells += [_time(c, True) + mark["compiled"], fmt_ratio(c["median_s"], ff["median_s"]) if _ok(c) and _ok(ff) else "-"]
             cells += [fmt_bytes(ff and ff.get("peak_mem_bytes")), fmt_bytes(b and b.get("peak_mem_bytes")),
                       fmt_rate(ff.get("tflops"), device_type, ff.get("pct_peak")) if _ok(ff) else "-"]
             out.append("| " + " | ".join(cells) + " |")
-        notes = sorted({f"{x['shape_id']} {x['impl']}: {x['note']}" for x in rows
-                        if x["shape_id"] in ids and x.get("note") and x["phase"] == "fwdbwd"})
-        out += [""] + [f"- {n}" for n in notes] + ([""] if notes else [])
+        out += [""] + _notes([x for x in rows if x["shape_id"] in ids and x["phase"] == "fwdbwd"])
+        if flagged:
+            out += [f"† ({', '.join(flagged)}): the forward+backward median differs from forward + backward "
+                    "(timed separately) by more than 40%: the device was not quiet while this was measured; "
+                    "rerun before quoting it.", ""]
     out += _targets(doc)
     return out
+
+
+def _inconsistent(phases: dict, tolerance: float = 0.4) -> bool:
+    """Do the medians of fwd + bwd and of fwd+bwd (timed separately) disagree by more than `tolerance`?
+    They measure the same work, so a large gap means interference (a busy shared machine)."""
+    f, b, fb = (phases.get(p) for p in ("fwd", "bwd", "fwdbwd"))
+    if not all(_ok(x) for x in (f, b, fb)):
+        return False
+    return abs(f["median_s"] + b["median_s"] - fb["median_s"]) > tolerance * fb["median_s"]
+
+
+def _notes(rows) -> list[str]:
+    """One bullet per distinct (implementation, note), naming the shapes unless it holds for all."""
+    by_note = defaultdict(list)
+    for r in rows:
+        if r.get("note"):
+            by_note[(r["impl"], r["note"])].append(f"B={r['B']} D={r['D']}")
+    out = []
+    for (impl, note), where in sorted(by_note.items()):
+        every = len(where) == len({r["shape_id"] for r in rows if r["impl"] == impl})
+        out.append(f"- {impl}{'' if every else ' (' + ', '.join(where) + ')'}: {note}")
+    return out + ([""] if out else [])
 
 
 def _targets(doc: dict) -> list[str]:
@@ -175,6 +208,9 @@ def plot(doc: dict, out_dir: Path) -> list[Path]:
     written = []
     for loss in sorted({k[0] for k in lines}):
         fig, ax = plt.subplots(figsize=(7, 4.5))
+        # colour: the paper's setting (paper, D); line style and marker: the implementation
+        settings = sorted({(k[2], k[3]) for k in lines if k[0] == loss})
+        colours = {st: f"C{i}" for i, st in enumerate(settings)}
         for (lo, impl, paper, D), pts in sorted(lines.items()):
             if lo != loss:
                 continue
@@ -185,7 +221,8 @@ def plot(doc: dict, out_dir: Path) -> list[Path]:
             label = {"fused": f"cxrfast ({pts[0].get('impl_detail')})", "baseline": "baseline",
                      "compiled": "baseline + torch.compile"}[impl]
             style = {"fused": "-o", "baseline": "--s", "compiled": ":^"}[impl]
-            ax.errorbar(xs, ys, yerr=err, fmt=style, capsize=2, label=f"{label}, {paper} D={D}")
+            ax.errorbar(xs, ys, yerr=err, fmt=style, color=colours[(paper, D)], capsize=2,
+                        label=f"{label}, {paper} D={D}")
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel("batch size B")

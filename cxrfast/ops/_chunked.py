@@ -26,31 +26,55 @@ def row_chunks(x: torch.Tensor, y: torch.Tensor):
         yield sl, xs, xs @ yc.t()
 
 
-def positive_block(sl: slice, n_cols: int, row_groups, col_groups, pos_offset: int, device) -> torch.Tensor:
-    """Bool [rows of sl, N]: same group id, else column == row + pos_offset."""
-    if row_groups is not None:
-        return row_groups[sl, None] == col_groups[None, :]
-    rows = torch.arange(sl.start, sl.stop, device=device)
-    return (rows[:, None] + pos_offset) == torch.arange(n_cols, device=device)[None, :]
+class Positives:
+    """The positive pairs of a block of rows: same group id, else the single column row + pos_offset.
+    Without groups they are one diagonal, handled by indexing instead of a [rows, N] mask."""
+
+    def __init__(self, sl: slice, n_cols: int, row_groups, col_groups, pos_offset: int, device):
+        if row_groups is not None:
+            self.mask = row_groups[sl, None] == col_groups[None, :]
+            return
+        self.mask = None
+        cols = torch.arange(sl.start, sl.stop, device=device) + pos_offset
+        inside = (cols >= 0) & (cols < n_cols)
+        self.rows = torch.nonzero(inside).squeeze(1)  # block-local rows that have their positive here
+        self.cols = cols[inside]
+
+    def sum(self, s: torch.Tensor) -> torch.Tensor:
+        """Σ over the positives of each row of s."""
+        if self.mask is not None:
+            return torch.where(self.mask, s, 0).sum(1)
+        out = s.new_zeros(s.shape[0])
+        return out.index_put_((self.rows,), s[self.rows, self.cols])
+
+    def count(self, n_rows: int, dtype, device) -> torch.Tensor:
+        """|positives| of each row."""
+        if self.mask is not None:
+            return self.mask.sum(1).to(dtype)
+        return torch.zeros(n_rows, dtype=dtype, device=device).index_fill_(0, self.rows, 1)
+
+    def add_(self, g: torch.Tensor, per_row: torch.Tensor) -> torch.Tensor:
+        """g[i, j] += per_row[i] at every positive (i, j), in place."""
+        if self.mask is not None:
+            return g.add_(self.mask * per_row[:, None])
+        return g.index_put_((self.rows, self.cols), per_row[self.rows], accumulate=True)
 
 
-def gradient_pieces(x, y, rx, ry, grad_block):
-    """Shared backward loop. grad_block(sl, s_unscaled_acc) → G block; returns (A_x, A_y, V_r, V_c):
-    A_x = G·diag(ry)·y, A_y = Gᵀ·diag(rx)·x, V_r = Σ_j G ry (x·y), V_c = Σ_i G rx (x·y)."""
+def gradient_pieces(x, y, grad_block):
+    """Shared backward loop. grad_block(sl, x·yᵀ block) → G block (may reuse the block's storage);
+    returns (A_x, A_y, V_r, V_c): A_x = G·diag(ry)·y, A_y = Gᵀ·diag(rx)·x — grad_block folds ry, rx in —
+    and V_r = Σ_j G ry (x·y) = x·A_x, V_c = Σ_i G rx (x·y) = y·A_y: row dots after the products, O(B·D),
+    instead of an elementwise pass over every block."""
     cd = compute_dtype(x)
     yc = y.to(cd)
-    rxc, ryc = rx.to(cd), ry.to(cd)
     ax = torch.empty(x.shape, dtype=cd, device=x.device)
     ay = torch.zeros(y.shape, dtype=cd, device=x.device)
-    vr = torch.empty(x.shape[0], dtype=cd, device=x.device)
-    vc = torch.zeros(y.shape[0], dtype=cd, device=x.device)
     for sl, xs, acc in row_chunks(x, y):
-        g = grad_block(sl, acc)
-        g_acc = g * acc
-        vr[sl] = g_acc @ ryc
-        vc += rxc[sl] @ g_acc
-        ax[sl] = (g * ryc[None, :]) @ yc
-        ay += (g * rxc[sl, None]).t() @ xs
+        g_ry, g_rx = grad_block(sl, acc)
+        ax[sl] = g_ry @ yc
+        ay += g_rx.t() @ xs
+    vr = torch.linalg.vecdot(x.to(cd), ax)
+    vc = torch.linalg.vecdot(yc, ay)
     return ax, ay, vr, vc
 
 
@@ -62,13 +86,13 @@ def infonce_stats(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, colum
     pos_r, cnt, sum_r = torch.empty_like(lse_r), torch.empty_like(lse_r), torch.empty_like(lse_r)
     lse_c = torch.full((N if columns else 0,), float("-inf"), dtype=cd, device=x.device)
     for sl, _, acc in row_chunks(x, y):
-        s = acc * (sc * rx[sl].to(cd))[:, None] * ryc[None, :]
-        pos = positive_block(sl, N, row_groups, col_groups, pos_offset, x.device)
+        s = acc.mul_((sc * rx[sl].to(cd))[:, None]).mul_(ryc[None, :])
+        pos = Positives(sl, N, row_groups, col_groups, pos_offset, x.device)
         lse_r[sl] = torch.logsumexp(s, dim=1)
         if columns:
             lse_c = torch.logaddexp(lse_c, torch.logsumexp(s, dim=0))
-        pos_r[sl] = torch.where(pos, s, 0).sum(1)
-        cnt[sl] = pos.sum(1).to(cd)
+        pos_r[sl] = pos.sum(s)
+        cnt[sl] = pos.count(s.shape[0], cd, x.device)
         sum_r[sl] = s.sum(1)
     return lse_r, lse_c, pos_r, cnt, sum_r
 
@@ -80,14 +104,14 @@ def infonce_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset,
     sc, rxc, ryc = scale.to(cd), rx.to(cd), ry.to(cd)
 
     def grad_block(sl, acc):
-        s = acc * (sc * rxc[sl])[:, None] * ryc[None, :]
-        g = g_lse_r[sl, None] * torch.exp(s - lse_r[sl, None]) + g_sum[sl, None]
+        s = acc.mul_((sc * rxc[sl])[:, None]).mul_(ryc[None, :])
+        g = torch.sub(s, lse_r[sl, None]).exp_().mul_(g_lse_r[sl, None]).add_(g_sum[sl, None])
         if lse_c.numel():  # empty: the forward ran with columns=False
-            g = g + g_lse_c[None, :] * torch.exp(s - lse_c[None, :])
-        pos = positive_block(sl, N, row_groups, col_groups, pos_offset, x.device)
-        return torch.where(pos, g + g_pos[sl, None], g)
+            g.add_(s.sub_(lse_c[None, :]).exp_().mul_(g_lse_c[None, :]))
+        Positives(sl, N, row_groups, col_groups, pos_offset, x.device).add_(g, g_pos[sl])
+        return g * ryc[None, :], g.mul_(rxc[sl, None])
 
-    return gradient_pieces(x, y, rx, ry, grad_block)
+    return gradient_pieces(x, y, grad_block)
 
 
 def _negatives(sl, n, device):
@@ -136,9 +160,10 @@ def triplet_all_backward(x, y, rx, ry, diag, margin, g_hinge_r, g_hinge_c):
     rxc, ryc, dc = rx.to(cd), ry.to(cd), diag.to(cd)
 
     def grad_block(sl, acc):
-        s = acc * rxc[sl, None] * ryc[None, :]
+        s = acc.mul_(rxc[sl, None]).mul_(ryc[None, :])
         g = (torch.where(margin + s - dc[sl, None] > 0, g_hinge_r[sl, None], 0)
              + torch.where(margin + s - dc[None, :] > 0, g_hinge_c[None, :], 0))
-        return torch.where(_negatives(sl, B, x.device), g, 0)
+        g = torch.where(_negatives(sl, B, x.device), g, 0)
+        return g * ryc[None, :], g.mul_(rxc[sl, None])
 
-    return gradient_pieces(x, y, rx, ry, grad_block)
+    return gradient_pieces(x, y, grad_block)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from numbers import Real
 
@@ -88,6 +89,13 @@ def weights_arg(op: str, weights) -> tuple[float, float]:
     if len(w) != 2:
         raise ValueError(f"{op}: `weights` must be a pair (w_i2t, w_t2i), got {len(w)} values")
     return w
+
+
+def finite_number(op: str, name: str, value) -> float:
+    """A finite real number (not a bool, not a tensor): hyper-parameters such as a margin."""
+    if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
+        raise ValueError(f"{op}: `{name}` must be a finite number, got {value!r}")
+    return float(value)
 
 
 def probability(op: str, name: str, value) -> float:

@@ -122,8 +122,7 @@ def triplet_loss(
     _validate.choice(OP, "negatives", negatives, NEGATIVES)
     _validate.choice(OP, "reduction", reduction, REDUCTIONS)
     _validate.choice(OP, "distance", distance, DISTANCES)
-    if not isinstance(margin, (int, float)) or margin != margin:
-        raise ValueError(f"{OP}: `margin` must be a finite number, got {margin!r}")
+    margin = _validate.finite_number(OP, "margin", margin)
     reasons = _dispatch.triton_reasons(image_emb, text_emb, dim=image_emb.shape[1])
     chosen = _dispatch.select(OP, impl, reasons)
     if chosen == "reference":

@@ -93,7 +93,10 @@ def test_errors():
     for kwargs, match in [(dict(negatives="semi-hard"), r"`negatives` must be one of \('hardest', 'all'\)"),
                           (dict(reduction="none"), r"`reduction` must be one of"),
                           (dict(distance="euclidean"), r"`distance` must be one of"),
-                          (dict(margin=float("nan")), r"`margin` must be a finite number")]:
+                          (dict(margin=float("nan")), r"`margin` must be a finite number"),
+                          (dict(margin=float("inf")), r"`margin` must be a finite number, got inf"),
+                          (dict(margin=True), r"`margin` must be a finite number, got True"),
+                          (dict(margin=torch.tensor(0.2)), r"`margin` must be a finite number")]:
         with pytest.raises(ValueError, match=match):
             cxrfast.triplet_loss(x, y, **kwargs)
     with pytest.raises(ValueError, match=r"batch sizes differ"):

@@ -1,0 +1,101 @@
+"""The baselines: faithful re-implementations of what users run today, written once each.
+
+- InfoNCE: open_clip's ``ClipLoss`` (one process), on ``F.normalize``-d features as CLIP models
+  normalise them before the loss. Both logits matrices are materialised, as open_clip does.
+- Triplet: VSE++'s ``ContrastiveLoss`` (scores = im · sᵀ on l2-normalised embeddings, hinge against the
+  diagonal, eye masked with ``masked_fill_``, max over each dimension when ``max_violation``, sum).
+  One deviation: VSE++ builds the eye mask on the CPU and copies it to the GPU; here it is made on the
+  inputs' device (the copy of a B × B mask would measure PCIe, not the loss).
+
+``call(shape, x, y, scale, compiled=...)`` runs the baseline of a shape. 16-bit inputs run under
+``torch.autocast`` with that dtype, as mixed-precision training does (open_clip's ``--precision amp``):
+matmuls in 16 bit, ``normalize`` / ``cross_entropy`` upcast to fp32 by autocast. ``compiled=True``
+uses ``torch.compile`` of the same function, compiled lazily on first use, specialised per shape.
+"""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+import torch.nn.functional as F
+
+from cxrfast.bench.shapes import Shape
+
+NAMES = {
+    "infonce": "open_clip ClipLoss",
+    "triplet-hardest": "VSE++ ContrastiveLoss (max_violation)",
+    "triplet-all": "VSE++ ContrastiveLoss (sum of violations)",
+}
+
+
+def clip_loss(image_features: torch.Tensor, text_features: torch.Tensor, logit_scale) -> torch.Tensor:
+    """open_clip ``ClipLoss.forward`` for world_size 1 (``get_logits`` + ``cross_entropy``), inputs
+    normalised first as ``CLIP.encode_image/encode_text(normalize=True)`` return them."""
+    image_features = F.normalize(image_features, dim=-1)
+    text_features = F.normalize(text_features, dim=-1)
+    logits_per_image = logit_scale * image_features @ text_features.T
+    logits_per_text = logit_scale * text_features @ image_features.T
+    labels = torch.arange(logits_per_image.shape[0], device=logits_per_image.device, dtype=torch.long)
+    return (F.cross_entropy(logits_per_image, labels) + F.cross_entropy(logits_per_text, labels)) / 2
+
+
+def vsepp_loss(im: torch.Tensor, s: torch.Tensor, margin: float = 0.2, max_violation: bool = True) -> torch.Tensor:
+    """VSE++ ``ContrastiveLoss.forward`` (cosine_sim on l2norm-ed encoder outputs)."""
+    im = F.normalize(im, dim=-1)
+    s = F.normalize(s, dim=-1)
+    scores = im @ s.t()
+    diagonal = scores.diag().view(im.size(0), 1)
+    d1 = diagonal.expand_as(scores)
+    d2 = diagonal.t().expand_as(scores)
+    # compare every diagonal score to scores in its column: caption retrieval
+    cost_s = (margin + scores - d1).clamp(min=0)
+    # compare every diagonal score to scores in its row: image retrieval
+    cost_im = (margin + scores - d2).clamp(min=0)
+    mask = torch.eye(scores.size(0), device=scores.device) > 0.5
+    cost_s = cost_s.masked_fill_(mask, 0)
+    cost_im = cost_im.masked_fill_(mask, 0)
+    if max_violation:
+        cost_s = cost_s.max(1)[0]
+        cost_im = cost_im.max(0)[0]
+    return cost_s.sum() + cost_im.sum()
+
+
+_COMPILED: dict = {}
+
+
+def compiled(fn):
+    """``torch.compile(fn, dynamic=False)``, made once per function on first use. Every benchmark shape
+    is its own specialisation (the fastest code for it), so the recompile limit is raised to hold them."""
+    if fn not in _COMPILED:
+        import torch._dynamo
+
+        for knob in ("recompile_limit", "cache_size_limit"):  # renamed across torch versions
+            if hasattr(torch._dynamo.config, knob):
+                setattr(torch._dynamo.config, knob, max(getattr(torch._dynamo.config, knob), 64))
+        _COMPILED[fn] = torch.compile(fn, dynamic=False)
+    return _COMPILED[fn]
+
+
+def autocast_for(t: torch.Tensor):
+    """Mixed precision as training runs it: autocast in the inputs' dtype when it is 16-bit."""
+    if t.dtype in (torch.float16, torch.bfloat16):
+        return torch.autocast(t.device.type, dtype=t.dtype)
+    return contextlib.nullcontext()
+
+
+def name(shape: Shape, *, compiled_: bool = False) -> str:
+    return NAMES[shape.kind] + (" + torch.compile" if compiled_ else "")
+
+
+def call(shape: Shape, x: torch.Tensor, y: torch.Tensor, scale=None, *, compiled_: bool = False) -> torch.Tensor:
+    """The baseline loss of `shape` on image embeddings x [B, D], text embeddings y [B, D]
+    (and the logit scale for InfoNCE)."""
+    if shape.loss == "infonce":
+        fn, args = clip_loss, (x, y, scale)
+    else:
+        fn, args = vsepp_loss, (x, y, shape.margin, shape.negatives == "hardest")
+    if compiled_:
+        fn = compiled(fn)
+    with autocast_for(x):
+        return fn(*args)

@@ -1,0 +1,137 @@
+"""The `cxrfast` command and benchmarks/report.py."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def _env():
+    env = dict(os.environ)
+    for k in ("TRITON_INTERPRET", "CXRFAST_IMPL"):  # the command's own default dispatch, at full speed
+        env.pop(k, None)
+    return env
+
+
+@pytest.mark.slow
+def test_bench_losses_smoke_runs(tmp_path):
+    out = tmp_path / "rows.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "cxrfast", "bench", "losses", "--shapes", "smoke", "--device", "cpu",
+         "--rounds", "3", "--json", str(out)],
+        capture_output=True, text=True, timeout=300, env=_env(), cwd=tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    text = proc.stdout
+    for needle in ("infonce", "triplet-hardest", "triplet-all", "ratio", "chunked", "the Triton kernels need CUDA"):
+        assert needle in text, f"{needle!r} missing from:\n{text}"
+    header = next(line for line in text.splitlines() if line.startswith("loss "))
+    assert header.split()[:8] == ["loss", "paper", "B", "D", "impl", "cxrfast", "baseline", "ratio"]
+    doc = json.loads(out.read_text())
+    assert doc["env"]["device_type"] == "cpu" and doc["env"]["torch"]
+    fused = [r for r in doc["rows"] if r["impl"] == "fused"]
+    assert {r["loss"] for r in fused} == {"infonce", "triplet-hardest", "triplet-all"}
+    assert all(r["status"] == "ok" and r["median_s"] > 0 and r["rounds"] == 3 for r in doc["rows"])
+    assert all(r["peak_mem_bytes"] is not None for r in doc["rows"])
+
+
+def test_cli_without_command_prints_usage():
+    from cxrfast.cli import main
+
+    assert main([]) == 2
+    with pytest.raises(SystemExit) as exc:
+        main(["bench", "losses", "--shapes"])
+    assert exc.value.code == 2
+
+
+def test_unknown_shape_set_is_an_error(capsys):
+    from cxrfast.cli import main
+
+    assert main(["bench", "losses", "--device", "cpu", "--shapes", "nope"]) == 2
+    assert "unknown shape set 'nope'" in capsys.readouterr().err
+
+
+def test_import_cxrfast_does_not_import_the_bench_harness():
+    code = "import sys, cxrfast; print([m for m in sys.modules if m.startswith('cxrfast.bench') or m == 'cxrfast.cli'])"
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, env=_env())
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.strip() == "[]"
+
+
+def _row(shape_id, loss, impl, phase, median, B=1024, D=128, mem=None, status="ok"):
+    return {"loss": loss, "paper": "CLIP/ConVIRT", "B": B, "D": D, "shape_id": shape_id, "set": "cpu",
+            "impl": impl, "impl_detail": "chunked" if impl == "fused" else "eager", "phase": phase,
+            "dtype": "fp32", "device": "cpu (Test CPU)", "status": status, "note": "",
+            "median_s": median, "p20_s": median * 0.9 if median else None, "p80_s": median * 1.1 if median else None,
+            "rounds": 5 if median else 0, "peak_mem_bytes": mem, "mem_method": "rss-subprocess",
+            "flops": 8 * B * B * D, "tflops": 8 * B * B * D / median / 1e12 if median else None,
+            "peak_tflops": None, "pct_peak": None, "pct_roofline": None}
+
+
+def test_report_renders_tables_between_markers(tmp_path):
+    results = tmp_path / "results" / "cpu-test"
+    results.mkdir(parents=True)
+    sid = "infonce-clip-convirt-b1024-d128"
+    rows = [_row(sid, "infonce", "fused", p, m) for p, m in (("fwd", 0.010), ("bwd", 0.020))]
+    rows += [_row(sid, "infonce", "fused", "fwdbwd", 0.030, mem=50 * 2**20),
+             _row(sid, "infonce", "baseline", "fwdbwd", 0.060, mem=200 * 2**20),
+             _row("infonce-clip-convirt-b1048576-d512", "infonce", "baseline", "fwdbwd", None, B=1 << 20,
+                  D=512, status="skipped")]
+    env = {"device_type": "cpu", "device_name": "cpu (Test CPU)", "dtype": "fp32", "torch": "2.13.0",
+           "triton": "3.6.0", "cxrfast": "0.1.0", "git_commit": "0123456789abcdef", "git_dirty": False,
+           "date_utc": "2026-01-02T03:04:05+00:00", "torch_threads": 2, "load_avg_1m": 0.5}
+    targets = [{"name": "chunked InfoNCE target", "shape_id": "x", "B": 32768, "D": 128, "limit_bytes": 512 * 2**20,
+                "passed": True, "fused": {"status": "ok", "peak_extra_bytes": 300 * 2**20, "fwd_s": 10.0, "bwd_s": 50.0},
+                "baseline": {"status": "skipped", "note": "not run: needs 17 GB"}}]
+    (results / "losses.json").write_text(json.dumps({"schema": 1, "suite": "losses", "env": env, "rows": rows,
+                                                     "targets": targets}))
+    readme = tmp_path / "README.md"
+    readme.write_text("# Title\n\nbefore\n<!-- bench:losses:start -->\nstale\n<!-- bench:losses:end -->\nafter\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results",
+                           str(tmp_path / "results"), "--readme", str(readme), "--no-plots"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = readme.read_text()
+    assert text.startswith("# Title\n\nbefore\n<!-- bench:losses:start -->\n")
+    assert text.endswith("<!-- bench:losses:end -->\nafter\n")
+    assert "stale" not in text
+    assert "### cpu (Test CPU) — fp32" in text
+    table = [line for line in text.splitlines() if line.startswith("| infonce |")]
+    assert len(table) == 2, text
+    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    assert cells[:5] == ["infonce", "CLIP/ConVIRT", "1024", "128", "10 ms"]
+    assert "2.00x" in cells and "50.0 MB" in cells and "200.0 MB" in cells
+    assert "n/a" in table[1]
+    assert "300.0 MB" in text and "**met**" in text and "not run: needs 17 GB" in text
+
+    # without markers an explicit README is an error and stays untouched
+    plain = tmp_path / "PLAIN.md"
+    plain.write_text("no markers\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results",
+                           str(tmp_path / "results"), "--readme", str(plain), "--no-plots"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and plain.read_text() == "no markers\n"
+
+
+def test_report_plots(tmp_path):
+    pytest.importorskip("matplotlib")
+    results = tmp_path / "results" / "cpu-test"
+    results.mkdir(parents=True)
+    rows = [_row(f"infonce-clip-convirt-b{B}-d128", "infonce", impl, "fwdbwd", t * B / 1024, B=B)
+            for B in (1024, 2048) for impl, t in (("fused", 0.03), ("baseline", 0.06))]
+    env = {"device_type": "cpu", "device_name": "cpu (Test CPU)", "dtype": "fp32"}
+    (results / "losses.json").write_text(json.dumps({"schema": 1, "suite": "losses", "env": env, "rows": rows}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:losses:start --><!-- bench:losses:end -->\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results",
+                           str(tmp_path / "results"), "--readme", str(readme)], capture_output=True, text=True,
+                          timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    png = results / "infonce_time_vs_B.png"
+    assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
