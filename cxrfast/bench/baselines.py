@@ -2,6 +2,8 @@
 
 - InfoNCE: open_clip's ``ClipLoss`` (one process), on ``F.normalize``-d features as CLIP models
   normalise them before the loss. Both logits matrices are materialised, as open_clip does.
+- Local (word–region) loss: GLoRIA's ``local_loss`` with its ``attention_fn`` and ``cosine_similarity``,
+  looping over reports in Python as the released code does (``gloria_local_loss``).
 - Triplet: VSE++'s ``ContrastiveLoss`` (scores = im · sᵀ on l2-normalised embeddings, hinge against the
   diagonal, eye masked with ``masked_fill_``, max over each dimension when ``max_violation``, sum).
   One deviation: VSE++ builds the eye mask on the CPU and copies it to the GPU; here it is made on the
@@ -59,6 +61,66 @@ def vsepp_loss(im: torch.Tensor, s: torch.Tensor, margin: float = 0.2, max_viola
         cost_s = cost_s.max(1)[0]
         cost_im = cost_im.max(0)[0]
     return cost_s.sum() + cost_im.sum()
+
+
+def _gloria_attention(query: torch.Tensor, context: torch.Tensor, temp1: float):
+    """GLoRIA's ``attention_fn``: query [B, D, L] words, context [B, D, R] regions →
+    (weighted context [B, D, L], attention [B, L, R]). Double softmax: over words, then over regions."""
+    batch_size, query_len = query.size(0), query.size(2)
+    source_len = context.size(2)
+    context_t = torch.transpose(context, 1, 2).contiguous()
+    attn = torch.bmm(context_t, query)  # [B, R, L]
+    attn = attn.view(batch_size * source_len, query_len)
+    attn = torch.softmax(attn, dim=-1)
+    attn = attn.view(batch_size, source_len, query_len)
+    attn = torch.transpose(attn, 1, 2).contiguous()
+    attn = attn.view(batch_size * query_len, source_len)
+    attn = attn * temp1
+    attn = torch.softmax(attn, dim=-1)
+    attn = attn.view(batch_size, query_len, source_len)
+    attn_t = torch.transpose(attn, 1, 2).contiguous()
+    weighted_context = torch.bmm(context, attn_t)  # [B, D, L]
+    return weighted_context, attn
+
+
+def _cosine_similarity(x1: torch.Tensor, x2: torch.Tensor, dim: int = 1, eps: float = 1e-8) -> torch.Tensor:
+    """GLoRIA's ``cosine_similarity``: x1·x2 / max(‖x1‖·‖x2‖, eps)."""
+    w12 = torch.sum(x1 * x2, dim)
+    w1 = torch.norm(x1, 2, dim)
+    w2 = torch.norm(x2, 2, dim)
+    return (w12 / (w1 * w2).clamp(min=eps)).squeeze()
+
+
+def gloria_local_loss(regions: torch.Tensor, words: torch.Tensor, word_lengths, temp1: float = 4.0,
+                      temp2: float = 5.0, temp3: float = 10.0, agg: str = "sum"):
+    """GLoRIA's ``local_loss``, loop for loop: for every report, repeat its words over the whole image
+    batch, attend, score, aggregate; then cross-entropy both ways over temp3 · S.
+
+    Layouts are ours: regions [B, R, D] (GLoRIA: [B, D, ih, iw], flattened to R = ih·iw), words
+    [B, L, D] (GLoRIA: [B, D, L] with [CLS] in slot 0, sliced 1:n+1 — here the caller's words start at 0).
+    Returns (loss_image_to_text, loss_text_to_image, attention maps of the matched pairs, S [B, B]).
+    """
+    batch_size = regions.shape[0]
+    context = regions.transpose(1, 2)  # [B, D, R]
+    att_maps, similarities = [], []
+    for i in range(words.shape[0]):
+        words_num = int(word_lengths[i])
+        word = words[i, :words_num, :].t().unsqueeze(0).contiguous()  # [1, D, n]
+        word = word.repeat(batch_size, 1, 1)  # [B, D, n]
+        wei_context, attn = _gloria_attention(word, context, temp1)  # [B, D, n], [B, n, R]
+        att_maps.append(attn[i].unsqueeze(0).contiguous())
+        word = word.transpose(1, 2).contiguous().view(batch_size * words_num, -1)
+        wei_context = wei_context.transpose(1, 2).contiguous().view(batch_size * words_num, -1)
+        row_sim = _cosine_similarity(word, wei_context).view(batch_size, words_num)
+        row_sim = row_sim.mul(temp2).exp()
+        row_sim = row_sim.sum(dim=1, keepdim=True) if agg == "sum" else row_sim.mean(dim=1, keepdim=True)
+        similarities.append(torch.log(row_sim))
+    similarities = torch.cat(similarities, 1)  # [B_img, B_txt]
+    logits = similarities * temp3
+    labels = torch.arange(batch_size, device=logits.device)
+    loss0 = F.cross_entropy(logits, labels)
+    loss1 = F.cross_entropy(logits.transpose(0, 1), labels)
+    return loss0, loss1, att_maps, similarities
 
 
 _COMPILED: dict = {}

@@ -6,6 +6,8 @@ losses, the full B×B similarity matrix), so they are for tests, benchmarks and 
 """
 
 from cxrfast.reference.contrastive import contrastive_loss, similarity_matrix
+from cxrfast.reference.local import local_contrastive_loss, word_region_similarity
 from cxrfast.reference.triplet import triplet_loss
 
-__all__ = ["contrastive_loss", "similarity_matrix", "triplet_loss"]
+__all__ = ["contrastive_loss", "local_contrastive_loss", "similarity_matrix", "triplet_loss",
+           "word_region_similarity"]
