@@ -3,6 +3,8 @@
 #
 #   bash benchmarks/gpu_session.sh check   # build cxrfast._C with CUDA, GPU tests (compiled kernels at the
 #                                          # papers' shapes, compile/opcheck of the Triton path, memory bound)
+#   bash benchmarks/gpu_session.sh ops     # the whole CPU-interpreted op suite (B = 1, odd shapes, poisoned
+#                                          # outputs, fp16/bf16/fp32) on compiled kernels on the GPU
 #   bash benchmarks/gpu_session.sh bench   # ceilings, then the benchmark suite and the report
 #   bash benchmarks/gpu_session.sh big     # B = 2^20: the slow test
 #
@@ -11,7 +13,7 @@
 # Logs and results are copied under $OUT (when set) so they come back; the last lines are a summary.
 set -uo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
-stage="${1:?usage: gpu_session.sh check|bench|big [pytest args]}"
+stage="${1:?usage: gpu_session.sh check|ops|bench|big [pytest args]}"
 shift
 out="${OUT:-/tmp/cxrfast-gpu}"
 mkdir -p "$out"
@@ -29,6 +31,11 @@ case "$stage" in
   check)
     python -m pytest -q -m "gpu and not slow" tests -p no:cacheprovider --junitxml="$out/gpu-tests.xml" "$@" \
       2>&1 | tee "$out/gpu-tests.log" | tail -25
+    status=${PIPESTATUS[0]}
+    ;;
+  ops)
+    python -m pytest -q -m "not gpu and not slow" tests/ops tests/reference -p no:cacheprovider "$@" \
+      2>&1 | tee "$out/ops-tests.log" | tail -25
     status=${PIPESTATUS[0]}
     ;;
   bench)
