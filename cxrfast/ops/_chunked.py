@@ -119,6 +119,20 @@ def _negatives(sl, n, device):
     return rows[:, None] != torch.arange(n, device=device)[None, :]
 
 
+def _zero_diagonal_(block: torch.Tensor, sl: slice) -> torch.Tensor:
+    """Zero the positive pairs (i, i) of a block of rows of a square grid, in place."""
+    rows = torch.arange(block.shape[0], device=block.device)
+    block[rows, rows + sl.start] = 0
+    return block
+
+
+def _active_hinges(s, d_rows, d_cols, margin, sl):
+    """[margin + s_ij − d_i]₊ and [margin + s_ij − d_j]₊ over the negatives of a block of rows."""
+    h_r = _zero_diagonal_((s - d_rows[:, None]).add_(margin).clamp_(min=0), sl)
+    h_c = _zero_diagonal_((s - d_cols[None, :]).add_(margin).clamp_(min=0), sl)
+    return h_r, h_c
+
+
 def triplet_hardest(x, y, rx, ry):
     cd = compute_dtype(x)
     B = x.shape[0]
@@ -144,10 +158,8 @@ def triplet_all(x, y, rx, ry, diag, margin):
     hinge_r, cnt_r = torch.empty(B, dtype=cd, device=x.device), torch.empty(B, dtype=cd, device=x.device)
     hinge_c, cnt_c = torch.zeros(B, dtype=cd, device=x.device), torch.zeros(B, dtype=cd, device=x.device)
     for sl, _, acc in row_chunks(x, y):
-        s = acc * rx[sl].to(cd)[:, None] * ryc[None, :]
-        neg = _negatives(sl, B, x.device)
-        h_r = torch.where(neg, margin + s - dc[sl, None], 0).clamp(min=0)
-        h_c = torch.where(neg, margin + s - dc[None, :], 0).clamp(min=0)
+        s = acc.mul_(rx[sl].to(cd)[:, None]).mul_(ryc[None, :])
+        h_r, h_c = _active_hinges(s, dc[sl], dc, margin, sl)
         hinge_r[sl], cnt_r[sl] = h_r.sum(1), (h_r > 0).sum(1).to(cd)
         hinge_c += h_c.sum(0)
         cnt_c += (h_c > 0).sum(0).to(cd)
@@ -156,14 +168,12 @@ def triplet_all(x, y, rx, ry, diag, margin):
 
 def triplet_all_backward(x, y, rx, ry, diag, margin, g_hinge_r, g_hinge_c):
     cd = compute_dtype(x)
-    B = x.shape[0]
     rxc, ryc, dc = rx.to(cd), ry.to(cd), diag.to(cd)
 
     def grad_block(sl, acc):
         s = acc.mul_(rxc[sl, None]).mul_(ryc[None, :])
-        g = (torch.where(margin + s - dc[sl, None] > 0, g_hinge_r[sl, None], 0)
-             + torch.where(margin + s - dc[None, :] > 0, g_hinge_c[None, :], 0))
-        g = torch.where(_negatives(sl, B, x.device), g, 0)
+        h_r, h_c = _active_hinges(s, dc[sl], dc, margin, sl)
+        g = h_r.gt_(0).mul_(g_hinge_r[sl, None]).add_(h_c.gt_(0).mul_(g_hinge_c[None, :]))
         return g * ryc[None, :], g.mul_(rxc[sl, None])
 
     return gradient_pieces(x, y, grad_block)
