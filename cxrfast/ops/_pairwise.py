@@ -60,8 +60,9 @@ def input_grads(ctx, x, y, rx, ry, scale, pieces):
     ax, ay, vr, vc = pieces
     sc = scale.to(ax.dtype)
     need = ctx.needs_input_grad
-    dx = (ax * (sc * rx.to(ax.dtype))[:, None]).to(x.dtype) if need[0] else None
-    dy = (ay * (sc * ry.to(ay.dtype))[:, None]).to(y.dtype) if need[1] else None
+    # A_x, A_y are this backward's own fp32 buffers: scaled in place, no second B×D fp32 temporary
+    dx = ax.mul_((sc * rx.to(ax.dtype))[:, None]).to(x.dtype) if need[0] else None
+    dy = ay.mul_((sc * ry.to(ay.dtype))[:, None]).to(y.dtype) if need[1] else None
     drx = (sc * vr).to(rx.dtype) if need[2] else None
     dry = (sc * vc).to(ry.dtype) if need[3] else None
     dscale = (rx.to(vr.dtype) * vr).sum().to(scale.dtype) if need[4] else None
