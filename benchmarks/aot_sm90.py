@@ -31,7 +31,7 @@ from triton.compiler import ASTSource  # noqa: E402
 TARGET = GPUTarget("cuda", 90, 32)
 DTYPES = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 INTS = {"M", "N", "B", "D", "n_panels", "pos_offset", "stride_xb", "stride_yb"}
-FLOATS = {"margin", "grad_mult"}
+FLOATS = {"margin"}
 ALIGNED_INTS = {"D", "stride_xb", "stride_yb"}
 UNIT = {"stride_xd", "stride_yd"}
 
@@ -42,7 +42,7 @@ def _variants():
     which hold the interpreter's single config when TRITON_INTERPRET=1 was set at their import."""
     from cxrfast.kernels import contrastive, pairwise, triplet
 
-    groups = {"row_groups_ptr": "*i64", "col_groups_ptr": "*i64"}
+    groups = {"row_groups_ptr": "*i32", "col_groups_ptr": "*i32"}
     fwd, tfwd, bwd = contrastive.FWD_CONFIGS, triplet.FWD_CONFIGS, pairwise.BWD_CONFIGS
     yield "infonce_fwd", contrastive.infonce_fwd_kernel, fwd, {"HAS_GROUPS": False, "COLUMNS": True}, {}
     yield "infonce_fwd+groups", contrastive.infonce_fwd_kernel, fwd, {"HAS_GROUPS": True, "COLUMNS": True}, groups

@@ -70,9 +70,7 @@ def num_panels(x: torch.Tensor, block_m: int) -> int:
     return max(1, min(triton.cdiv(x.shape[0], block_m), target))
 
 
-def grad_multiplier(n: int) -> float:
-    """A power of two ≥ n: G·mult is O(1) for G ~ 1/n, clear of the fp16 subnormals; exact to undo."""
-    return float(2.0 ** max(0, (n - 1).bit_length()))
+
 
 
 # Forward kernels fix BLOCK_M on the host (it sets the panel count, hence the partial buffers' size);
@@ -112,15 +110,26 @@ def scores_tile(
     for k0 in range(0, D, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         kmask = ks < D
-        xt = tl.load(x_ptr + row_off[:, None] + ks[None, :] * stride_xd,
+        k_off = ks.to(tl.int64)  # column-major views: stride_xd = B, and (D-1)·B exceeds 2³¹ at B = 1M
+        xt = tl.load(x_ptr + row_off[:, None] + k_off[None, :] * stride_xd,
                      mask=rmask[:, None] & kmask[None, :], other=0.0)
-        yt = tl.load(y_ptr + col_off[:, None] + ks[None, :] * stride_yd,
+        yt = tl.load(y_ptr + col_off[:, None] + k_off[None, :] * stride_yd,
                      mask=cmask[:, None] & kmask[None, :], other=0.0)
         if UPCAST:
             xt = xt.to(tl.float32)
             yt = yt.to(tl.float32)
         acc = tl.dot(xt, tl.trans(yt), acc, input_precision=PRECISION)
     return acc
+
+
+@triton.jit
+def pow2_scale(amax):
+    """A power of two that brings a tile's largest magnitude `amax` into [2¹³, 2¹⁴): far from fp16's
+    maximum (65504) and from its subnormals, exact to undo. Per tile, because the size of ∂loss/∂s is
+    not known in advance (an AMP loss scale of 2¹⁶, summed hinges of 0–2, 1/B softmax terms)."""
+    e = tl.floor(tl.log2(16384.0 / amax))
+    e = tl.minimum(tl.maximum(e, -100.0), 100.0)  # stays a normal fp32 power of two
+    return tl.where(amax > 0, tl.exp2(e), 1.0)
 
 
 @triton.jit
@@ -191,7 +200,7 @@ def pairwise_bwd_kernel(
     # outputs (fp32, zeroed, accumulated atomically)
     ax_ptr, ay_ptr, vr_ptr, vc_ptr,
     # shapes and scalars
-    M, N, D, pos_offset, margin, grad_mult,
+    M, N, D, pos_offset, margin,
     # strides
     stride_xb, stride_xd, stride_yb, stride_yd,
     # constexpr
@@ -237,28 +246,36 @@ def pairwise_bwd_kernel(
     tl.atomic_add(vr_ptr + rows, tl.sum(g_acc * ry[None, :], axis=1), mask=rmask, sem="relaxed")
     tl.atomic_add(vc_ptr + cols, tl.sum(g_acc * rx[:, None], axis=0), mask=cmask, sem="relaxed")
 
-    # Operands of the two gradient products, in the input dtype for the tensor cores. grad_mult (a power
-    # of two, exact) lifts G ~ 1/B away from the fp16 subnormal range before the cast.
-    gx = g * (ry * grad_mult)[None, :]
-    gy = tl.trans(g * (rx * grad_mult)[:, None])
+    # Operands of the two gradient products, in the input dtype for the tensor cores, each scaled by a
+    # power of two chosen from its own largest magnitude (pow2_scale) so the 16-bit cast neither
+    # overflows nor flushes to subnormals; the scale is undone exactly on the fp32 products.
+    # max |G·diag(ry)| = max_j ry_j·max_i |G_ij| (ry ≥ 0): two vector reductions, then the scale is
+    # folded into the ry / rx multipliers rather than applied as another tile-wide product.
+    g_abs = tl.abs(g)
+    scale_x = pow2_scale(tl.max(tl.max(g_abs, axis=0) * ry, axis=0))
+    scale_y = pow2_scale(tl.max(tl.max(g_abs, axis=1) * rx, axis=0))
+    gx = g * (ry * scale_x)[None, :]
+    gy = tl.trans(g * (rx * scale_y)[:, None])
     if not UPCAST:
         gx = gx.to(x_ptr.dtype.element_ty)
         gy = gy.to(x_ptr.dtype.element_ty)
-    inv_mult = 1.0 / grad_mult
+    unscale_x = 1.0 / scale_x
+    unscale_y = 1.0 / scale_y
     row_off = rows.to(tl.int64)
     col_off = cols.to(tl.int64)
     for k0 in range(0, D, BLOCK_K):
         ks = k0 + tl.arange(0, BLOCK_K)
         kmask = ks < D
-        xt = tl.load(x_ptr + row_off[:, None] * stride_xb + ks[None, :] * stride_xd,
+        k_off = ks.to(tl.int64)
+        xt = tl.load(x_ptr + row_off[:, None] * stride_xb + k_off[None, :] * stride_xd,
                      mask=rmask[:, None] & kmask[None, :], other=0.0)
-        yt = tl.load(y_ptr + col_off[:, None] * stride_yb + ks[None, :] * stride_yd,
+        yt = tl.load(y_ptr + col_off[:, None] * stride_yb + k_off[None, :] * stride_yd,
                      mask=cmask[:, None] & kmask[None, :], other=0.0)
         if UPCAST:
             xt = xt.to(tl.float32)
             yt = yt.to(tl.float32)
-        dx = tl.dot(gx, yt, input_precision=PRECISION) * inv_mult
-        dy = tl.dot(gy, xt, input_precision=PRECISION) * inv_mult
+        dx = tl.dot(gx, yt, input_precision=PRECISION) * unscale_x
+        dy = tl.dot(gy, xt, input_precision=PRECISION) * unscale_y
         tl.atomic_add(ax_ptr + row_off[:, None] * D + ks[None, :], dx,
                       mask=rmask[:, None] & kmask[None, :], sem="relaxed")
         tl.atomic_add(ay_ptr + col_off[:, None] * D + ks[None, :], dy,
@@ -286,7 +303,7 @@ def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, r
         x, y, rx, ry, scale, row_groups if has_groups else rx, col_groups if has_groups else ry,
         r[0], r[1], r[2], r[3], c[0], c[1],
         ax, ay, vr, vc,
-        M, N, D, pos_offset, float(margin), grad_multiplier(max(M, N)),
+        M, N, D, pos_offset, float(margin),
         x.stride(0), x.stride(1), y.stride(0), y.stride(1),
         MODE=mode, HAS_GROUPS=has_groups, COLUMNS=columns, GROUP_M=8, **dot_flags(x.dtype),
     )

@@ -52,3 +52,13 @@ def poison_new_tensors(monkeypatch) -> None:
         return t.fill_(float("nan")) if t.is_floating_point() else t.fill_(-7)
 
     monkeypatch.setattr(torch, "empty", poisoned)
+
+
+def force_16bit_operands(monkeypatch) -> None:
+    """Make the interpreter run the GPU's cast path for fp16: gradient tiles really cast to fp16 before
+    tl.dot (the interpreter multiplies fp16 correctly; only bf16 needs the upcast)."""
+    from cxrfast.kernels import pairwise
+
+    real = pairwise.dot_flags
+    monkeypatch.setattr(pairwise, "dot_flags", lambda dtype: dict(real(dtype), UPCAST=False)
+                        if dtype == torch.float16 else real(dtype))

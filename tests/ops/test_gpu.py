@@ -99,15 +99,36 @@ def _extra_memory(fn):
     return torch.cuda.max_memory_allocated() - before
 
 
-def test_infonce_b32768_memory_is_linear():
-    """B = 32768, D = 512, bf16: no B×B tensor. What remains is O(B·D): the fp32 gradient accumulators
-    (2·B·D·4 = 128 MiB), the bf16 gradients themselves (64 MiB) and O(B) statistics."""
+def _infonce_b32768_extra_memory():
     b, d = 32768, 512
     x, y = _pair(b, d, torch.bfloat16)
     x.requires_grad_(), y.requires_grad_()
-    extra = _extra_memory(lambda: cxrfast.contrastive_loss(x, y, 20.0, impl="triton").backward())
+    return _extra_memory(lambda: cxrfast.contrastive_loss(x, y, 20.0, impl="triton").backward()), b, d
+
+
+def test_infonce_b32768_memory_is_linear():
+    """B = 32768, D = 512, bf16: no B×B tensor. What this design keeps is O(B·D): two fp32 gradient
+    accumulators (2·B·D·4 = 128 MiB), the bf16 gradients themselves (64 MiB), the transient of the
+    norms' backward, and O(B) statistics."""
+    extra, b, d = _infonce_b32768_extra_memory()
     assert extra < 4 * b * d * 4, f"extra memory {extra / 2**20:.0f} MiB: more than O(B·D)"
     assert extra < b * b * 2 / 4, "extra memory is a sizeable fraction of one B×B bf16 matrix"
+
+
+@pytest.mark.xfail(strict=True, reason="issue 2 asks for ≤ 64 MB extra at B=32768, D=512; the backward's two "
+                   "fp32 B×D accumulators alone are 128 MiB (see the issue's closing note)")
+def test_infonce_b32768_memory_meets_the_issue_target():
+    extra, _, _ = _infonce_b32768_extra_memory()
+    assert extra <= 64 * 2**20, f"extra memory {extra / 2**20:.0f} MiB > 64 MiB"
+
+
+def test_triplet_all_fp16_b32768_unit_norm_is_finite():
+    """Summed hinges give ∂loss/∂s of 0–2 per pair: the per-tile power-of-two scaling must keep the
+    fp16 operands in range at B = 32768 (a fixed ×B factor would overflow here)."""
+    x, y = _pair(32768, 256, torch.float16)
+    x.requires_grad_(), y.requires_grad_()
+    cxrfast.triplet_loss(x, y, negatives="all", impl="triton").backward()
+    assert torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
 
 
 @pytest.mark.slow

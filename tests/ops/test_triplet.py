@@ -2,7 +2,7 @@
 
 import pytest
 import torch
-from numerics import assert_earned, loss_and_grads, poison_new_tensors
+from numerics import assert_earned, force_16bit_operands, loss_and_grads, poison_new_tensors
 
 import cxrfast
 from cxrfast import reference as R
@@ -149,3 +149,23 @@ def test_rowdot_products_are_fp32_exact(monkeypatch):
     assert ((x * y).sum(-1, dtype=torch.float32).double() - exact).abs().max() > 1e-3  # the naive form
     d.sum().backward()
     assert torch.equal(x.grad, y.detach()) and torch.equal(y.grad, x.detach())
+
+
+def test_panels_with_several_row_blocks_and_an_empty_panel(device):
+    """B = 130 under the interpreter: 3 row blocks per panel and an empty 4th panel."""
+    for negatives in ("hardest", "all"):
+        x, y = _inputs(130, 12, torch.float32, device)
+        _check("triton", x, y, torch.float32, negatives=negatives)
+
+
+def test_fp16_summed_hinges_never_overflow(device, monkeypatch):
+    """negatives="all", reduction="sum": ∂loss/∂s is 0, 1 or 2 per pair (not ~1/B); times an upstream
+    512 that is 1024 — the fp16 operands must still be scaled into range per tile."""
+    if device == "cpu":
+        force_16bit_operands(monkeypatch)
+    x, y = _inputs(40, 16, torch.float16, device)
+    got = loss_and_grads(lambda a, b: 512 * cxrfast.triplet_loss(a, b, negatives="all", impl="triton"), (x, y))
+    ref = loss_and_grads(lambda a, b: 512 * R.triplet_loss(a, b, negatives="all"), (x.double().cpu(), y.double().cpu()))
+    for g, r in zip(got[1], ref[1]):
+        assert torch.isfinite(g).all()
+        assert (g.double().cpu() - r).abs().max() / r.abs().max() < 5e-3
