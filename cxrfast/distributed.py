@@ -212,12 +212,15 @@ def contrastive_loss(
     n = image_all.shape[0]
     offset = dist.get_rank(group) * b
     # rx/ry of the gathered tensors are computed after the gather, so their gradients flow back through it.
+    # ids mapped once over the whole batch, so this rank's rows and all columns compare consistently
+    col_ids = _contrastive.dense_group_ids(groups_all) if groups is not None else None
+    row_ids = col_ids[offset:offset + b] if groups is not None else None
     i2t = torch.ops.cxrfast.infonce_stats(
         image_emb, text_all, inverse_norms(image_emb, normalize), inverse_norms(text_all, normalize),
-        scale, groups, groups_all, offset, False, chosen)
+        scale, row_ids, col_ids, offset, False, chosen)
     t2i = torch.ops.cxrfast.infonce_stats(
         text_emb, image_all, inverse_norms(text_emb, normalize), inverse_norms(image_all, normalize),
-        scale, groups, groups_all, offset, False, chosen)
+        scale, row_ids, col_ids, offset, False, chosen)
     # Only row statistics are needed (columns=False skips the column softmax in both kernels): the
     # columns of these blocks are other ranks' rows, which they compute themselves.
     return (w[0] * _row_cross_entropy_sum(i2t, n, eps) + w[1] * _row_cross_entropy_sum(t2i, n, eps)) / b

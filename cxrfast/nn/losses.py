@@ -16,8 +16,10 @@ class ContrastiveLoss(nn.Module):
     Args:
         logit_scale: initial multiplier of the cosine similarities (CLIP: 1/0.07; ConVIRT/LoVT τ=0.1 → 10).
         learnable: learn log(logit_scale) as a parameter (CLIP). Otherwise the scale is a fixed buffer.
-        max_logit_scale: the multiplier is clamped to at most this (CLIP: 100), as CLIP clamps the
-            log-parameter; the gradient is zero while clamped.
+        max_logit_scale: the multiplier never exceeds this (CLIP: 100). As in CLIP / open_clip, the
+            log-parameter itself is clamped in place (here at the start of each forward), outside the
+            graph: the gradient keeps flowing at the bound, so an optimizer step past it is undone, not
+            frozen.
         normalize, weights, label_smoothing, impl: as in :func:`cxrfast.contrastive_loss`.
 
     forward(image_emb [B, D], text_emb [B, D], groups=None) → 0-dim loss.
@@ -45,10 +47,12 @@ class ContrastiveLoss(nn.Module):
 
     @property
     def logit_scale(self) -> torch.Tensor:
-        """The current multiplier, exp(clamp(log_logit_scale, max=log(max_logit_scale)))."""
-        return self.log_logit_scale.clamp(max=self.max_log_logit_scale).exp()
+        """The current multiplier, exp(log_logit_scale) (≤ max_logit_scale after the clamp)."""
+        return self.log_logit_scale.exp()
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor, groups: torch.Tensor | None = None):
+        with torch.no_grad():
+            self.log_logit_scale.clamp_(max=self.max_log_logit_scale)
         return contrastive_loss(image_emb, text_emb, self.logit_scale, normalize=self.normalize,
                                 weights=self.weights, label_smoothing=self.label_smoothing,
                                 groups=groups, impl=self.impl)

@@ -43,6 +43,10 @@ def triton_reasons(*tensors: torch.Tensor, dim: int) -> list[str]:
                        "(or CPU with TRITON_INTERPRET=1)")
     if t.dtype not in TRITON_DTYPES:
         reasons.append(f"dtype {t.dtype} is not one of float16, bfloat16, float32")
+    elif t.dtype == torch.bfloat16 and t.device.type == "cuda":
+        major, minor = torch.cuda.get_device_capability(t.device)
+        if major < 8:
+            reasons.append(f"bfloat16 tensor-core dots need compute capability 8.0+, this GPU is {major}.{minor}")
     if dim > MAX_TRITON_DIM:
         reasons.append(f"embedding dim D={dim} exceeds the supported maximum {MAX_TRITON_DIM}")
     return reasons

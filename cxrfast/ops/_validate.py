@@ -55,7 +55,9 @@ def scalar(op: str, name: str, value, like: torch.Tensor) -> torch.Tensor:
         if value.numel() != 1:
             raise ValueError(f"{op}: `{name}` must be a scalar (one element), got shape {tuple(value.shape)}")
         if value.device != like.device:
-            raise ValueError(f"{op}: `{name}` is on {value.device} but the embeddings are on {like.device}")
+            if value.device.type != "cpu" or value.dim() != 0:
+                raise ValueError(f"{op}: `{name}` is on {value.device} but the embeddings are on {like.device}")
+            value = value.to(like.device)  # a 0-dim CPU scalar, as PyTorch's own ops accept (gradient flows)
         if not value.is_floating_point():
             value = value.to(torch.float32)
         finite(op, name, value)
@@ -84,10 +86,12 @@ def groups_arg(op: str, groups, batch: int, like: torch.Tensor):
 def weights_arg(op: str, weights) -> tuple[float, float]:
     try:
         w = tuple(float(v) for v in weights)
-    except TypeError:
-        raise TypeError(f"{op}: `weights` must be a pair (w_i2t, w_t2i), got {weights!r}") from None
+    except (TypeError, ValueError):
+        raise TypeError(f"{op}: `weights` must be a pair of numbers (w_i2t, w_t2i), got {weights!r}") from None
     if len(w) != 2:
         raise ValueError(f"{op}: `weights` must be a pair (w_i2t, w_t2i), got {len(w)} values")
+    if not all(math.isfinite(v) for v in w):
+        raise ValueError(f"{op}: `weights` must be finite, got {w}")
     return w
 
 
@@ -99,7 +103,7 @@ def finite_number(op: str, name: str, value) -> float:
 
 
 def probability(op: str, name: str, value) -> float:
-    value = float(value)
+    value = finite_number(op, name, value)
     if not 0.0 <= value < 1.0:
         raise ValueError(f"{op}: `{name}` must be in [0, 1), got {value}")
     return value

@@ -78,6 +78,18 @@ def _backward(ctx, g_lse_r, g_lse_c, g_pos, g_cnt, g_sum):
 torch.library.register_autograd("cxrfast::infonce_stats", _backward, setup_context=_setup_context)
 
 
+def dense_group_ids(groups: torch.Tensor) -> torch.Tensor:
+    """int32 ids 0..G-1 with the same equalities as `groups` (any int64 values, e.g. study ids).
+    The kernels compare ids tile by tile: int32 halves their registers (the grouped backward tile at
+    128×128 spills otherwise, benchmarks/aot_sm90.py)."""
+    # sort + run starts + scatter back: static shapes throughout (torch.unique's output size is
+    # data-dependent, which torch.compile(fullgraph=True) cannot always capture)
+    values, order = torch.sort(groups)
+    starts = torch.ones_like(values, dtype=torch.int32)
+    starts[1:] = (values[1:] != values[:-1]).to(torch.int32)
+    return torch.empty_like(starts).scatter_(0, order, starts.cumsum(0, dtype=torch.int32) - 1)
+
+
 def row_targets(pos_r, cnt, sum_r, n_cols: int, label_smoothing: float) -> torch.Tensor:
     """Σ_j q_ij s_ij for each row, q_i = (1−ε)·uniform(positives of i) + ε·uniform(all n_cols columns),
     so that the cross-entropy of row i is lse_r[i] − row_targets[i]."""
@@ -129,6 +141,8 @@ def contrastive_loss(
                          label_smoothing=eps, groups=groups)
 
     B = image_emb.shape[0]
+    if groups is not None:
+        groups = dense_group_ids(groups)
     rx, ry = inverse_norms(image_emb, normalize), inverse_norms(text_emb, normalize)
     lse_r, lse_c, pos_r, cnt, sum_r = torch.ops.cxrfast.infonce_stats(
         image_emb, text_emb, rx, ry, scale, groups, groups, 0, True, chosen)
