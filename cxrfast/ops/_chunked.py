@@ -14,16 +14,18 @@ def compute_dtype(t: torch.Tensor) -> torch.dtype:
     return torch.promote_types(t.dtype, torch.float32)
 
 
-def row_chunks(x: torch.Tensor, y: torch.Tensor):
-    """Yield (rows slice, x block in the compute dtype, fp32/64 block of x·yᵀ) over blocks of rows."""
+def row_chunks(x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, scale=None):
+    """Yield (rows slice, x block in the compute dtype, scores block s = scale·rx_i·ry_j·(x_i·y_j))
+    over blocks of rows — the kernels' score tile, in fp32 (fp64 for fp64 input)."""
     cd = compute_dtype(x)
-    yc = y.to(cd)
+    yc, ryc = y.to(cd), ry.to(cd)[None, :]
+    rxc = rx.to(cd) if scale is None else scale.to(cd) * rx.to(cd)
     M, N = x.shape[0], y.shape[0]
     step = max(1, min(M, BLOCK_ELEMENTS // max(N, 1)))
     for i0 in range(0, M, step):
         sl = slice(i0, min(i0 + step, M))
         xs = x[sl].to(cd)
-        yield sl, xs, xs @ yc.t()
+        yield sl, xs, (xs @ yc.t()).mul_(rxc[sl, None]).mul_(ryc)
 
 
 class Positives:
@@ -60,19 +62,19 @@ class Positives:
         return g.index_put_((self.rows, self.cols), per_row[self.rows], accumulate=True)
 
 
-def gradient_pieces(x, y, grad_block):
-    """Shared backward loop. grad_block(sl, x·yᵀ block) → G block (may reuse the block's storage);
-    returns (A_x, A_y, V_r, V_c): A_x = G·diag(ry)·y, A_y = Gᵀ·diag(rx)·x — grad_block folds ry, rx in —
-    and V_r = Σ_j G ry (x·y) = x·A_x, V_c = Σ_i G rx (x·y) = y·A_y: row dots after the products, O(B·D),
+def gradient_pieces(x, y, rx, ry, scale, grad_block):
+    """Shared backward loop. grad_block(sl, scores block) → G = ∂loss/∂s block (may reuse the block's
+    storage); returns (A_x, A_y, V_r, V_c): A_x = G·diag(ry)·y, A_y = Gᵀ·diag(rx)·x, and
+    V_r = Σ_j G ry (x·y) = x·A_x, V_c = Σ_i G rx (x·y) = y·A_y: row dots after the products, O(B·D),
     instead of an elementwise pass over every block."""
     cd = compute_dtype(x)
-    yc = y.to(cd)
+    yc, rxc, ryc = y.to(cd), rx.to(cd), ry.to(cd)[None, :]
     ax = torch.empty(x.shape, dtype=cd, device=x.device)
     ay = torch.zeros(y.shape, dtype=cd, device=x.device)
-    for sl, xs, acc in row_chunks(x, y):
-        g_ry, g_rx = grad_block(sl, acc)
-        ax[sl] = g_ry @ yc
-        ay += g_rx.t() @ xs
+    for sl, xs, s in row_chunks(x, y, rx, ry, scale):
+        g = grad_block(sl, s)
+        ax[sl] = (g * ryc) @ yc
+        ay += g.mul_(rxc[sl, None]).t() @ xs
     vr = torch.linalg.vecdot(x.to(cd), ax)
     vc = torch.linalg.vecdot(yc, ay)
     return ax, ay, vr, vc
@@ -81,12 +83,10 @@ def gradient_pieces(x, y, grad_block):
 def infonce_stats(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns=True):
     cd = compute_dtype(x)
     M, N = x.shape[0], y.shape[0]
-    sc, ryc = scale.to(cd), ry.to(cd)
     lse_r = torch.empty(M, dtype=cd, device=x.device)
     pos_r, cnt, sum_r = torch.empty_like(lse_r), torch.empty_like(lse_r), torch.empty_like(lse_r)
     lse_c = torch.full((N if columns else 0,), float("-inf"), dtype=cd, device=x.device)
-    for sl, _, acc in row_chunks(x, y):
-        s = acc.mul_((sc * rx[sl].to(cd))[:, None]).mul_(ryc[None, :])
+    for sl, _, s in row_chunks(x, y, rx, ry, scale):
         pos = Positives(sl, N, row_groups, col_groups, pos_offset, x.device)
         lse_r[sl] = torch.logsumexp(s, dim=1)
         if columns:
@@ -99,49 +99,39 @@ def infonce_stats(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, colum
 
 def infonce_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset,
                      lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum):
-    cd = compute_dtype(x)
     N = y.shape[0]
-    sc, rxc, ryc = scale.to(cd), rx.to(cd), ry.to(cd)
 
-    def grad_block(sl, acc):
-        s = acc.mul_((sc * rxc[sl])[:, None]).mul_(ryc[None, :])
+    def grad_block(sl, s):
         g = torch.sub(s, lse_r[sl, None]).exp_().mul_(g_lse_r[sl, None]).add_(g_sum[sl, None])
         if lse_c.numel():  # empty: the forward ran with columns=False
             g.add_(s.sub_(lse_c[None, :]).exp_().mul_(g_lse_c[None, :]))
-        Positives(sl, N, row_groups, col_groups, pos_offset, x.device).add_(g, g_pos[sl])
-        return g * ryc[None, :], g.mul_(rxc[sl, None])
+        return Positives(sl, N, row_groups, col_groups, pos_offset, x.device).add_(g, g_pos[sl])
 
-    return gradient_pieces(x, y, grad_block)
-
-
-def _negatives(sl, n, device):
-    rows = torch.arange(sl.start, sl.stop, device=device)
-    return rows[:, None] != torch.arange(n, device=device)[None, :]
+    return gradient_pieces(x, y, rx, ry, scale, grad_block)
 
 
-def _zero_diagonal_(block: torch.Tensor, sl: slice) -> torch.Tensor:
-    """Zero the positive pairs (i, i) of a block of rows of a square grid, in place."""
+def _fill_diagonal_(block: torch.Tensor, sl: slice, value: float) -> torch.Tensor:
+    """Set the positive pairs (i, i) of a block of rows of a square grid to `value`, in place."""
     rows = torch.arange(block.shape[0], device=block.device)
-    block[rows, rows + sl.start] = 0
+    block[rows, rows + sl.start] = value
     return block
 
 
 def _active_hinges(s, d_rows, d_cols, margin, sl):
     """[margin + s_ij − d_i]₊ and [margin + s_ij − d_j]₊ over the negatives of a block of rows."""
-    h_r = _zero_diagonal_((s - d_rows[:, None]).add_(margin).clamp_(min=0), sl)
-    h_c = _zero_diagonal_((s - d_cols[None, :]).add_(margin).clamp_(min=0), sl)
+    h_r = _fill_diagonal_((s - d_rows[:, None]).add_(margin).clamp_(min=0), sl, 0.0)
+    h_c = _fill_diagonal_((s - d_cols[None, :]).add_(margin).clamp_(min=0), sl, 0.0)
     return h_r, h_c
 
 
 def triplet_hardest(x, y, rx, ry):
     cd = compute_dtype(x)
     B = x.shape[0]
-    ryc = ry.to(cd)
     idx_r = torch.full((B,), -1, dtype=torch.int64, device=x.device)
     col_best = torch.full((B,), float("-inf"), dtype=cd, device=x.device)
     idx_c = torch.full((B,), -1, dtype=torch.int64, device=x.device)
-    for sl, _, acc in row_chunks(x, y):
-        s = (acc * rx[sl].to(cd)[:, None] * ryc[None, :]).masked_fill(~_negatives(sl, B, x.device), float("-inf"))
+    for sl, _, s in row_chunks(x, y, rx, ry):
+        s = _fill_diagonal_(s, sl, float("-inf"))  # negatives only
         val, arg = s.max(dim=1)
         idx_r[sl] = torch.where(val > float("-inf"), arg, -1)
         val, arg = s.max(dim=0)
@@ -154,11 +144,10 @@ def triplet_hardest(x, y, rx, ry):
 def triplet_all(x, y, rx, ry, diag, margin):
     cd = compute_dtype(x)
     B = x.shape[0]
-    ryc, dc = ry.to(cd), diag.to(cd)
+    dc = diag.to(cd)
     hinge_r, cnt_r = torch.empty(B, dtype=cd, device=x.device), torch.empty(B, dtype=cd, device=x.device)
     hinge_c, cnt_c = torch.zeros(B, dtype=cd, device=x.device), torch.zeros(B, dtype=cd, device=x.device)
-    for sl, _, acc in row_chunks(x, y):
-        s = acc.mul_(rx[sl].to(cd)[:, None]).mul_(ryc[None, :])
+    for sl, _, s in row_chunks(x, y, rx, ry):
         h_r, h_c = _active_hinges(s, dc[sl], dc, margin, sl)
         hinge_r[sl], cnt_r[sl] = h_r.sum(1), (h_r > 0).sum(1).to(cd)
         hinge_c += h_c.sum(0)
@@ -167,13 +156,10 @@ def triplet_all(x, y, rx, ry, diag, margin):
 
 
 def triplet_all_backward(x, y, rx, ry, diag, margin, g_hinge_r, g_hinge_c):
-    cd = compute_dtype(x)
-    rxc, ryc, dc = rx.to(cd), ry.to(cd), diag.to(cd)
+    dc = diag.to(compute_dtype(x))
 
-    def grad_block(sl, acc):
-        s = acc.mul_(rxc[sl, None]).mul_(ryc[None, :])
+    def grad_block(sl, s):
         h_r, h_c = _active_hinges(s, dc[sl], dc, margin, sl)
-        g = h_r.gt_(0).mul_(g_hinge_r[sl, None]).add_(h_c.gt_(0).mul_(g_hinge_c[None, :]))
-        return g * ryc[None, :], g.mul_(rxc[sl, None])
+        return h_r.gt_(0).mul_(g_hinge_r[sl, None]).add_(h_c.gt_(0).mul_(g_hinge_c[None, :]))
 
-    return gradient_pieces(x, y, grad_block)
+    return gradient_pieces(x, y, rx, ry, None, grad_block)
