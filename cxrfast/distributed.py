@@ -41,7 +41,7 @@ from __future__ import annotations
 import torch
 import torch.distributed as dist
 
-from cxrfast.ops import _dispatch, _validate
+from cxrfast.ops import _validate
 from cxrfast.ops import contrastive as _contrastive
 from cxrfast.ops._pairwise import inverse_norms
 
@@ -186,13 +186,9 @@ def contrastive_loss(
                          + (" (the reference materialises the full B_global × B_global grid and has no "
                             "rank-local form; use 'chunked' for the portable PyTorch path)"
                             if impl == "reference" else ""))
-    _validate.embedding_pair(OP, image_emb, text_emb)
-    scale = _validate.scalar(OP, "logit_scale", logit_scale, image_emb)
-    w = _validate.weights_arg(OP, weights)
-    eps = _validate.probability(OP, "label_smoothing", label_smoothing)
+    scale, w, eps, groups, chosen = _contrastive.checked_arguments(OP, image_emb, text_emb, logit_scale, weights,
+                                                                   label_smoothing, groups, impl)
     b = image_emb.shape[0]
-    groups = _validate.groups_arg(OP, groups, b, image_emb)
-    chosen = _dispatch.select(OP, impl, _dispatch.triton_reasons(image_emb, text_emb, dim=image_emb.shape[1]))
     options = dict(normalize=normalize, weights=w, label_smoothing=eps)
 
     if not is_distributed(group):

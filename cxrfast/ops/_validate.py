@@ -63,7 +63,7 @@ def scalar(op: str, name: str, value, like: torch.Tensor) -> torch.Tensor:
         finite(op, name, value)
         return value.reshape(())
     if isinstance(value, Real) and not isinstance(value, bool):
-        if value != value or value in (float("inf"), float("-inf")):
+        if not math.isfinite(value):
             raise ValueError(f"{op}: `{name}` must be finite, got {value}")
         return torch.tensor(float(value), dtype=torch.float32, device=like.device)
     raise TypeError(f"{op}: `{name}` must be a number or a scalar tensor, got {type(value).__name__}")

@@ -96,6 +96,18 @@ def row_targets(pos_r, cnt, sum_r, n_cols: int, label_smoothing: float) -> torch
     return (1.0 - label_smoothing) * pos_r / cnt + (label_smoothing / n_cols) * sum_r
 
 
+def checked_arguments(op, image_emb, text_emb, logit_scale, weights, label_smoothing, groups, impl):
+    """Validate the InfoNCE arguments (errors named for `op`) and resolve the implementation:
+    (scale 0-dim tensor, (w_i2t, w_t2i), label_smoothing, groups int64 or None, chosen impl)."""
+    _validate.embedding_pair(op, image_emb, text_emb)
+    scale = _validate.scalar(op, "logit_scale", logit_scale, image_emb)
+    w = _validate.weights_arg(op, weights)
+    eps = _validate.probability(op, "label_smoothing", label_smoothing)
+    groups = _validate.groups_arg(op, groups, image_emb.shape[0], image_emb)
+    reasons = _dispatch.triton_reasons(image_emb, text_emb, dim=image_emb.shape[1])
+    return scale, w, eps, groups, _dispatch.select(op, impl, reasons)
+
+
 def plan(image_emb, text_emb, logit_scale=None, *, impl="auto", **_):
     """(chosen impl, reasons Triton is not usable, what was requested) — for `explain`."""
     _validate.embedding_pair(OP, image_emb, text_emb)
@@ -127,13 +139,8 @@ def contrastive_loss(
     Returns a 0-dim fp32 tensor (fp64 for fp64 input). Gradients flow to both embeddings and to
     logit_scale. See cxrfast.reference.contrastive_loss for the full definition.
     """
-    _validate.embedding_pair(OP, image_emb, text_emb)
-    scale = _validate.scalar(OP, "logit_scale", logit_scale, image_emb)
-    w = _validate.weights_arg(OP, weights)
-    eps = _validate.probability(OP, "label_smoothing", label_smoothing)
-    groups = _validate.groups_arg(OP, groups, image_emb.shape[0], image_emb)
-    reasons = _dispatch.triton_reasons(image_emb, text_emb, dim=image_emb.shape[1])
-    chosen = _dispatch.select(OP, impl, reasons)
+    scale, w, eps, groups, chosen = checked_arguments(OP, image_emb, text_emb, logit_scale, weights,
+                                                      label_smoothing, groups, impl)
     if chosen == "reference":
         from cxrfast.reference import contrastive_loss as reference
 
