@@ -45,3 +45,9 @@ def _fresh_seed(request):
     """Each test draws from its own stream: the session seed mixed with the test id."""
     torch.manual_seed(SESSION_SEED ^ zlib.crc32(request.node.nodeid.encode()))
     yield
+
+
+def pytest_terminal_summary(terminalreporter, exitstatus, config):
+    """The report header is hidden under -q: repeat the seed when something failed, so it can be replayed."""
+    if terminalreporter.stats.get("failed") or terminalreporter.stats.get("error"):
+        terminalreporter.write_line(f"replay with CXRFAST_TEST_SEED={SESSION_SEED}")
