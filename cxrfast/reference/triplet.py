@@ -26,8 +26,15 @@ def triplet_loss(
     JoImTeRNet's cosine *distance* form, [margin + d(i, i) − d(i, j)]₊ with d = 1 − cos, is the same
     expression (the 1s cancel): distance="cosine", margin=0.5.
     """
-    n = image_emb.shape[0]
     s = similarity_matrix(image_emb, text_emb, 1.0, normalize=(distance == "cosine"))
+    return triplet_from_scores(s, margin=margin, negatives=negatives, reduction=reduction)
+
+
+def triplet_from_scores(s: torch.Tensor, *, margin: float, negatives: str = "hardest", reduction: str = "sum"
+                        ) -> torch.Tensor:
+    """The ranking loss of `triplet_loss` on a given score matrix s [B, B] (pair i ↔ i on the diagonal):
+    also JoImTeRNet's local (word-level) triplet loss on the word–region similarity S."""
+    n = s.shape[0]
     diag = s.diagonal()
     eye = torch.eye(n, dtype=torch.bool, device=s.device)
     cost_img = (margin + s - diag[:, None]).clamp(min=0).masked_fill(eye, 0)  # anchor image i, row i

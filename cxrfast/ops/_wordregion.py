@@ -1,0 +1,207 @@
+"""Word–region similarity S [B_img, B_txt] in bounded memory: the shared skeleton of the "chunked" and
+"triton" implementations.
+
+The (image × report) pair grid is walked in chunks of Bb images × Bc reports. Per chunk, with the
+report's padding words zeroed (so they are never read, whatever they hold):
+
+    s  = V Wᵀ                     [Bb, R, Bc, L]   one GEMM, [Bb·R, D] × [D, Bc·L]
+    α, c·w = attention(s)         [Bb, R, Bc, L]   the "middle": softmaxes, α, c_t·w_t = Σ_r α s
+    C  = αᵀ V                     [Bb, Bc·L, D]    batched GEMM over images; ‖c_t‖² = ‖C_t‖²
+    R_t, S                        [Bb, Bc, L]      cosine, log-sum-exp over the report's words
+
+and the backward recomputes the chunk, then (per word: dR, d(c·w), k = ∂/∂‖c‖ / ‖c‖, δ = Σ_r α ∂α)
+
+    H  = V Cᵀ                     [Bb, R, Bc·L]    v_r · c_t, the ‖c‖ term of ∂α
+    ∂s, α·k = attention_backward(s, α, H, …)        the middle again, backwards
+    ∂V += ∂s W + (α·k) C          ∂W += ∂sᵀ V + (norm term)      GEMMs
+
+Only the middle differs between implementations: `TorchMiddle` (pure PyTorch, the CPU default) and
+`kernels.wordregion.TritonMiddle` (one fused program per pair). The GEMMs run in the input dtype
+with fp32 outputs on CUDA (fp32 everywhere on CPU), everything between them in fp32 (fp64 for fp64
+input). Extra memory: the chunk working set (`chunk_bytes`) + O(B·(R+L)·D) for the gradients; no
+tensor spans the whole pair grid except S itself. ‖c‖ is taken from C directly, not from a Gram
+form αᵀ(VVᵀ)α: the Gram form is cheaper when R < D but cancels (relative error ~eps·R when the
+regions average out), which the fp32 tolerance does not allow.
+
+FLOPs per (image, report) pair with n words: forward 4·R·L·D (s, C), backward 12·R·L·D (s, C
+recomputed; H, ∂s W, ∂sᵀ V, (α·k) C).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+COSINE_EPS = 1e-8  # GLoRIA's cosine_similarity clamp of ‖c‖·‖w‖
+NEG = -1.0e30  # finite "minus infinity" for masked softmax entries (no inf − inf anywhere)
+
+
+def acc_dtype(dtype: torch.dtype) -> torch.dtype:
+    return torch.float64 if dtype == torch.float64 else torch.float32
+
+
+def _fp32_out_gemms(t: torch.Tensor) -> bool:
+    """16-bit CUDA inputs: GEMMs keep 16-bit operands (tensor cores) and write fp32 (mm.dtype)."""
+    return t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) and hasattr(torch.ops.aten.mm, "dtype")
+
+
+class Gemm:
+    """Matrix products with fp32 (fp64) results whatever the operands: 16-bit operands stay 16-bit
+    on CUDA (out_dtype=fp32, tensor cores); elsewhere they are computed in the accumulation dtype."""
+
+    def __init__(self, like: torch.Tensor):
+        self.acc = acc_dtype(like.dtype)
+        self.operand = like.dtype if _fp32_out_gemms(like) else self.acc
+
+    def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+        a, b = a.to(self.operand), b.to(self.operand)
+        if self.operand == self.acc:
+            return torch.matmul(a, b)
+        if a.dim() == 2:
+            return torch.mm(a, b, out_dtype=self.acc)
+        return torch.bmm(a, b, out_dtype=self.acc)
+
+
+def default_chunk_bytes(device: torch.device) -> int:
+    return (2 << 30) if device.type == "cuda" else (256 << 20)
+
+
+def chunks(n_img: int, n_txt: int, R: int, L: int, D: int, elem: int, chunk_bytes: int):
+    """(b0, b1, i0, i1) blocks of the pair grid, reports outer. A pair's working set is about
+    six [R, L] slabs (s, α, H and the middle's temporaries) and two [L, D] rows of C."""
+    per_pair = elem * (6 * R * L + 2 * L * D)
+    pairs = max(1, chunk_bytes // per_pair)
+    bc = max(1, min(n_txt, pairs // n_img))
+    bb = n_img if bc > 1 or pairs >= n_img else max(1, pairs)
+    for i0 in range(0, n_txt, bc):
+        for b0 in range(0, n_img, bb):
+            yield b0, min(b0 + bb, n_img), i0, min(i0 + bc, n_txt)
+
+
+class TorchMiddle:
+    """The attention middle in PyTorch. Layout [Bb, R, Bc, L]; `valid` bool, broadcastable as
+    [*, 1, Bc, L] (True on a report's real words)."""
+
+    name = "chunked"
+
+    @staticmethod
+    def attention(s, valid, lengths, temp_attention, gloria):
+        """(α [Bb, R, Bc, L] with zeros at padded words, c·w [Bb, Bc, L])."""
+        if gloria:  # AttnGAN / GLoRIA: softmax over the report's words first, then over regions
+            x = torch.softmax(s.masked_fill(~valid, NEG), dim=3).mul_(temp_attention)
+        else:
+            x = s * temp_attention
+        alpha = torch.softmax(x, dim=1).masked_fill_(~valid, 0.0)
+        return alpha, (alpha * s).sum(1)
+
+    @staticmethod
+    def attention_backward(s, alpha, H, valid, lengths, dcw, k, delta, temp_attention, gloria):
+        """(∂s, α·k), both [Bb, R, Bc, L], zeros at padded words. dcw, k, delta: [Bb, Bc, L]."""
+        dcw, k, delta = dcw[:, None], k[:, None], delta[:, None]
+        dx = alpha * (dcw * s + k * H - delta)  # through the softmax over regions
+        if gloria:  # and through the softmax over words (a = 0 at padding)
+            a = torch.softmax(s.masked_fill(~valid, NEG), dim=3)
+            da = dx.mul_(temp_attention)
+            ds_att = a * (da - (a * da).sum(3, keepdim=True))
+        else:
+            ds_att = dx.mul_(temp_attention)
+        ds = ds_att.add_(dcw * alpha).masked_fill_(~valid, 0.0)
+        return ds, alpha * k
+
+
+def word_scores(cw, nc2, nw, valid3, temp_aggregate, mean, log_n):
+    """S [Bb, Bc] and the per-word pieces. cw, nc2 [Bb, Bc, L] (c·w, ‖c‖²), nw [Bc, L] (‖w‖)."""
+    nc = nc2.clamp_min(0.0).sqrt()
+    den = nc * nw
+    cos = cw / den.clamp_min(COSINE_EPS)
+    z = (temp_aggregate * cos).masked_fill(~valid3, -math.inf)
+    S = z.logsumexp(-1)
+    if mean:
+        S = S - log_n
+    return S, nc, den, cos, z
+
+
+def word_grads(g_S, cw, nc2, nw, valid3, temp_aggregate, mean, log_n):
+    """Per-word gradient pieces of Σ g_S·S: (∂(c·w), k = (∂/∂‖c‖)/‖c‖, δ = Σ_r α ∂α, ∂‖w‖), each
+    [Bb, Bc, L] and zero at padded words. The "mean" aggregate only shifts S by a constant."""
+    _, nc, den, cos, z = word_scores(cw, nc2, nw, valid3, temp_aggregate, mean, log_n)
+    d_cos = g_S[..., None] * temp_aggregate * torch.softmax(z, dim=-1)
+    big = den > COSINE_EPS  # below the clamp, the cosine is c·w / eps: no gradient to the norms
+    dcw = d_cos / den.clamp_min(COSINE_EPS)
+    d_den = torch.where(big, -d_cos * cos / den.clamp_min(COSINE_EPS), 0.0)
+    k = torch.where(big, d_den * nw / nc.clamp_min(COSINE_EPS), 0.0)
+    d_nw = torch.where(big, d_den * nc, 0.0)
+    delta = dcw * cw + k * nc2  # Σ_r α (dcw·s + k·v_r·c) = dcw·(c·w) + k·‖c‖²
+    return dcw, k, delta, d_nw
+
+
+def _chunk_words(words, lengths, i0, i1):
+    """Report chunk with padding zeroed, its validity mask [Bc, L] and word norms [Bc, L] (acc)."""
+    L = words.shape[1]
+    valid = torch.arange(L, device=words.device)[None, :] < lengths[i0:i1, None]
+    w = words[i0:i1].masked_fill(~valid[:, :, None], 0)
+    nw = torch.linalg.vector_norm(w.to(acc_dtype(words.dtype)), dim=-1)
+    return w, valid, nw
+
+
+def _chunk_forward(gemm, middle, V, w, valid, lengths_c, temp_attention, gloria):
+    """s, α, c·w, C, ‖c‖² of one chunk (V [Bb, R, D], w [Bc, L, D])."""
+    (Bb, R, D), (Bc, L) = V.shape, valid.shape
+    s = gemm(V.reshape(Bb * R, D), w.reshape(Bc * L, D).t()).view(Bb, R, Bc, L)
+    alpha, cw = middle.attention(s, valid[None, None], lengths_c, temp_attention, gloria)
+    C = gemm(alpha.view(Bb, R, Bc * L).transpose(1, 2), V)  # [Bb, Bc·L, D]
+    nc2 = C.square().sum(-1).view(Bb, Bc, L)
+    return s, alpha, cw, C, nc2
+
+
+def similarity(V, W, lengths, temp_attention, temp_aggregate, mean, gloria, chunk_bytes, middle):
+    """S [B_img, B_txt] in the accumulation dtype."""
+    (B, R, D), (I, L) = V.shape, W.shape[:2]
+    gemm = Gemm(V)
+    S = torch.empty(B, I, dtype=gemm.acc, device=V.device)
+    log_n = torch.log(lengths.to(gemm.acc))
+    for b0, b1, i0, i1 in chunks(B, I, R, L, D, torch.finfo(gemm.acc).bits // 8, chunk_bytes):
+        w, valid, nw = _chunk_words(W, lengths, i0, i1)
+        _, _, cw, _, nc2 = _chunk_forward(gemm, middle, V[b0:b1], w, valid, lengths[i0:i1], temp_attention, gloria)
+        S[b0:b1, i0:i1] = word_scores(cw, nc2, nw, valid[None], temp_aggregate, mean, log_n[i0:i1])[0]
+    return S
+
+
+def similarity_backward(V, W, lengths, g_S, temp_attention, temp_aggregate, mean, gloria, chunk_bytes, middle):
+    """(∂V [B, R, D], ∂W [I, L, D]) in the input dtypes, for the upstream gradient g_S [B, I]."""
+    (B, R, D), (I, L) = V.shape, W.shape[:2]
+    gemm = Gemm(V)
+    g_S = g_S.to(gemm.acc)
+    dV = torch.zeros(B, R, D, dtype=gemm.acc, device=V.device)
+    dW = torch.zeros(I, L, D, dtype=gemm.acc, device=V.device)
+    log_n = torch.log(lengths.to(gemm.acc))
+    for b0, b1, i0, i1 in chunks(B, I, R, L, D, torch.finfo(gemm.acc).bits // 8, chunk_bytes):
+        w, valid, nw = _chunk_words(W, lengths, i0, i1)
+        Vb = V[b0:b1]
+        Bb, Bc = b1 - b0, i1 - i0
+        s, alpha, cw, C, nc2 = _chunk_forward(gemm, middle, Vb, w, valid, lengths[i0:i1], temp_attention, gloria)
+        dcw, k, delta, d_nw = word_grads(g_S[b0:b1, i0:i1], cw, nc2, nw, valid[None], temp_aggregate,
+                                         mean, log_n[i0:i1])
+        H = gemm(Vb, C.transpose(1, 2)).view(Bb, R, Bc, L)
+        ds, alpha_k = middle.attention_backward(s, alpha, H, valid[None, None], lengths[i0:i1], dcw, k, delta,
+                                                temp_attention, gloria)
+        ds2 = ds.view(Bb * R, Bc * L)
+        dV[b0:b1] += gemm(ds2, w.reshape(Bc * L, D)).view(Bb, R, D)
+        dV[b0:b1] += gemm(alpha_k.view(Bb, R, Bc * L), C)
+        dW[i0:i1] += gemm(ds2.t(), Vb.reshape(Bb * R, D)).view(Bc, L, D)
+        # ∂‖w‖/∂w = w/‖w‖ (d_nw is zero wherever ‖c‖·‖w‖ is below the clamp, so ‖w‖ > 0 there)
+        dW[i0:i1] += (d_nw.sum(0) / nw.clamp_min(COSINE_EPS))[..., None] * w.to(gemm.acc)
+    return dV.to(V.dtype), dW.to(W.dtype)
+
+
+def matched_attention(V, W, lengths, temp_attention, gloria):
+    """α of the matched pairs (image b, report b) as [B, L, R], zeros at padded words: O(B·R·L·D)."""
+    B, R, D = V.shape
+    L = W.shape[1]
+    gemm = Gemm(V)
+    valid = torch.arange(L, device=W.device)[None, :] < lengths[:, None]  # [B, L]
+    w = W.masked_fill(~valid[:, :, None], 0)
+    s = gemm(V, w.transpose(1, 2)).view(B, R, 1, L)
+    alpha, _ = TorchMiddle.attention(s, valid[:, None, None, :], lengths, temp_attention, gloria)
+    return alpha.view(B, R, L).transpose(1, 2)

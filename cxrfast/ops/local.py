@@ -1,0 +1,269 @@
+"""Word–region attention similarity and the local losses (GLoRIA / Global-Local, JoImTeRNet):
+the `cxrfast::word_region_similarity` op, `word_region_similarity`, `local_contrastive_loss`,
+`local_triplet_loss`.
+
+The definition is cxrfast.reference.local; how it is computed in bounded memory is
+cxrfast.ops._wordregion; the fused Triton middle is cxrfast.kernels.wordregion.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+from cxrfast.ops import _dispatch, _validate, _wordregion
+from cxrfast.ops._register import op
+
+OP = "word_region_similarity"
+VARIANTS = ("gloria", "single")
+AGGREGATES = ("sum", "mean")
+MAX_TRITON_REGIONS = 2048  # one program holds all of a pair's regions: BLOCK_R = next_pow2(R)
+
+
+def _middle(impl: str):
+    if impl == "triton":
+        from cxrfast.kernels.wordregion import TritonMiddle
+
+        return TritonMiddle
+    return _wordregion.TorchMiddle
+
+
+@op("cxrfast::word_region_similarity")
+def word_region_similarity_op(
+    regions: torch.Tensor, words: torch.Tensor, word_lengths: torch.Tensor, temp_attention: float,
+    temp_aggregate: float, mean: bool, gloria: bool, chunk_bytes: int, impl: str,
+) -> torch.Tensor:
+    """S [B_img, B_txt] (fp32; fp64 for fp64 input). word_lengths int64 on the inputs' device, 1..L.
+    impl: "triton" or "chunked" (the attention middle; the GEMMs are the same)."""
+    return _wordregion.similarity(regions, words, word_lengths, temp_attention, temp_aggregate, mean, gloria,
+                                  chunk_bytes, _middle(impl))
+
+
+@word_region_similarity_op.register_fake
+def _(regions, words, word_lengths, temp_attention, temp_aggregate, mean, gloria, chunk_bytes, impl):
+    return regions.new_empty((regions.shape[0], words.shape[0]), dtype=_wordregion.acc_dtype(regions.dtype))
+
+
+@op("cxrfast::word_region_similarity_backward")
+def word_region_similarity_backward_op(
+    regions: torch.Tensor, words: torch.Tensor, word_lengths: torch.Tensor, grad_S: torch.Tensor,
+    temp_attention: float, temp_aggregate: float, mean: bool, gloria: bool, chunk_bytes: int, impl: str,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(∂regions, ∂words) of Σ grad_S · S; zeros at padded words."""
+    return _wordregion.similarity_backward(regions, words, word_lengths, grad_S, temp_attention, temp_aggregate,
+                                           mean, gloria, chunk_bytes, _middle(impl))
+
+
+@word_region_similarity_backward_op.register_fake
+def _(regions, words, word_lengths, grad_S, temp_attention, temp_aggregate, mean, gloria, chunk_bytes, impl):
+    return torch.empty_like(regions), torch.empty_like(words)
+
+
+def _setup_context(ctx, inputs, output):
+    regions, words, word_lengths, *hyper = inputs
+    ctx.save_for_backward(regions, words, word_lengths)
+    ctx.hyper = hyper
+
+
+def _backward(ctx, grad_S):
+    regions, words, word_lengths = ctx.saved_tensors
+    ta, tg, mean, gloria, chunk_bytes, impl = ctx.hyper
+    d_regions, d_words = torch.ops.cxrfast.word_region_similarity_backward(
+        regions, words, word_lengths, grad_S.contiguous(), ta, tg, mean, gloria, chunk_bytes, impl)
+    return d_regions, d_words, None, None, None, None, None, None, None
+
+
+torch.library.register_autograd("cxrfast::word_region_similarity", _backward, setup_context=_setup_context)
+
+
+def checked_inputs(op: str, regions, words, word_lengths) -> torch.Tensor:
+    """Validate regions [B_img, R, D], words [B_txt, L, D], word_lengths [B_txt] (1..L); returns the
+    lengths as int64 on the inputs' device (a CPU tensor or a list is accepted and moved)."""
+    for name, t in (("regions", regions), ("words", words)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{op}: `{name}` must be a torch.Tensor, got {type(t).__name__}")
+        if t.dim() != 3:
+            layout = "[B_img, R, D]" if name == "regions" else "[B_txt, L, D]"
+            raise ValueError(f"{op}: `{name}` must be 3-D {layout}, got shape {tuple(t.shape)}")
+        if not t.is_floating_point():
+            raise TypeError(f"{op}: `{name}` must be a floating-point tensor, got {t.dtype}")
+        if 0 in t.shape:
+            raise ValueError(f"{op}: `{name}` is empty: shape {tuple(t.shape)}")
+    if regions.shape[2] != words.shape[2]:
+        raise ValueError(f"{op}: feature dims differ: `regions` has D={regions.shape[2]}, "
+                         f"`words` has D={words.shape[2]}")
+    if regions.device != words.device:
+        raise ValueError(f"{op}: `regions` is on {regions.device} but `words` is on {words.device}")
+    if regions.dtype != words.dtype:
+        raise TypeError(f"{op}: `regions` is {regions.dtype} but `words` is {words.dtype}; cast one of them")
+    lengths = word_lengths if isinstance(word_lengths, torch.Tensor) else torch.as_tensor(word_lengths)
+    if lengths.dim() != 1 or lengths.shape[0] != words.shape[0]:
+        raise ValueError(f"{op}: `word_lengths` must have shape [{words.shape[0]}] (one length per report), "
+                         f"got {tuple(lengths.shape)}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"{op}: `word_lengths` must hold integers, got {lengths.dtype}")
+    if lengths.device != words.device:
+        if lengths.device.type != "cpu":
+            raise ValueError(f"{op}: `word_lengths` is on {lengths.device} but `words` is on {words.device}")
+        lengths = lengths.to(words.device)
+    lengths = lengths.to(torch.int64)
+    if not torch.compiler.is_compiling():
+        L = words.shape[1]
+        bad = ((lengths < 1) | (lengths > L)).nonzero()
+        if bad.numel():
+            i = int(bad[0, 0])
+            raise ValueError(f"{op}: `word_lengths[{i}]` = {int(lengths[i])}, expected 1 ≤ length ≤ L = {L} "
+                             "(every report needs at least one word, and no more than `words` holds)")
+        if _validate.check_finite_enabled():
+            _validate.finite(op, "regions", regions)
+            real = torch.arange(L, device=words.device)[None, :] < lengths[:, None]
+            bad_words = (~torch.isfinite(words)).any(-1) & real
+            if bool(bad_words.any()):
+                raise ValueError(f"{op}: `words` holds {int(bad_words.sum())} real word(s) with non-finite "
+                                 "values (NaN or inf); padding beyond word_lengths may hold anything")
+    return lengths
+
+
+def _triton_reasons(regions, words):
+    reasons = _dispatch.triton_reasons(regions, words, dim=regions.shape[2])
+    if regions.shape[1] > MAX_TRITON_REGIONS:
+        reasons.append(f"R={regions.shape[1]} regions exceed the supported maximum {MAX_TRITON_REGIONS}")
+    return reasons
+
+
+def plan(regions, words, word_lengths=None, *, impl="auto", **_):
+    """(chosen impl, reasons Triton is not usable, what was requested) — for `explain`."""
+    reasons = _triton_reasons(regions, words)
+    return _dispatch.select(OP, impl, reasons), reasons, impl
+
+
+def _hyper(op, temp_attention, temp_aggregate, aggregate, variant):
+    ta = _validate.finite_number(op, "temp_attention", temp_attention)
+    tg = _validate.finite_number(op, "temp_aggregate", temp_aggregate)
+    for name, value in (("temp_attention", ta), ("temp_aggregate", tg)):
+        if value <= 0:
+            raise ValueError(f"{op}: `{name}` must be > 0, got {value}")
+    _validate.choice(op, "aggregate", aggregate, AGGREGATES)
+    _validate.choice(op, "variant", variant, VARIANTS)
+    return ta, tg
+
+
+def word_region_similarity(
+    regions: torch.Tensor,
+    words: torch.Tensor,
+    word_lengths,
+    *,
+    temp_attention: float = 4.0,
+    temp_aggregate: float = 5.0,
+    aggregate: str = "sum",
+    variant: str = "gloria",
+    impl: str = "auto",
+    return_attention: bool = False,
+    chunk_bytes: int | None = None,
+):
+    """S [B_img, B_txt]: how well report i's words are explained by image b's regions.
+
+    regions [B_img, R, D], words [B_txt, L, D] (fp16/bf16/fp32; fp64 on the chunked path),
+    word_lengths [B_txt] integers 1..L (words beyond a report's length are padding and never read).
+    For image b and report i (see cxrfast.reference.local for the full definition)::
+
+        s = regions[b] @ words[i, :n].T                                   # [R, n]
+        α = softmax over regions of temp_attention · (softmax over words of s)    (variant="gloria")
+          | softmax over regions of temp_attention · s                            (variant="single")
+        c = α.T @ regions[b];   R_t = cos(c_t, w_t)   (‖c‖·‖w‖ clamped at 1e-8, as GLoRIA)
+        S[b, i] = logsumexp(temp_aggregate · R)   ("mean": minus log n)
+
+    No [B_img, B_txt, L, R] or [B_img, B_txt, L, D] tensor is formed: the pair grid is walked in chunks
+    of about `chunk_bytes` (default 256 MiB on CPU, 2 GiB on CUDA). Returns fp32 (fp64 for fp64 input);
+    gradients flow to `regions` and `words`. With return_attention=True, also returns α of the matched
+    pairs (b = i) as [B, L, R] (zeros at padding; needs B_img == B_txt), e.g. for cxrfast.viz.
+    """
+    ta, tg = _hyper(OP, temp_attention, temp_aggregate, aggregate, variant)
+    lengths = checked_inputs(OP, regions, words, word_lengths)
+    if return_attention and regions.shape[0] != words.shape[0]:
+        raise ValueError(f"{OP}: return_attention needs B_img == B_txt (matched pairs b = i), got "
+                         f"{regions.shape[0]} images and {words.shape[0]} reports")
+    if chunk_bytes is None:
+        chunk_bytes = _wordregion.default_chunk_bytes(regions.device)
+    elif isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes <= 0:
+        raise ValueError(f"{OP}: `chunk_bytes` must be a positive int, got {chunk_bytes!r}")
+    chosen = _dispatch.select(OP, impl, _triton_reasons(regions, words))
+    if chosen == "reference":
+        from cxrfast.reference.local import word_region_similarity as reference
+
+        return reference(regions, words, lengths, temp_attention=ta, temp_aggregate=tg, aggregate=aggregate,
+                         variant=variant, return_attention=return_attention)
+    S = torch.ops.cxrfast.word_region_similarity(regions, words, lengths, ta, tg, aggregate == "mean",
+                                                 variant == "gloria", chunk_bytes, chosen)
+    if not return_attention:
+        return S
+    with torch.no_grad():
+        maps = _wordregion.matched_attention(regions, words, lengths, ta, variant == "gloria")
+    return S, maps
+
+
+def _square(op, regions, words):
+    if regions.shape[0] != words.shape[0]:
+        raise ValueError(f"{op}: batch sizes differ: `regions` has B={regions.shape[0]}, `words` has "
+                         f"B={words.shape[0]} (each image needs its paired report at the same index)")
+
+
+def local_contrastive_loss(
+    regions: torch.Tensor,
+    words: torch.Tensor,
+    word_lengths,
+    *,
+    temp_attention: float = 4.0,
+    temp_aggregate: float = 5.0,
+    temp_logits: float = 10.0,
+    aggregate: str = "sum",
+    variant: str = "gloria",
+    weights=(1.0, 1.0),
+    impl: str = "auto",
+    chunk_bytes: int | None = None,
+) -> torch.Tensor:
+    """GLoRIA's local loss: cross-entropy both ways over temp_logits · S (pair i ↔ i),
+    weights[0]·CE(S) + weights[1]·CE(Sᵀ); GLoRIA adds both directions, weights (1, 1).
+    S = word_region_similarity(...) (same arguments); the B × B matrix is small, the work is in S."""
+    op_ = "local_contrastive_loss"
+    _square(op_, regions, words)
+    w = _validate.weights_arg(op_, weights)
+    t = _validate.finite_number(op_, "temp_logits", temp_logits)
+    S = word_region_similarity(regions, words, word_lengths, temp_attention=temp_attention,
+                               temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant, impl=impl,
+                               chunk_bytes=chunk_bytes)
+    logits = t * S
+    labels = torch.arange(S.shape[0], device=S.device)
+    return w[0] * F.cross_entropy(logits, labels) + w[1] * F.cross_entropy(logits.t(), labels)
+
+
+def local_triplet_loss(
+    regions: torch.Tensor,
+    words: torch.Tensor,
+    word_lengths,
+    *,
+    margin: float = 0.2,
+    negatives: str = "hardest",
+    reduction: str = "sum",
+    temp_attention: float = 4.0,
+    temp_aggregate: float = 5.0,
+    aggregate: str = "sum",
+    variant: str = "gloria",
+    impl: str = "auto",
+    chunk_bytes: int | None = None,
+) -> torch.Tensor:
+    """JoImTeRNet's word-level (local) ranking loss on the word–region similarity S: for every
+    anchor image and every anchor report, [margin + S(negative) − S(matched)]₊, the hardest negative
+    (VSE++) or all of them; see cxrfast.reference.triplet.triplet_from_scores. The margin is in S's
+    units (log-sum-exp of temp_aggregate · cosine)."""
+    from cxrfast.reference.triplet import triplet_from_scores
+
+    op_ = "local_triplet_loss"
+    _square(op_, regions, words)
+    m = _validate.finite_number(op_, "margin", margin)
+    _validate.choice(op_, "negatives", negatives, ("hardest", "all"))
+    _validate.choice(op_, "reduction", reduction, ("sum", "mean"))
+    S = word_region_similarity(regions, words, word_lengths, temp_attention=temp_attention,
+                               temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant, impl=impl,
+                               chunk_bytes=chunk_bytes)
+    return triplet_from_scores(S, margin=m, negatives=negatives, reduction=reduction)
