@@ -13,8 +13,11 @@ _LAZY = {
     "triplet_loss": ("cxrfast.ops.triplet", "triplet_loss"),
     "explain": ("cxrfast.ops._dispatch", "explain"),
     "UnsupportedInputError": ("cxrfast.ops._dispatch", "UnsupportedInputError"),
+    "word_region_similarity": ("cxrfast.ops.local", "word_region_similarity"),
+    "local_contrastive_loss": ("cxrfast.ops.local", "local_contrastive_loss"),
+    "local_triplet_loss": ("cxrfast.ops.local", "local_triplet_loss"),
 }
-_SUBMODULES = {"ops", "nn", "reference", "distributed", "cli", "kernels"}
+_SUBMODULES = {"ops", "nn", "reference", "distributed", "cli", "kernels", "viz"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 

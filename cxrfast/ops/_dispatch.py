@@ -75,7 +75,9 @@ def explain(op: str, *args, **kwargs) -> str:
     """
     import importlib
 
-    modules = {"contrastive_loss": "cxrfast.ops.contrastive", "triplet_loss": "cxrfast.ops.triplet"}
+    modules = {"contrastive_loss": "cxrfast.ops.contrastive", "triplet_loss": "cxrfast.ops.triplet",
+               "word_region_similarity": "cxrfast.ops.local", "local_contrastive_loss": "cxrfast.ops.local",
+               "local_triplet_loss": "cxrfast.ops.local"}
     if op not in modules:
         raise ValueError(f"explain: unknown op {op!r}; known: {sorted(modules)}")
     impl, reasons, requested = importlib.import_module(modules[op]).plan(*args, **kwargs)
