@@ -7,7 +7,7 @@ writing the whole [Bb, R, Bc, L] chunk (TorchMiddle). Here each pair's slab is r
 and written once:
 
   attention_fwd_kernel   s → α (zero at padded words), c·w = Σ_r α s
-  attention_bwd_kernel   s, α, H, per-word (∂(c·w), k, δ) → ∂s (written over s), α·k (written over H)
+  attention_bwd_kernel   s, α, H, per-word (∂(c·w), k) → ∂s (written over s), α·k (written over H)
 
 A program holds ALL of its pair's regions (BLOCK_R = next_pow2(R) rows) and walks the words in tiles
 of BLOCK_L: the softmax over regions is then local to a tile, and GLoRIA's softmax over words (per
@@ -92,7 +92,7 @@ def attention_fwd_kernel(
 @triton.jit
 def attention_bwd_kernel(
     # pointers (ds is written over s, α·k over h)
-    s_ptr, alpha_ptr, h_ptr, dcw_ptr, k_ptr, delta_ptr, lengths_ptr,
+    s_ptr, alpha_ptr, h_ptr, dcw_ptr, k_ptr, lengths_ptr,
     # shapes
     R, L, Bc,
     # scalars
@@ -100,7 +100,8 @@ def attention_bwd_kernel(
     # constexpr
     GLORIA: tl.constexpr, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr,
 ):
-    """With dα = dcw·s + k·h (h = v_r·c_t) and δ = Σ_r α dα (given per word):
+    """With dα = dcw·s + k·h (h = v_r·c_t) and δ = Σ_r α dα (a column sum: every region is in the tile;
+    summed directly, not as dcw·(c·w) + k·‖c‖², so that it cancels exactly where α is one-hot):
         dx = α (dα − δ);   ∂s = dcw·α + temp_attention·dx                               (single)
         da = temp_attention·dx;   ∂s = dcw·α + a (da − Σ_t a da)                          (GLORIA)
     and α·k. Both 0 at padded words.   Grid: (Bb, Bc)."""
@@ -125,9 +126,9 @@ def attention_bwd_kernel(
             h = tl.load(h_ptr + row_off + cols[None, :], mask=real, other=0.0)
             dcw = tl.load(dcw_ptr + word + cols, mask=cols < n, other=0.0)
             k = tl.load(k_ptr + word + cols, mask=cols < n, other=0.0)
-            delta = tl.load(delta_ptr + word + cols, mask=cols < n, other=0.0)
             a = tl.where(real, tl.exp(s - m[:, None]) / l[:, None], 0.0)
-            da = temp_attention * alpha * (dcw[None, :] * s + k[None, :] * h - delta[None, :])
+            dalpha = dcw[None, :] * s + k[None, :] * h
+            da = temp_attention * alpha * (dalpha - tl.sum(alpha * dalpha, axis=0)[None, :])
             rho += tl.sum(a * da, axis=1)
     for t0 in range(0, L, BLOCK_L):
         cols = t0 + tl.arange(0, BLOCK_L)
@@ -138,8 +139,8 @@ def attention_bwd_kernel(
         h = tl.load(h_ptr + row_off + cols[None, :], mask=real, other=0.0)
         dcw = tl.load(dcw_ptr + word + cols, mask=cols < n, other=0.0)
         k = tl.load(k_ptr + word + cols, mask=cols < n, other=0.0)
-        delta = tl.load(delta_ptr + word + cols, mask=cols < n, other=0.0)
-        dx = alpha * (dcw[None, :] * s + k[None, :] * h - delta[None, :])
+        dalpha = dcw[None, :] * s + k[None, :] * h
+        dx = alpha * (dalpha - tl.sum(alpha * dalpha, axis=0)[None, :])
         if GLORIA:
             a = tl.exp(s - m[:, None]) / l[:, None]
             ds = a * (temp_attention * dx - rho[:, None])
@@ -175,12 +176,12 @@ class TritonMiddle:
         return alpha, cw
 
     @staticmethod
-    def attention_backward(s, alpha, H, valid, lengths, dcw, k, delta, temp_attention, gloria):
+    def attention_backward(s, alpha, H, valid, lengths, dcw, k, temp_attention, gloria):
         from torch.library import wrap_triton
 
         Bb, R, Bc, L = s.shape
         s, H = s.contiguous(), H.contiguous()  # the GEMMs' outputs: already contiguous, so in place
         wrap_triton(attention_bwd_kernel)[(Bb, Bc)](
-            s, alpha, H, dcw.contiguous(), k.contiguous(), delta.contiguous(), lengths, R, L, Bc,
+            s, alpha, H, dcw.contiguous(), k.contiguous(), lengths, R, L, Bc,
             float(temp_attention), GLORIA=gloria, **tiles(R, L))
         return s, H

@@ -9,10 +9,10 @@ report's padding words zeroed (so they are never read, whatever they hold):
     C  = αᵀ V                     [Bb, Bc·L, D]    batched GEMM over images; ‖c_t‖² = ‖C_t‖²
     R_t, S                        [Bb, Bc, L]      cosine, log-sum-exp over the report's words
 
-and the backward recomputes the chunk, then (per word: dR, d(c·w), k = ∂/∂‖c‖ / ‖c‖, δ = Σ_r α ∂α)
+and the backward recomputes the chunk, then (per word: dR, d(c·w), k = ∂/∂‖c‖ / ‖c‖)
 
     H  = V Cᵀ                     [Bb, R, Bc·L]    v_r · c_t, the ‖c‖ term of ∂α
-    ∂s, α·k = attention_backward(s, α, H, …)        the middle again, backwards
+    ∂s, α·k = attention_backward(s, α, H, …)        the middle again, backwards (δ = Σ_r α ∂α inside)
     ∂V += ∂s W + (α·k) C          ∂W += ∂sᵀ V + (norm term)      GEMMs
 
 Only the middle differs between implementations: `TorchMiddle` (pure PyTorch, the CPU default) and
@@ -96,10 +96,14 @@ class TorchMiddle:
         return alpha, (alpha * s).sum(1)
 
     @staticmethod
-    def attention_backward(s, alpha, H, valid, lengths, dcw, k, delta, temp_attention, gloria):
-        """(∂s, α·k), both [Bb, R, Bc, L], zeros at padded words. dcw, k, delta: [Bb, Bc, L]."""
-        dcw, k, delta = dcw[:, None], k[:, None], delta[:, None]
-        dx = alpha * (dcw * s + k * H - delta)  # through the softmax over regions
+    def attention_backward(s, alpha, H, valid, lengths, dcw, k, temp_attention, gloria):
+        """(∂s, α·k), both [Bb, R, Bc, L], zeros at padded words. dcw, k: [Bb, Bc, L]."""
+        dcw, k = dcw[:, None], k[:, None]
+        dalpha = dcw * s + k * H
+        # through the softmax over regions. δ = Σ_r α ∂α equals dcw·(c·w) + k·‖c‖² in exact arithmetic,
+        # but summed directly it cancels exactly against ∂α where α is one-hot (a sharp softmax): the
+        # identity's rounding would be multiplied by temp_attention there.
+        dx = alpha * (dalpha - (alpha * dalpha).sum(1, keepdim=True))
         if gloria:  # and through the softmax over words (a = 0 at padding)
             a = torch.softmax(s.masked_fill(~valid, NEG), dim=3)
             da = dx.mul_(temp_attention)
@@ -123,8 +127,8 @@ def word_scores(cw, nc2, nw, valid3, temp_aggregate, mean, log_n):
 
 
 def word_grads(g_S, cw, nc2, nw, valid3, temp_aggregate, mean, log_n):
-    """Per-word gradient pieces of Σ g_S·S: (∂(c·w), k = (∂/∂‖c‖)/‖c‖, δ = Σ_r α ∂α, ∂‖w‖), each
-    [Bb, Bc, L] and zero at padded words. The "mean" aggregate only shifts S by a constant."""
+    """Per-word gradient pieces of Σ g_S·S: (∂(c·w), k = (∂/∂‖c‖)/‖c‖, ∂‖w‖), each [Bb, Bc, L] and
+    zero at padded words. The "mean" aggregate only shifts S by a constant."""
     _, nc, den, cos, z = word_scores(cw, nc2, nw, valid3, temp_aggregate, mean, log_n)
     d_cos = g_S[..., None] * temp_aggregate * torch.softmax(z, dim=-1)
     big = den > COSINE_EPS  # below the clamp, the cosine is c·w / eps: no gradient to the norms
@@ -132,8 +136,7 @@ def word_grads(g_S, cw, nc2, nw, valid3, temp_aggregate, mean, log_n):
     d_den = torch.where(big, -d_cos * cos / den.clamp_min(COSINE_EPS), 0.0)
     k = torch.where(big, d_den * nw / nc.clamp_min(COSINE_EPS), 0.0)
     d_nw = torch.where(big, d_den * nc, 0.0)
-    delta = dcw * cw + k * nc2  # Σ_r α (dcw·s + k·v_r·c) = dcw·(c·w) + k·‖c‖²
-    return dcw, k, delta, d_nw
+    return dcw, k, d_nw
 
 
 def _chunk_words(words, lengths, i0, i1):
@@ -181,10 +184,10 @@ def similarity_backward(V, W, lengths, g_S, temp_attention, temp_aggregate, mean
         Vb = V[b0:b1]
         Bb, Bc = b1 - b0, i1 - i0
         s, alpha, cw, C, nc2 = _chunk_forward(gemm, middle, Vb, w, valid, lengths[i0:i1], temp_attention, gloria)
-        dcw, k, delta, d_nw = word_grads(g_S[b0:b1, i0:i1], cw, nc2, nw, valid[None], temp_aggregate,
+        dcw, k, d_nw = word_grads(g_S[b0:b1, i0:i1], cw, nc2, nw, valid[None], temp_aggregate,
                                          mean, log_n[i0:i1])
         H = gemm(Vb, C.transpose(1, 2)).view(Bb, R, Bc, L)
-        ds, alpha_k = middle.attention_backward(s, alpha, H, valid[None, None], lengths[i0:i1], dcw, k, delta,
+        ds, alpha_k = middle.attention_backward(s, alpha, H, valid[None, None], lengths[i0:i1], dcw, k,
                                                 temp_attention, gloria)
         ds2 = ds.view(Bb * R, Bc * L)
         dV[b0:b1] += gemm(ds2, w.reshape(Bc * L, D)).view(Bb, R, D)

@@ -60,7 +60,9 @@ def word_region_similarity(
     alpha = torch.softmax(logits, dim=2)  # over regions: [B, I, R, L]
     context = torch.einsum("birt,brd->bitd", alpha, regions)  # c_t: [B, I, L, D]
     dot = (context * words[None]).sum(-1)
-    norms = context.norm(dim=-1) * words.norm(dim=-1)[None]
+    # padded words (w = 0) get norm 1: their cosine is dropped below, but in fp16 the 1e-8 clamp
+    # rounds to 0 and 0/0 there would turn the (masked) backward into NaN
+    norms = (context.norm(dim=-1) * words.norm(dim=-1)[None]).masked_fill(~valid[None], 1.0)
     cos = dot / norms.clamp(min=COSINE_EPS)  # R_t: [B, I, L]
     agg = (temp_aggregate * cos).masked_fill(~valid[None], float("-inf")).logsumexp(dim=2)
     if aggregate == "mean":

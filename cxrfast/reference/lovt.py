@@ -69,7 +69,6 @@ TEMPERATURE = 0.3
 ATTENTION_TEMPERATURE = 1.0
 DISTANCE_THRESHOLD = 0.5
 SMOOTH_LAMBDA = 1.0
-ROW_SUM_EPS = 1e-12  # LoVT's clamp of the positive-weight row sums
 LOSS_NAMES = ("region_l2att", "region_att2l", "sentence_l2att", "sentence_att2l")
 
 
@@ -140,15 +139,20 @@ def intra_sample_contrastive(
     B, N, _ = local.shape
     if valid is None:
         valid = torch.ones(B, N, dtype=torch.bool, device=local.device)
-    local = local.masked_fill(~valid[:, :, None], 0)
-    attended = attended.masked_fill(~valid[:, :, None], 0)
+    # Padded slots are never read. They become ones, not zeros: they are excluded below (weight 0, −∞ as a
+    # candidate, zero positive weight), but F.normalize of a zero row is 0/0 in fp16, whose eps 1e-12 rounds to 0
+    local = local.masked_fill(~valid[:, :, None], 1)
+    attended = attended.masked_fill(~valid[:, :, None], 1)
     if weights is None:
         weights = torch.ones(B, N, dtype=local.dtype, device=local.device)
     weights = weights.masked_fill(~valid, 0)
     weights = weights / weights.sum(dim=1, keepdim=True)  # [B, N]
 
     pos = positive_weights.expand(B, N, N) * valid[:, None, :]  # padded candidates are never positives
-    pos = pos / pos.sum(-1, keepdim=True).clamp_min(ROW_SUM_EPS)  # [B, N, N], rows sum to 1
+    # rows sum to 1; a padded anchor's row is empty and stays 0 (LoVT divides by clamp_min(1e-12), which
+    # fp16 rounds to 0: 0/0)
+    row_sum = pos.sum(-1, keepdim=True)
+    pos = pos / row_sum.masked_fill(row_sum == 0, 1)  # [B, N, N]
 
     a = F.normalize(local, dim=-1, p=2)
     b = F.normalize(attended, dim=-1, p=2)

@@ -142,3 +142,69 @@ def test_infonce_one_million_pairs():
     assert torch.isfinite(loss) and torch.isfinite(x.grad).all() and torch.isfinite(y.grad).all()
     # random unit vectors at scale 10: every logit ≈ 0, so loss ≈ log B
     assert abs(loss.item() - torch.log(torch.tensor(float(b))).item()) < 0.5
+
+
+# ------------------------------------------------------------------ word–region similarity (issue 3)
+
+def _local_batch(b, r, d, dtype, l=97, lo=20):
+    regions = torch.randn(b, r, d, device="cuda") / d ** 0.25  # s = v·w ~ N(0, 1): GLoRIA's feature scale
+    words = torch.randn(b, l, d, device="cuda") / d ** 0.25
+    lengths = torch.randint(lo, l + 1, (b,), device="cuda")
+    lengths[0], lengths[-1] = l, lo
+    return regions.to(dtype), words.to(dtype), lengths
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16, torch.float32])
+@pytest.mark.parametrize("variant", ["gloria", "single"])
+def test_word_region_real_shapes(variant, dtype):
+    """GLoRIA's shapes (R = 19×19, D = 768, words ragged 20–97) at B = 12, against the float64 reference."""
+    regions, words, lengths = _local_batch(12, 361, 768, dtype)
+    G = torch.randn(12, 12, device="cuda", dtype=torch.float64)
+
+    def fn(impl):
+        return lambda v, w: (cxrfast.word_region_similarity(v, w, lengths, impl=impl, variant=variant) * G).sum()
+
+    def ref(v, w):
+        return (R.word_region_similarity(v, w, lengths, variant=variant) * G.to(v.dtype)).sum()
+
+    got = loss_and_grads(fn("triton"), (regions, words))
+    (r64, g64), (rlo, glo) = _oracle(ref, (regions, words), dtype)
+    assert_earned("Σ G·S", got[0], r64, rlo, dtype)
+    for name, g, a, c in zip(("regions", "words"), got[1], g64, glo):
+        assert_earned(f"d {name}", g, a, c, dtype)
+
+
+def test_word_region_compile_fullgraph_triton():
+    regions, words, lengths = _local_batch(8, 49, 128, torch.bfloat16, l=16, lo=3)
+
+    def f(v, w):
+        return cxrfast.local_contrastive_loss(v, w, lengths, impl="triton")
+
+    eager = loss_and_grads(f, (regions, words))
+    compiled = loss_and_grads(torch.compile(f, fullgraph=True), (regions, words))
+    torch.testing.assert_close(compiled[0], eager[0], rtol=1e-5, atol=1e-5)
+    for g, h in zip(compiled[1], eager[1]):
+        torch.testing.assert_close(g.float(), h.float(), rtol=2e-2, atol=1e-3)
+
+
+@pytest.mark.parametrize("gloria", [True, False])
+def test_word_region_opcheck_triton(gloria):
+    regions, words, lengths = _local_batch(3, 49, 64, torch.float32, l=9, lo=1)
+    regions.requires_grad_(), words.requires_grad_()
+    torch.library.opcheck(torch.ops.cxrfast.word_region_similarity,
+                          (regions, words, lengths, 4.0, 5.0, False, gloria, 1 << 30, "triton"))
+
+
+def test_word_region_b1024_memory():
+    """Issue 3: B = 1024 at GLoRIA's shapes completes with ≤ 16 GB of extra memory (bf16, fwd + bwd)."""
+    regions, words, lengths = _local_batch(1024, 361, 768, torch.bfloat16)
+    regions.requires_grad_(), words.requires_grad_()
+    torch.cuda.synchronize()
+    torch.cuda.reset_peak_memory_stats()
+    base = torch.cuda.memory_allocated()
+    loss = cxrfast.local_contrastive_loss(regions, words, lengths, impl="triton")
+    loss.backward()
+    torch.cuda.synchronize()
+    extra = torch.cuda.max_memory_allocated() - base
+    assert torch.isfinite(loss) and torch.isfinite(regions.grad).all() and torch.isfinite(words.grad).all()
+    assert extra <= 16e9, f"extra memory {extra / 1e9:.2f} GB > 16 GB"

@@ -1,0 +1,271 @@
+"""cxrfast.word_region_similarity and the local losses: every impl against the float64 reference."""
+
+import pytest
+import torch
+from numerics import assert_earned, loss_and_grads, poison_new_tensors
+
+import cxrfast
+from cxrfast.bench.baselines import gloria_local_loss
+from cxrfast.reference import local as R
+from cxrfast.reference.triplet import triplet_from_scores
+
+TRITON_DTYPES = [torch.float32, torch.bfloat16, torch.float16]
+# (B_img, B_txt, R, L, D): 1s, odd sizes, R not a power of two (the kernel's BLOCK_R pads it), rectangular
+SHAPES = [(1, 1, 1, 1, 1), (3, 5, 19, 6, 4), (4, 4, 7, 9, 16), (2, 3, 36, 3, 5)]
+
+
+def _inputs(b, i, r, l, d, dtype, device, pad_value=0.0):
+    regions = torch.randn(b, r, d, dtype=torch.float64)
+    words = torch.randn(i, l, d, dtype=torch.float64)
+    lengths = torch.randint(1, l + 1, (i,))
+    lengths[0] = l  # both extremes: a full report and a one-word report
+    lengths[-1] = 1 if i > 1 else lengths[-1]
+    for j, n in enumerate(lengths):
+        words[j, n:] = pad_value
+    return regions.to(dtype).to(device), words.to(dtype).to(device), lengths
+
+
+def _check(impl, regions, words, lengths, dtype, k=2.0, **kw):
+    """S and the gradients of Σ G·S (a fixed random G) vs the reference in float64 and in dtype."""
+    G = torch.randn(regions.shape[0], words.shape[0], dtype=torch.float64)
+
+    def ours(v, w):
+        S = cxrfast.word_region_similarity(v, w, lengths.to(v.device), impl=impl, **kw)
+        return S, (S * G.to(S.device, S.dtype)).sum()
+
+    ref_kw = {k_: v for k_, v in kw.items() if k_ != "chunk_bytes"}
+
+    def ref(v, w):
+        S = R.word_region_similarity(v, w, lengths, **ref_kw)
+        return S, (S * G.to(S.dtype)).sum()
+
+    S_got = ours(regions, words)[0]
+    _, got_g = loss_and_grads(lambda v, w: ours(v, w)[1], (regions, words))
+    cpu = [t.detach().cpu() for t in (regions, words)]
+    S64 = ref(*[t.double() for t in cpu])[0]
+    _, g64 = loss_and_grads(lambda v, w: ref(v, w)[1], [t.double() for t in cpu])
+    S_lo = ref(*cpu)[0]
+    _, g_lo = loss_and_grads(lambda v, w: ref(v, w)[1], cpu)
+    assert S_got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
+    assert_earned("S", S_got, S64, S_lo, dtype, k)
+    for name, g, g_ref, g_low, t in zip(("d regions", "d words"), got_g, g64, g_lo, (regions, words)):
+        assert g.dtype == t.dtype, f"{name}: dtype {g.dtype}, expected {t.dtype}"
+        assert_earned(name, g, g_ref, g_low, dtype, k)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("variant", ["gloria", "single"])
+@pytest.mark.parametrize("aggregate", ["sum", "mean"])
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_chunked_matches_reference(shape, variant, aggregate, dtype):
+    regions, words, lengths = _inputs(*shape, dtype, "cpu")
+    _check("chunked", regions, words, lengths, dtype, variant=variant, aggregate=aggregate)
+
+
+@pytest.mark.parametrize("shape", SHAPES)
+@pytest.mark.parametrize("variant", ["gloria", "single"])
+@pytest.mark.parametrize("dtype", TRITON_DTYPES)
+def test_triton_matches_reference(shape, variant, dtype, device):
+    regions, words, lengths = _inputs(*shape, dtype, device)
+    _check("triton", regions, words, lengths, dtype, variant=variant, aggregate="sum")
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("chunk_bytes", [1, 20_000])  # 1: one (image, report) pair per chunk
+def test_chunking_does_not_change_the_result(impl, chunk_bytes, device):
+    regions, words, lengths = _inputs(5, 7, 13, 6, 8, torch.float32, device)
+    whole = cxrfast.word_region_similarity(regions, words, lengths, impl=impl)
+    part = cxrfast.word_region_similarity(regions, words, lengths, impl=impl, chunk_bytes=chunk_bytes)
+    torch.testing.assert_close(part, whole, rtol=1e-6, atol=1e-6)
+    _check(impl, regions, words, lengths, torch.float32, chunk_bytes=chunk_bytes)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("ta,tg", [(0.1, 0.1), (40.0, 20.0)])
+def test_extreme_temperatures(impl, ta, tg, device):
+    regions, words, lengths = _inputs(3, 4, 10, 5, 6, torch.float32, device)
+    _check(impl, regions, words, lengths, torch.float32, temp_attention=ta, temp_aggregate=tg, variant="single")
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("variant", ["gloria", "single"])
+def test_padding_is_never_read(impl, variant, device):
+    regions, words, lengths = _inputs(3, 4, 10, 5, 6, torch.float32, device)
+    ref = cxrfast.word_region_similarity(regions, words, lengths, impl=impl, variant=variant)
+    poisoned = words.clone()
+    for j, n in enumerate(lengths):
+        poisoned[j, n:] = float("nan")
+    _, (dv, dw) = loss_and_grads(
+        lambda v, w: cxrfast.word_region_similarity(v, w, lengths, impl=impl, variant=variant).sum(),
+        (regions, poisoned))
+    got = cxrfast.word_region_similarity(regions, poisoned, lengths, impl=impl, variant=variant)
+    torch.testing.assert_close(got, ref, rtol=0, atol=0)
+    assert torch.isfinite(dv).all() and torch.isfinite(dw).all()
+    for j, n in enumerate(lengths):
+        assert torch.all(dw[j, n:] == 0), f"gradient written into report {j}'s padding"
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+def test_non_contiguous_inputs(impl, device):
+    regions, words, lengths = _inputs(3, 4, 10, 5, 6, torch.float32, device)
+    regions_t = regions.transpose(1, 2).contiguous().transpose(1, 2)  # same values, other strides
+    words_t = words.permute(2, 0, 1).contiguous().permute(1, 2, 0)
+    assert not regions_t.is_contiguous() and not words_t.is_contiguous()
+    _check(impl, regions_t, words_t, lengths, torch.float32)
+
+
+def test_triton_writes_every_output(device, monkeypatch):
+    regions, words, lengths = _inputs(3, 4, 10, 5, 6, torch.float32, device)
+    ref = cxrfast.word_region_similarity(regions, words, lengths, impl="chunked")
+    poison_new_tensors(monkeypatch)
+    got = cxrfast.word_region_similarity(regions, words, lengths, impl="triton")
+    torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+
+
+def test_chunked_is_deterministic():
+    regions, words, lengths = _inputs(4, 4, 9, 7, 5, torch.float32, "cpu")
+    a = cxrfast.word_region_similarity(regions, words, lengths, impl="chunked", chunk_bytes=1)
+    b = cxrfast.word_region_similarity(regions, words, lengths, impl="chunked", chunk_bytes=1)
+    assert torch.equal(a, b)
+
+
+# ------------------------------------------------------------------------------------------- losses
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("aggregate", ["sum", "mean"])
+def test_local_contrastive_is_gloria_looped_local_loss(impl, aggregate, device):
+    """Agreement with a literal re-implementation of GLoRIA's loop (cxrfast.bench.baselines)."""
+    dtype = torch.float64 if impl == "chunked" else torch.float32
+    regions, words, lengths = _inputs(5, 5, 16, 7, 8, dtype, device)
+    got, (dv, dw) = loss_and_grads(
+        lambda v, w: cxrfast.local_contrastive_loss(v, w, lengths, aggregate=aggregate, impl=impl), (regions, words))
+    cpu = [t.detach().cpu().double() for t in (regions, words)]
+    ref, (rv, rw) = loss_and_grads(lambda v, w: sum(gloria_local_loss(v, w, lengths, agg=aggregate)[:2]), cpu)
+    tol = 1e-10 if dtype == torch.float64 else 2e-5
+    torch.testing.assert_close(got.double().cpu(), ref, rtol=tol, atol=tol)
+    torch.testing.assert_close(dv.double().cpu(), rv, rtol=tol, atol=tol)
+    torch.testing.assert_close(dw.double().cpu(), rw, rtol=tol, atol=tol)
+
+
+def test_local_contrastive_weights_and_temperature():
+    regions, words, lengths = _inputs(4, 4, 9, 5, 6, torch.float64, "cpu")
+    got = cxrfast.local_contrastive_loss(regions, words, lengths, temp_logits=3.0, weights=(0.25, 2.0),
+                                         variant="single")
+    ref = R.local_contrastive_loss(regions, words, lengths, temp_logits=3.0, weights=(0.25, 2.0), variant="single")
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("negatives", ["hardest", "all"])
+@pytest.mark.parametrize("reduction", ["sum", "mean"])
+def test_local_triplet_is_the_ranking_loss_on_S(negatives, reduction):
+    regions, words, lengths = _inputs(5, 5, 9, 5, 6, torch.float64, "cpu")
+    got, g = loss_and_grads(lambda v, w: cxrfast.local_triplet_loss(
+        v, w, lengths, margin=1.5, negatives=negatives, reduction=reduction), (regions, words))
+    ref, g_ref = loss_and_grads(lambda v, w: triplet_from_scores(
+        R.word_region_similarity(v, w, lengths), margin=1.5, negatives=negatives, reduction=reduction),
+        (regions, words))
+    assert ref > 0  # the margin is wide enough that hinges are active: the test can fail
+    torch.testing.assert_close(got, ref, rtol=1e-12, atol=1e-12)
+    for a, b in zip(g, g_ref):
+        torch.testing.assert_close(a, b, rtol=1e-10, atol=1e-12)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("variant", ["gloria", "single"])
+def test_matched_attention_maps(impl, variant, device):
+    regions, words, lengths = _inputs(4, 4, 9, 6, 5, torch.float32, device)
+    S, maps = cxrfast.word_region_similarity(regions, words, lengths, impl=impl, variant=variant,
+                                             return_attention=True)
+    S_ref, maps_ref = R.word_region_similarity(regions.cpu().double(), words.cpu().double(), lengths,
+                                               variant=variant, return_attention=True)
+    assert maps.shape == (4, 6, 9)
+    torch.testing.assert_close(maps.double().cpu(), maps_ref, rtol=1e-5, atol=1e-6)
+    sums = maps.sum(-1).cpu()
+    for j, n in enumerate(lengths):
+        torch.testing.assert_close(sums[j, :n], torch.ones(int(n)), rtol=1e-5, atol=1e-5)  # softmax over regions
+        assert torch.all(sums[j, n:] == 0)
+
+
+# ------------------------------------------------------------------------------------------- errors
+
+def test_errors_name_the_argument():
+    regions, words, lengths = _inputs(3, 3, 4, 5, 6, torch.float32, "cpu")
+    f = cxrfast.word_region_similarity
+    with pytest.raises(ValueError, match=r"`word_lengths\[1\]` = 0"):
+        f(regions, words, torch.tensor([5, 0, 1]))
+    with pytest.raises(ValueError, match=r"`word_lengths\[2\]` = 6, expected 1 ≤ length ≤ L = 5"):
+        f(regions, words, torch.tensor([5, 1, 6]))
+    with pytest.raises(ValueError, match="`word_lengths` must have shape \\[3\\]"):
+        f(regions, words, torch.tensor([5, 1]))
+    with pytest.raises(TypeError, match="`word_lengths` must hold integers"):
+        f(regions, words, torch.tensor([5.0, 1.0, 2.0]))
+    with pytest.raises(ValueError, match="feature dims differ: `regions` has D=6, `words` has D=7"):
+        f(regions, torch.randn(3, 5, 7), lengths)
+    with pytest.raises(ValueError, match="`regions` is on cpu but `words` is on meta"):
+        f(regions, words.to("meta"), lengths)
+    with pytest.raises(TypeError, match="`regions` is torch.float32 but `words` is torch.float64"):
+        f(regions, words.double(), lengths)
+    with pytest.raises(ValueError, match=r"`regions` must be 3-D \[B_img, R, D\]"):
+        f(regions[0], words, lengths)
+    with pytest.raises(ValueError, match="`words` is empty"):
+        f(regions, words[:, :0], lengths)
+    with pytest.raises(ValueError, match="`temp_attention` must be > 0"):
+        f(regions, words, lengths, temp_attention=0.0)
+    with pytest.raises(ValueError, match="`variant` must be one of"):
+        f(regions, words, lengths, variant="double")
+    with pytest.raises(ValueError, match="`aggregate` must be one of"):
+        f(regions, words, lengths, aggregate="max")
+    with pytest.raises(ValueError, match="`chunk_bytes` must be a positive int"):
+        f(regions, words, lengths, chunk_bytes=0)
+    bad = regions.clone()
+    bad[1, 2, 3] = float("inf")
+    with pytest.raises(ValueError, match="`regions` contains 1 non-finite"):
+        f(bad, words, lengths)
+    bad = words.clone()
+    bad[0, 0, 0] = float("nan")  # a real word (report 0 is full length)
+    with pytest.raises(ValueError, match="`words` holds 1 real word"):
+        f(regions, bad, lengths)
+    with pytest.raises(ValueError, match="return_attention needs B_img == B_txt"):
+        f(regions, torch.randn(2, 5, 6), torch.tensor([1, 2]), return_attention=True)
+    with pytest.raises(ValueError, match="batch sizes differ"):
+        cxrfast.local_contrastive_loss(regions, torch.randn(2, 5, 6), torch.tensor([1, 2]))
+    with pytest.raises(ValueError, match="`negatives` must be one of"):
+        cxrfast.local_triplet_loss(regions, words, lengths, negatives="semi")
+
+
+def test_explicit_triton_on_unsupported_input_lists_reasons(monkeypatch):
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    regions, words, lengths = _inputs(2, 2, 3, 4, 5, torch.float64, "cpu")
+    with pytest.raises(cxrfast.UnsupportedInputError, match="tensors are on cpu.*dtype torch.float64"):
+        cxrfast.word_region_similarity(regions, words, lengths, impl="triton")
+    assert "chunked" in cxrfast.explain("word_region_similarity", regions, words, lengths)
+
+
+def test_lengths_as_list_on_cpu():
+    regions, words, lengths = _inputs(2, 3, 4, 5, 6, torch.float64, "cpu")
+    a = cxrfast.word_region_similarity(regions, words, lengths.tolist())
+    torch.testing.assert_close(a, cxrfast.word_region_similarity(regions, words, lengths))
+
+
+# ---------------------------------------------------------------------------------- compile / opcheck
+
+def test_compile_fullgraph_chunked():
+    # float64: inductor may reorder the small cross-entropy around the op; fp32 would differ by ulps
+    regions, words, lengths = _inputs(3, 3, 5, 4, 6, torch.float64, "cpu")
+
+    def f(v, w):
+        return cxrfast.local_contrastive_loss(v, w, lengths, impl="chunked")
+
+    eager = loss_and_grads(f, (regions, words))
+    compiled = loss_and_grads(torch.compile(f, fullgraph=True), (regions, words))
+    torch.testing.assert_close(compiled[0], eager[0])
+    for g, h in zip(compiled[1], eager[1]):
+        torch.testing.assert_close(g, h)
+
+
+@pytest.mark.parametrize("gloria", [True, False])
+def test_opcheck_chunked(gloria):
+    regions, words, lengths = _inputs(2, 3, 5, 4, 6, torch.float64, "cpu")
+    regions.requires_grad_(), words.requires_grad_()
+    torch.library.opcheck(torch.ops.cxrfast.word_region_similarity,
+                          (regions, words, lengths, 4.0, 5.0, False, gloria, 1 << 20, "chunked"))
