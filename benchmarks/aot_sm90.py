@@ -30,8 +30,9 @@ from triton.compiler import ASTSource  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 DTYPES = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
-INTS = {"M", "N", "B", "D", "n_panels", "pos_offset", "stride_xb", "stride_yb"}
-FLOATS = {"margin"}
+INTS = {"M", "N", "B", "D", "n_panels", "pos_offset", "stride_xb", "stride_yb", "R", "L", "Bc"}
+FLOATS = {"margin", "temp_attention"}
+WORD_REGION_SHAPES = [(49, 97), (361, 97), (1024, 97)]  # (R, L): 7×7 … GLoRIA 19×19 … the maximum
 ALIGNED_INTS = {"D", "stride_xb", "stride_yb"}
 UNIT = {"stride_xd", "stride_yd"}
 
@@ -56,6 +57,16 @@ def _variants():
     yield "pairwise_bwd_infonce_rows", pairwise.pairwise_bwd_kernel, bwd, \
         dict(base, MODE=0, HAS_GROUPS=False, COLUMNS=False), {}
     yield "pairwise_bwd_hinge", pairwise.pairwise_bwd_kernel, bwd, dict(base, MODE=1, HAS_GROUPS=False), {}
+    # the word-region middle: fp32 buffers whatever the input dtype, one tile shape per (R, L)
+    from cxrfast.kernels import wordregion
+
+    tiles = [wordregion.tiles(r, l) for r, l in WORD_REGION_SHAPES]
+    cfgs = [triton.Config({k: v for k, v in t.items() if k != "num_warps"}, num_warps=t["num_warps"], num_stages=1)
+            for t in tiles]
+    lengths = {"lengths_ptr": "*i64"}
+    for variant, gloria in (("gloria", True), ("single", False)):
+        yield f"wordregion_fwd_{variant}", wordregion.attention_fwd_kernel, cfgs, {"GLORIA": gloria}, lengths
+        yield f"wordregion_bwd_{variant}", wordregion.attention_bwd_kernel, cfgs, {"GLORIA": gloria}, lengths
 
 
 def _ptxas() -> str:
@@ -65,6 +76,7 @@ def _ptxas() -> str:
 def compile_one(jit, dtype: str, constexprs: dict, pointer_types: dict, config: triton.Config) -> dict:
     names = jit.arg_names
     consts = dict(constexprs, **config.kwargs, UPCAST=False, PRECISION="ieee" if dtype == "fp32" else "tf32")
+    consts = {k: v for k, v in consts.items() if k in names}  # the dot flags exist only where there are dots
     consts.update({n: 1 for n in UNIT if n in names})
     signature, attrs = {}, {}
     for i, n in enumerate(names):
@@ -112,14 +124,24 @@ def compile_one(jit, dtype: str, constexprs: dict, pointer_types: dict, config: 
 
 def run(dtypes=("bf16", "fp16", "fp32"), only=None, progress=True) -> list[dict]:
     rows = []
-    jobs = [(n, k, c, p, d, triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st))
+    def config(cfg):
+        if isinstance(cfg, triton.Config):
+            return cfg
+        bm, bn, bk, w, st = cfg
+        return triton.Config({"BLOCK_M": bm, "BLOCK_N": bn, "BLOCK_K": bk}, num_warps=w, num_stages=st)
+
+    def jit(kernel):  # an autotuned kernel wraps its JITFunction; a plain @triton.jit kernel is one
+        return kernel.fn if isinstance(kernel, triton.runtime.Autotuner) else kernel
+
+    jobs = [(n, jit(k), c, p, d, config(cfg))
             for n, k, cfgs, c, p in _variants() if only is None or n in only
-            for d in dtypes for bm, bn, bk, w, st in cfgs]
+            # kernels without x/y inputs read fp32 buffers only: one dtype row
+            for d in (dtypes if "x_ptr" in jit(k).arg_names else ("fp32",)) for cfg in cfgs]
     t0 = time.perf_counter()
     for i, (name, kernel, consts, ptrs, dtype, cfg) in enumerate(jobs, 1):
         row = {"kernel": name, "dtype": dtype, **cfg.kwargs, "num_warps": cfg.num_warps,
                "num_stages": cfg.num_stages}
-        row.update(compile_one(kernel.fn, dtype, consts, ptrs, cfg))
+        row.update(compile_one(kernel, dtype, consts, ptrs, cfg))
         rows.append(row)
         if progress:
             rate = i / (time.perf_counter() - t0)
@@ -136,10 +158,11 @@ def main(argv=None):
     ap.add_argument("--json", default=os.path.join(os.path.dirname(__file__), "results", "sm90-aot", "kernels.json"))
     args = ap.parse_args(argv)
     rows = run(tuple(args.dtypes.split(",")))
-    hdr = f"{'kernel':30} {'dtype':5} {'BM':>4} {'BN':>4} {'BK':>4} {'w':>2} {'st':>2} {'regs':>4} {'spill':>6} {'smem':>7}"
+    hdr = f"{'kernel':30} {'dtype':5} {'tile':>14} {'w':>2} {'st':>2} {'regs':>4} {'spill':>6} {'smem':>7}"
     print(hdr)
     for r in rows:
-        print(f"{r['kernel']:30} {r['dtype']:5} {r['BLOCK_M']:4} {r['BLOCK_N']:4} {r['BLOCK_K']:4} "
+        tile = "×".join(str(v) for k, v in r.items() if k.startswith("BLOCK_"))
+        print(f"{r['kernel']:30} {r['dtype']:5} {tile:>14} "
               f"{r['num_warps']:2} {r['num_stages']:2} {r['registers']:4} {r['spill_stores']:6} {r['shared']:7}")
     os.makedirs(os.path.dirname(args.json), exist_ok=True)
     meta = {"target": "sm_90a", "triton": triton.__version__, "ptxas": _ptxas_version(),

@@ -21,8 +21,9 @@ import torch
 import triton
 import triton.language as tl
 
-NEG = -1.0e30  # finite minus infinity: masked softmax entries, never inf − inf
-MAX_TILE = 4096  # fp32 elements of one [BLOCK_R, BLOCK_L] tile (several are live: ~6 per thread-slot)
+NEG = tl.constexpr(-1.0e30)  # finite minus infinity (masked softmax entries, never inf − inf); constexpr:
+# compiled kernels may only read constexpr globals (the interpreter does not check)
+MAX_TILE = 2048  # fp32 elements of one [BLOCK_R, BLOCK_L] tile: spill-free on sm_90a up to R = 1024 (aot_sm90.py)
 
 
 @triton.jit
@@ -155,7 +156,7 @@ def tiles(R: int, L: int) -> dict:
     """BLOCK_R covers every region; BLOCK_L words per tile so that a tile stays ≤ MAX_TILE elements."""
     block_r = max(16, triton.next_power_of_2(R))
     block_l = max(2, min(triton.next_power_of_2(L), MAX_TILE // block_r))
-    return {"BLOCK_R": block_r, "BLOCK_L": block_l, "num_warps": 8 if block_r * block_l >= 2048 else 4}
+    return {"BLOCK_R": block_r, "BLOCK_L": block_l, "num_warps": 8 if block_r * block_l >= 1024 else 4}
 
 
 class TritonMiddle:

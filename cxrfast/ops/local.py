@@ -17,7 +17,7 @@ from cxrfast.ops._register import op
 OP = "word_region_similarity"
 VARIANTS = ("gloria", "single")
 AGGREGATES = ("sum", "mean")
-MAX_TRITON_REGIONS = 2048  # one program holds all of a pair's regions: BLOCK_R = next_pow2(R)
+MAX_TRITON_REGIONS = 1024  # one program holds all of a pair's regions (BLOCK_R = next_pow2(R)); 2048 spills
 
 
 def _middle(impl: str):

@@ -18,7 +18,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 # ptxas may spill a few bytes for bookkeeping in an otherwise register-resident kernel
 MAX_SPILL_BYTES = 16
 VARIANTS = {"infonce_fwd", "infonce_fwd+groups", "infonce_fwd_rows", "triplet_fwd_hardest", "triplet_fwd_all",
-            "pairwise_bwd_infonce", "pairwise_bwd_infonce+groups", "pairwise_bwd_infonce_rows", "pairwise_bwd_hinge"}
+            "pairwise_bwd_infonce", "pairwise_bwd_infonce+groups", "pairwise_bwd_infonce_rows", "pairwise_bwd_hinge",
+            "wordregion_fwd_gloria", "wordregion_bwd_gloria", "wordregion_fwd_single", "wordregion_bwd_single"}
 
 
 @pytest.mark.slow
