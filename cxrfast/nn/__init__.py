@@ -1,5 +1,5 @@
 """Thin nn.Modules over cxrfast.ops: they hold hyper-parameters (and CLIP's learnable temperature)."""
 
-from cxrfast.nn.losses import ContrastiveLoss, TripletLoss
+from cxrfast.nn.losses import ContrastiveLoss, LocalContrastiveLoss, LocalTripletLoss, TripletLoss
 
-__all__ = ["ContrastiveLoss", "TripletLoss"]
+__all__ = ["ContrastiveLoss", "LocalContrastiveLoss", "LocalTripletLoss", "TripletLoss"]

@@ -7,7 +7,7 @@ import math
 import torch
 from torch import nn
 
-from cxrfast.ops import contrastive_loss, triplet_loss
+from cxrfast.ops import contrastive_loss, local_contrastive_loss, local_triplet_loss, triplet_loss
 
 
 class ContrastiveLoss(nn.Module):
@@ -81,3 +81,45 @@ class TripletLoss(nn.Module):
     def extra_repr(self) -> str:
         return (f"margin={self.margin}, negatives={self.negatives!r}, reduction={self.reduction!r}, "
                 f"distance={self.distance!r}, impl={self.impl!r}")
+
+
+class LocalContrastiveLoss(nn.Module):
+    """GLoRIA / Global-Local local loss over word–region attention.
+
+    forward(regions [B, R, D], words [B, L, D], word_lengths [B]) → 0-dim loss; the hyper-parameters are
+    those of :func:`cxrfast.local_contrastive_loss` (GLoRIA: temp_attention 4, temp_aggregate 5,
+    temp_logits 10, aggregate "sum", variant "gloria", weights (1, 1)).
+    """
+
+    def __init__(self, *, temp_attention: float = 4.0, temp_aggregate: float = 5.0, temp_logits: float = 10.0,
+                 aggregate: str = "sum", variant: str = "gloria", weights=(1.0, 1.0), impl: str = "auto"):
+        super().__init__()
+        self.kwargs = dict(temp_attention=temp_attention, temp_aggregate=temp_aggregate, temp_logits=temp_logits,
+                           aggregate=aggregate, variant=variant, weights=tuple(weights), impl=impl)
+
+    def forward(self, regions: torch.Tensor, words: torch.Tensor, word_lengths):
+        return local_contrastive_loss(regions, words, word_lengths, **self.kwargs)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())
+
+
+class LocalTripletLoss(nn.Module):
+    """JoImTeRNet's word-level ranking loss on the word–region similarity S.
+
+    forward(regions [B, R, D], words [B, L, D], word_lengths [B]) → 0-dim loss; arguments as in
+    :func:`cxrfast.local_triplet_loss`.
+    """
+
+    def __init__(self, margin: float = 0.2, *, negatives: str = "hardest", reduction: str = "sum",
+                 temp_attention: float = 4.0, temp_aggregate: float = 5.0, aggregate: str = "sum",
+                 variant: str = "gloria", impl: str = "auto"):
+        super().__init__()
+        self.kwargs = dict(margin=margin, negatives=negatives, reduction=reduction, temp_attention=temp_attention,
+                           temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant, impl=impl)
+
+    def forward(self, regions: torch.Tensor, words: torch.Tensor, word_lengths):
+        return local_triplet_loss(regions, words, word_lengths, **self.kwargs)
+
+    def extra_repr(self) -> str:
+        return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())

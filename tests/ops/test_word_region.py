@@ -269,3 +269,14 @@ def test_opcheck_chunked(gloria):
     regions.requires_grad_(), words.requires_grad_()
     torch.library.opcheck(torch.ops.cxrfast.word_region_similarity,
                           (regions, words, lengths, 4.0, 5.0, False, gloria, 1 << 20, "chunked"))
+
+
+def test_modules_are_the_functions():
+    regions, words, lengths = _inputs(4, 4, 9, 5, 6, torch.float64, "cpu")
+    m = cxrfast.nn.LocalContrastiveLoss(temp_logits=7.0, variant="single", weights=(0.5, 1.0))
+    torch.testing.assert_close(m(regions, words, lengths), cxrfast.local_contrastive_loss(
+        regions, words, lengths, temp_logits=7.0, variant="single", weights=(0.5, 1.0)))
+    t = cxrfast.nn.LocalTripletLoss(margin=2.0, negatives="all")
+    torch.testing.assert_close(t(regions, words, lengths),
+                               cxrfast.local_triplet_loss(regions, words, lengths, margin=2.0, negatives="all"))
+    assert "temp_logits=7.0" in repr(m) and "margin=2.0" in repr(t)
