@@ -16,6 +16,7 @@ _LAZY = {
     "word_region_similarity": ("cxrfast.ops.local", "word_region_similarity"),
     "local_contrastive_loss": ("cxrfast.ops.local", "local_contrastive_loss"),
     "local_triplet_loss": ("cxrfast.ops.local", "local_triplet_loss"),
+    "lovt_local_loss": ("cxrfast.ops.lovt", "lovt_local_loss"),
 }
 _SUBMODULES = {"ops", "nn", "reference", "distributed", "cli", "kernels", "viz"}
 

@@ -15,7 +15,11 @@ What the batched path saves over the literal definition (which follows LoVT's co
   view: no [B, M, M] product at all;
 - regions have no padding, so the region side adds no mask; the sentence side masks with masked_fill
   (−∞ on padded candidates, zero on padded anchors) instead of multiplying, so NaN padding never leaks.
-Nothing is B × B: the cost is linear in B.
+- scores are diag(1/‖z‖) · z · z̃ᵀ · diag(1/‖z̃‖) / τ rather than products of normalised copies, so
+  autograd keeps [B, N] inverse norms instead of two more [B, N, D] tensors.
+Nothing is B × B: the cost is linear in B. Saved for backward beyond the inputs (fp32, B = 32, M = 12,
+D = 512, counted with saved_tensors_hooks): 5.7 MiB vs the reference's 18.0 MiB on LoVT's 7 × 7 grid,
+28.8 vs 68.7 MiB on 14 × 14.
 """
 
 from __future__ import annotations
@@ -25,9 +29,9 @@ import os
 from numbers import Integral
 
 import torch
-import torch.nn.functional as F
 
 from cxrfast.ops import _validate
+from cxrfast.reference.contrastive import NORM_EPS
 from cxrfast.reference.local import word_mask
 from cxrfast.reference.lovt import (ATTENTION_TEMPERATURE, DISTANCE_THRESHOLD, LOSS_NAMES, SMOOTH_LAMBDA,
                                     TEMPERATURE, region_positive_weights)
@@ -52,6 +56,18 @@ def _positive(name: str, value, *, allow_zero: bool = False) -> float:
     if value < 0 or (value == 0 and not allow_zero):
         raise ValueError(f"{OP}: `{name}` must be {'≥ 0' if allow_zero else '> 0'}, got {value}")
     return value
+
+
+def _lengths(lengths, batch: int, like: torch.Tensor) -> None:
+    if not isinstance(lengths, torch.Tensor):
+        raise TypeError(f"{OP}: `sentence_lengths` must be a 1-D integer tensor, got {type(lengths).__name__}")
+    if tuple(lengths.shape) != (batch,):
+        raise ValueError(f"{OP}: `sentence_lengths` must have shape [{batch}] (one count per report), "
+                         f"got {tuple(lengths.shape)}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"{OP}: `sentence_lengths` must hold integers, got {lengths.dtype}")
+    if lengths.device != like.device:
+        raise ValueError(f"{OP}: `sentence_lengths` is on {lengths.device} but `regions` is on {like.device}")
 
 
 def _grid(grid, n_regions: int) -> tuple[int, int]:
@@ -116,9 +132,11 @@ def _intra_sample(local, attended, temperature, weights, *, positives=None, vali
     local, attended [B, N, D]; positives [N, N] row-normalised (None: the identity, read as the diagonal
     of the score matrix); valid [B, N] bool (None: no padding; otherwise local/attended are zero there);
     weights [B, N] normalised, zero at padding."""
-    a = F.normalize(local, dim=-1)
-    b = F.normalize(attended, dim=-1)
-    scores = torch.bmm(a, b.transpose(1, 2)).mul_(1.0 / temperature)  # [B, N, N]; bmm keeps no output
+    # S = diag(ra) · local · attendedᵀ · diag(rb) / τ instead of normalised copies: autograd then keeps
+    # two [B, N] inverse norms and the [B, N, N] products rather than two more [B, N, D] tensors
+    ra = _inverse_norms(local) * (1.0 / temperature)
+    rb = _inverse_norms(attended)
+    scores = torch.bmm(local, attended.transpose(1, 2)) * ra[:, :, None] * rb[:, None, :]  # [B, N, N]
     if positives is None:
         pos_ab = pos_ba = scores.diagonal(dim1=1, dim2=2)  # Σ_j δ_ij S[i, j] = Σ_j δ_ij S[j, i] = S[i, i]
     else:
@@ -133,6 +151,11 @@ def _intra_sample(local, attended, temperature, weights, *, positives=None, vali
         lse_ba = scores.masked_fill(~valid[:, :, None], float("-inf")).logsumexp(1)
     batch = local.shape[0]
     return ((weights * (lse_ab - pos_ab)).sum() / batch, (weights * (lse_ba - pos_ba)).sum() / batch)
+
+
+def _inverse_norms(t: torch.Tensor) -> torch.Tensor:
+    """[B, N] 1 / max(‖t[b, n]‖, NORM_EPS): F.normalize's clamp, so S equals normalise-then-multiply."""
+    return torch.linalg.vector_norm(t, dim=-1).clamp_min(NORM_EPS).reciprocal()
 
 
 def _normalised_weights(w, valid, shape, like):
@@ -209,16 +232,9 @@ def lovt_local_loss(
     if sentences.device != regions.device:
         raise ValueError(f"{OP}: `sentences` is on {sentences.device} but `regions` is on {regions.device}")
     if sentences.dtype != regions.dtype:
-        raise TypeError(f"{OP}: `regions` is {regions.dtype} but `sentences` is {sentences.dtype}; cast one of them")
-    if not isinstance(sentence_lengths, torch.Tensor):
-        raise TypeError(f"{OP}: `sentence_lengths` must be a 1-D integer tensor, got {type(sentence_lengths).__name__}")
-    if tuple(sentence_lengths.shape) != (B,):
-        raise ValueError(f"{OP}: `sentence_lengths` must have shape [{B}] (one count per report), "
-                         f"got {tuple(sentence_lengths.shape)}")
-    if sentence_lengths.is_floating_point() or sentence_lengths.is_complex() or sentence_lengths.dtype == torch.bool:
-        raise TypeError(f"{OP}: `sentence_lengths` must hold integers, got {sentence_lengths.dtype}")
-    if sentence_lengths.device != regions.device:
-        raise ValueError(f"{OP}: `sentence_lengths` is on {sentence_lengths.device} but `regions` is on {regions.device}")
+        raise TypeError(f"{OP}: `regions` is {regions.dtype} but `sentences` is {sentences.dtype}; "
+                        "cast one of them")
+    _lengths(sentence_lengths, B, regions)
     grid = _grid(grid, R)
     temperature = _positive("temperature", temperature)
     attention_temperature = _positive("attention_temperature", attention_temperature)

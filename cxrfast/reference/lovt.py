@@ -45,13 +45,15 @@ Deviations, and why:
   passed through LoVT's output projection and BatchNorm (a BatchNorm's batch statistics are not a
   per-sample function, so they cannot be folded into the op). A model that needs them calls
   ``cross_attention`` / ``intra_sample_contrastive`` separately with its own layers in between.
-- The distance threshold is decided on exact integer squared distances (d² · diag² ≤ θ² · diag²) rather
+- The distance threshold is decided on exact integer squared distances (Δh² + Δw² ≤ θ² · (H² + W²)) rather
   than on float32 ``torch.cdist`` output, so pairs exactly on the boundary (e.g. (3, 4) cells apart on a
   6 × 8 grid at θ = 0.5) are always inside, as ``<=`` intends.
 - LoVT normalises coordinates by the diagonal of its maximal grid and slices the weight buffer; its scan
   encoder asserts the grid always has that size, so normalising by the given grid is the same.
 - Padded sentences (and padded entries of ``sentence_weights``) are never read, whatever they hold:
-  they are replaced with zeros before use (LoVT multiplies by masks, which would spread NaN).
+  they are replaced before use (LoVT multiplies by masks, which would spread NaN). In the loss they
+  become ones, and an empty positive-weight row (a padded anchor) is divided by 1 instead of LoVT's
+  clamp_min(1e-12): both keep fp16 finite (1e-12 rounds to 0 there) and change no value.
 This module materialises every [B, N, N] intermediate as LoVT does: it is the oracle for small inputs.
 """
 
