@@ -7,9 +7,10 @@ report's padding words zeroed (so they are never read, whatever they hold):
     s  = V Wᵀ                     [Bb, R, Bc, L]   one GEMM, [Bb·R, D] × [D, Bc·L]
     α, c·w = attention(s)         [Bb, R, Bc, L]   the "middle": softmaxes, α, c_t·w_t = Σ_r α s
     C  = αᵀ V                     [Bb, Bc·L, D]    batched GEMM over images; ‖c_t‖² = ‖C_t‖²
-    R_t, S                        [Bb, Bc, L]      cosine, log-sum-exp over the report's words
 
-and the backward recomputes the chunk, then (per word: dR, d(c·w), k = ∂/∂‖c‖ / ‖c‖)
+c·w and ‖c‖² of every pair and word (O(B²·L), kept for the backward) then give, over the whole grid at
+once, the cosines R_t and S = log-sum-exp over the report's words. The backward turns them into the
+per-word d(c·w) and k = (∂/∂‖c‖)/‖c‖ (also at once), then recomputes each chunk's s, α, C and
 
     H  = V Cᵀ                     [Bb, R, Bc·L]    v_r · c_t, the ‖c‖ term of ∂α
     ∂s, α·k = attention_backward(s, α, H, …)        the middle again, backwards (δ = Σ_r α ∂α inside)
@@ -18,8 +19,8 @@ and the backward recomputes the chunk, then (per word: dR, d(c·w), k = ∂/∂�
 Only the middle differs between implementations: `TorchMiddle` (pure PyTorch, the CPU default) and
 `kernels.wordregion.TritonMiddle` (one fused program per pair). The GEMMs run in the input dtype
 with fp32 outputs on CUDA (fp32 everywhere on CPU), everything between them in fp32 (fp64 for fp64
-input). Extra memory: the chunk working set (`chunk_bytes`) + O(B·(R+L)·D) for the gradients; no
-tensor spans the whole pair grid except S itself. ‖c‖ is taken from C directly, not from a Gram
+input). Extra memory: the chunk working set (`chunk_bytes`) + O(B·(R+L)·D) for the gradients + the
+per-word statistics, O(B²·L); nothing B×B×L×R or B×B×L×D. ‖c‖ is taken from C directly, not from a Gram
 form αᵀ(VVᵀ)α: the Gram form is cheaper when R < D but cancels (relative error ~eps·R when the
 regions average out), which the fp32 tolerance does not allow.
 
@@ -64,7 +65,9 @@ class Gemm:
 
 
 def default_chunk_bytes(device: torch.device) -> int:
-    return (2 << 30) if device.type == "cuda" else (256 << 20)
+    """256 MiB: on an H100 a chunk then still holds ~180 pairs at GLoRIA's shapes (GEMMs of several
+    GFLOP each), while the working set stays a small fraction of what the looped baseline keeps."""
+    return 256 << 20
 
 
 def chunks(n_img: int, n_txt: int, R: int, L: int, D: int, elem: int, chunk_bytes: int):
@@ -139,62 +142,66 @@ def word_grads(g_S, cw, nc2, nw, valid3, temp_aggregate, mean, log_n):
     return dcw, k, d_nw
 
 
-def _chunk_words(words, lengths, i0, i1):
-    """Report chunk with padding zeroed, its validity mask [Bc, L] and word norms [Bc, L] (acc)."""
-    L = words.shape[1]
-    valid = torch.arange(L, device=words.device)[None, :] < lengths[i0:i1, None]
-    w = words[i0:i1].masked_fill(~valid[:, :, None], 0)
-    nw = torch.linalg.vector_norm(w.to(acc_dtype(words.dtype)), dim=-1)
-    return w, valid, nw
+def _words(W, lengths, acc):
+    """Reports with padding zeroed (so it is never read), the validity mask [I, L] and word norms [I, L]."""
+    valid = torch.arange(W.shape[1], device=W.device)[None, :] < lengths[:, None]
+    w = W.masked_fill(~valid[:, :, None], 0)
+    return w, valid, torch.linalg.vector_norm(w, dim=-1, dtype=acc)
 
 
-def _chunk_forward(gemm, middle, V, w, valid, lengths_c, temp_attention, gloria):
-    """s, α, c·w, C, ‖c‖² of one chunk (V [Bb, R, D], w [Bc, L, D])."""
+def _chunk(gemm, middle, V, w, valid, lengths_c, temp_attention, gloria):
+    """s, α, c·w and C of one chunk (V [Bb, R, D], w [Bc, L, D])."""
     (Bb, R, D), (Bc, L) = V.shape, valid.shape
     s = gemm(V.reshape(Bb * R, D), w.reshape(Bc * L, D).t()).view(Bb, R, Bc, L)
     alpha, cw = middle.attention(s, valid[None, None], lengths_c, temp_attention, gloria)
     C = gemm(alpha.view(Bb, R, Bc * L).transpose(1, 2), V)  # [Bb, Bc·L, D]
-    nc2 = C.square().sum(-1).view(Bb, Bc, L)
-    return s, alpha, cw, C, nc2
+    return s, alpha, cw, C
+
+
+def _grid_chunks(V, W, chunk_bytes, acc):
+    (B, R, D), (I, L) = V.shape, W.shape[:2]
+    return chunks(B, I, R, L, D, torch.finfo(acc).bits // 8, chunk_bytes)
 
 
 def similarity(V, W, lengths, temp_attention, temp_aggregate, mean, gloria, chunk_bytes, middle):
-    """S [B_img, B_txt] in the accumulation dtype."""
-    (B, R, D), (I, L) = V.shape, W.shape[:2]
+    """(S [B_img, B_txt], c·w and ‖c‖² [B_img, B_txt, L]) in the accumulation dtype. The per-word pair
+    statistics are O(B²·L): the backward takes them instead of recomputing its word-level terms chunk by
+    chunk, and the word-level arithmetic runs once over the whole grid (a few launches, not per chunk)."""
+    B, I, L = V.shape[0], W.shape[0], W.shape[1]
     gemm = Gemm(V)
-    S = torch.empty(B, I, dtype=gemm.acc, device=V.device)
-    log_n = torch.log(lengths.to(gemm.acc))
-    for b0, b1, i0, i1 in chunks(B, I, R, L, D, torch.finfo(gemm.acc).bits // 8, chunk_bytes):
-        w, valid, nw = _chunk_words(W, lengths, i0, i1)
-        _, _, cw, _, nc2 = _chunk_forward(gemm, middle, V[b0:b1], w, valid, lengths[i0:i1], temp_attention, gloria)
-        S[b0:b1, i0:i1] = word_scores(cw, nc2, nw, valid[None], temp_aggregate, mean, log_n[i0:i1])[0]
-    return S
+    w, valid, nw = _words(W, lengths, gemm.acc)
+    cw = torch.empty(B, I, L, dtype=gemm.acc, device=V.device)
+    nc2 = torch.empty(B, I, L, dtype=gemm.acc, device=V.device)
+    for b0, b1, i0, i1 in _grid_chunks(V, W, chunk_bytes, gemm.acc):
+        _, _, cw[b0:b1, i0:i1], C = _chunk(gemm, middle, V[b0:b1], w[i0:i1], valid[i0:i1], lengths[i0:i1],
+                                           temp_attention, gloria)
+        nc2[b0:b1, i0:i1] = C.square().sum(-1).view(b1 - b0, i1 - i0, L)
+    S = word_scores(cw, nc2, nw, valid[None], temp_aggregate, mean, torch.log(lengths.to(gemm.acc)))[0]
+    return S, cw, nc2
 
 
-def similarity_backward(V, W, lengths, g_S, temp_attention, temp_aggregate, mean, gloria, chunk_bytes, middle):
+def similarity_backward(V, W, lengths, cw, nc2, g_S, temp_attention, temp_aggregate, mean, gloria, chunk_bytes,
+                        middle):
     """(∂V [B, R, D], ∂W [I, L, D]) in the input dtypes, for the upstream gradient g_S [B, I]."""
     (B, R, D), (I, L) = V.shape, W.shape[:2]
     gemm = Gemm(V)
-    g_S = g_S.to(gemm.acc)
+    w, valid, nw = _words(W, lengths, gemm.acc)
+    dcw, k, d_nw = word_grads(g_S.to(gemm.acc), cw, nc2, nw, valid[None], temp_aggregate, mean,
+                              torch.log(lengths.to(gemm.acc)))
     dV = torch.zeros(B, R, D, dtype=gemm.acc, device=V.device)
-    dW = torch.zeros(I, L, D, dtype=gemm.acc, device=V.device)
-    log_n = torch.log(lengths.to(gemm.acc))
-    for b0, b1, i0, i1 in chunks(B, I, R, L, D, torch.finfo(gemm.acc).bits // 8, chunk_bytes):
-        w, valid, nw = _chunk_words(W, lengths, i0, i1)
-        Vb = V[b0:b1]
+    # ∂‖w‖/∂w = w/‖w‖ (d_nw is zero wherever ‖c‖·‖w‖ is below the clamp, so ‖w‖ > 0 there)
+    dW = (d_nw.sum(0) / nw.clamp_min(COSINE_EPS))[..., None] * w.to(gemm.acc)
+    for b0, b1, i0, i1 in _grid_chunks(V, W, chunk_bytes, gemm.acc):
+        Vb, wc = V[b0:b1], w[i0:i1]
         Bb, Bc = b1 - b0, i1 - i0
-        s, alpha, cw, C, nc2 = _chunk_forward(gemm, middle, Vb, w, valid, lengths[i0:i1], temp_attention, gloria)
-        dcw, k, d_nw = word_grads(g_S[b0:b1, i0:i1], cw, nc2, nw, valid[None], temp_aggregate,
-                                         mean, log_n[i0:i1])
+        s, alpha, _, C = _chunk(gemm, middle, Vb, wc, valid[i0:i1], lengths[i0:i1], temp_attention, gloria)
         H = gemm(Vb, C.transpose(1, 2)).view(Bb, R, Bc, L)
-        ds, alpha_k = middle.attention_backward(s, alpha, H, valid[None, None], lengths[i0:i1], dcw, k,
-                                                temp_attention, gloria)
+        ds, alpha_k = middle.attention_backward(s, alpha, H, valid[None, None, i0:i1], lengths[i0:i1],
+                                                dcw[b0:b1, i0:i1], k[b0:b1, i0:i1], temp_attention, gloria)
         ds2 = ds.view(Bb * R, Bc * L)
-        dV[b0:b1] += gemm(ds2, w.reshape(Bc * L, D)).view(Bb, R, D)
+        dV[b0:b1] += gemm(ds2, wc.reshape(Bc * L, D)).view(Bb, R, D)
         dV[b0:b1] += gemm(alpha_k.view(Bb, R, Bc * L), C)
         dW[i0:i1] += gemm(ds2.t(), Vb.reshape(Bb * R, D)).view(Bc, L, D)
-        # ∂‖w‖/∂w = w/‖w‖ (d_nw is zero wherever ‖c‖·‖w‖ is below the clamp, so ‖w‖ > 0 there)
-        dW[i0:i1] += (d_nw.sum(0) / nw.clamp_min(COSINE_EPS))[..., None] * w.to(gemm.acc)
     return dV.to(V.dtype), dW.to(W.dtype)
 
 

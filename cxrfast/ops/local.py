@@ -32,44 +32,52 @@ def _middle(impl: str):
 def word_region_similarity_op(
     regions: torch.Tensor, words: torch.Tensor, word_lengths: torch.Tensor, temp_attention: float,
     temp_aggregate: float, mean: bool, gloria: bool, chunk_bytes: int, impl: str,
-) -> torch.Tensor:
-    """S [B_img, B_txt] (fp32; fp64 for fp64 input). word_lengths int64 on the inputs' device, 1..L.
-    impl: "triton" or "chunked" (the attention middle; the GEMMs are the same)."""
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(S [B_img, B_txt], c·w [B_img, B_txt, L], ‖c‖² [B_img, B_txt, L]), fp32 (fp64 for fp64 input); the
+    last two are the per-word statistics the backward needs (not differentiable). word_lengths int64 on
+    the inputs' device, 1..L. impl: "triton" or "chunked" (the attention middle; the GEMMs are the same)."""
     return _wordregion.similarity(regions, words, word_lengths, temp_attention, temp_aggregate, mean, gloria,
                                   chunk_bytes, _middle(impl))
 
 
 @word_region_similarity_op.register_fake
 def _(regions, words, word_lengths, temp_attention, temp_aggregate, mean, gloria, chunk_bytes, impl):
-    return regions.new_empty((regions.shape[0], words.shape[0]), dtype=_wordregion.acc_dtype(regions.dtype))
+    B, I, L = regions.shape[0], words.shape[0], words.shape[1]
+    acc = _wordregion.acc_dtype(regions.dtype)
+    return regions.new_empty((B, I), dtype=acc), regions.new_empty((B, I, L), dtype=acc), \
+        regions.new_empty((B, I, L), dtype=acc)
 
 
 @op("cxrfast::word_region_similarity_backward")
 def word_region_similarity_backward_op(
-    regions: torch.Tensor, words: torch.Tensor, word_lengths: torch.Tensor, grad_S: torch.Tensor,
-    temp_attention: float, temp_aggregate: float, mean: bool, gloria: bool, chunk_bytes: int, impl: str,
+    regions: torch.Tensor, words: torch.Tensor, word_lengths: torch.Tensor, cw: torch.Tensor, nc2: torch.Tensor,
+    grad_S: torch.Tensor, temp_attention: float, temp_aggregate: float, mean: bool, gloria: bool,
+    chunk_bytes: int, impl: str,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """(∂regions, ∂words) of Σ grad_S · S; zeros at padded words."""
-    return _wordregion.similarity_backward(regions, words, word_lengths, grad_S, temp_attention, temp_aggregate,
-                                           mean, gloria, chunk_bytes, _middle(impl))
+    return _wordregion.similarity_backward(regions, words, word_lengths, cw, nc2, grad_S, temp_attention,
+                                           temp_aggregate, mean, gloria, chunk_bytes, _middle(impl))
 
 
 @word_region_similarity_backward_op.register_fake
-def _(regions, words, word_lengths, grad_S, temp_attention, temp_aggregate, mean, gloria, chunk_bytes, impl):
+def _(regions, words, word_lengths, cw, nc2, grad_S, temp_attention, temp_aggregate, mean, gloria, chunk_bytes,
+      impl):
     return torch.empty_like(regions), torch.empty_like(words)
 
 
 def _setup_context(ctx, inputs, output):
     regions, words, word_lengths, *hyper = inputs
-    ctx.save_for_backward(regions, words, word_lengths)
+    _, cw, nc2 = output
+    ctx.mark_non_differentiable(cw, nc2)
+    ctx.save_for_backward(regions, words, word_lengths, cw, nc2)
     ctx.hyper = hyper
 
 
-def _backward(ctx, grad_S):
-    regions, words, word_lengths = ctx.saved_tensors
+def _backward(ctx, grad_S, _grad_cw, _grad_nc2):
+    regions, words, word_lengths, cw, nc2 = ctx.saved_tensors
     ta, tg, mean, gloria, chunk_bytes, impl = ctx.hyper
     d_regions, d_words = torch.ops.cxrfast.word_region_similarity_backward(
-        regions, words, word_lengths, grad_S.contiguous(), ta, tg, mean, gloria, chunk_bytes, impl)
+        regions, words, word_lengths, cw, nc2, grad_S.contiguous(), ta, tg, mean, gloria, chunk_bytes, impl)
     return d_regions, d_words, None, None, None, None, None, None, None
 
 
@@ -174,7 +182,7 @@ def word_region_similarity(
         S[b, i] = logsumexp(temp_aggregate · R)   ("mean": minus log n)
 
     No [B_img, B_txt, L, R] or [B_img, B_txt, L, D] tensor is formed: the pair grid is walked in chunks
-    of about `chunk_bytes` (default 256 MiB on CPU, 2 GiB on CUDA). Returns fp32 (fp64 for fp64 input);
+    of about `chunk_bytes` (default 256 MiB). Returns fp32 (fp64 for fp64 input);
     gradients flow to `regions` and `words`. With return_attention=True, also returns α of the matched
     pairs (b = i) as [B, L, R] (zeros at padding; needs B_img == B_txt), e.g. for cxrfast.viz.
     """
@@ -193,8 +201,8 @@ def word_region_similarity(
 
         return reference(regions, words, lengths, temp_attention=ta, temp_aggregate=tg, aggregate=aggregate,
                          variant=variant, return_attention=return_attention)
-    S = torch.ops.cxrfast.word_region_similarity(regions, words, lengths, ta, tg, aggregate == "mean",
-                                                 variant == "gloria", chunk_bytes, chosen)
+    S, _, _ = torch.ops.cxrfast.word_region_similarity(regions, words, lengths, ta, tg, aggregate == "mean",
+                                                       variant == "gloria", chunk_bytes, chosen)
     if not return_attention:
         return S
     with torch.no_grad():
