@@ -44,7 +44,8 @@ def acc_dtype(dtype: torch.dtype) -> torch.dtype:
 
 def _fp32_out_gemms(t: torch.Tensor) -> bool:
     """16-bit CUDA inputs: GEMMs keep 16-bit operands (tensor cores) and write fp32 (mm.dtype)."""
-    return t.is_cuda and t.dtype in (torch.float16, torch.bfloat16) and hasattr(torch.ops.aten.mm, "dtype")
+    return (t.is_cuda and t.dtype in (torch.float16, torch.bfloat16)
+            and hasattr(torch.ops.aten.mm, "dtype") and hasattr(torch.ops.aten.bmm, "dtype"))
 
 
 class Gemm:
@@ -56,12 +57,19 @@ class Gemm:
         self.operand = like.dtype if _fp32_out_gemms(like) else self.acc
 
     def __call__(self, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-        a, b = a.to(self.operand), b.to(self.operand)
         if self.operand == self.acc:
-            return torch.matmul(a, b)
-        if a.dim() == 2:
-            return torch.mm(a, b, out_dtype=self.acc)
-        return torch.bmm(a, b, out_dtype=self.acc)
+            return torch.matmul(a.to(self.acc), b.to(self.acc))
+        scale = None
+        if self.operand == torch.float16 and a.dtype == self.acc:
+            # an fp32 intermediate (α, ∂s) cast to fp16: scale it by a power of two taken from its own
+            # largest value first, so that neither AMP-scaled gradients overflow 65504 nor small ones
+            # fall into fp16's subnormals; the product is unscaled exactly
+            amax = a.detach().abs().amax().clamp_min(torch.finfo(torch.float32).tiny)
+            scale = torch.exp2(torch.floor(torch.log2(amax)) - 12.0)  # max |a/scale| in [2¹², 2¹³)
+            a = a / scale
+        a, b = a.to(self.operand), b.to(self.operand)
+        out = torch.mm(a, b, out_dtype=self.acc) if a.dim() == 2 else torch.bmm(a, b, out_dtype=self.acc)
+        return out if scale is None else out.mul_(scale)
 
 
 def default_chunk_bytes(device: torch.device) -> int:

@@ -133,7 +133,8 @@ def checked_inputs(op: str, regions, words, word_lengths) -> torch.Tensor:
 
 
 def _triton_reasons(regions, words):
-    reasons = _dispatch.triton_reasons(regions, words, dim=regions.shape[2])
+    # dim=0: the contractions over D are cuBLAS GEMMs; the Triton middle never sees D
+    reasons = _dispatch.triton_reasons(regions, words, dim=0)
     if regions.shape[1] > MAX_TRITON_REGIONS:
         reasons.append(f"R={regions.shape[1]} regions exceed the supported maximum {MAX_TRITON_REGIONS}")
     return reasons
@@ -211,7 +212,9 @@ def word_region_similarity(
 
 
 def _square(op, regions, words):
-    if regions.shape[0] != words.shape[0]:
+    # (anything that is not a pair of 3-D tensors is reported by word_region_similarity's own checks)
+    tensors = isinstance(regions, torch.Tensor) and isinstance(words, torch.Tensor)
+    if tensors and regions.dim() == 3 and words.dim() == 3 and regions.shape[0] != words.shape[0]:
         raise ValueError(f"{op}: batch sizes differ: `regions` has B={regions.shape[0]}, `words` has "
                          f"B={words.shape[0]} (each image needs its paired report at the same index)")
 

@@ -280,3 +280,28 @@ def test_modules_are_the_functions():
     torch.testing.assert_close(t(regions, words, lengths),
                                cxrfast.local_triplet_loss(regions, words, lengths, margin=2.0, negatives="all"))
     assert "temp_logits=7.0" in repr(m) and "margin=2.0" in repr(t)
+
+
+@pytest.mark.parametrize("magnitude", [1e-9, 1.0, 1e7])
+def test_fp16_gemm_operands_are_scaled_into_range(magnitude, monkeypatch):
+    """On CUDA, fp32 intermediates (α, ∂s) meet fp16 operands in GEMMs with fp32 outputs. Emulate that
+    path here (mm.dtype is CUDA-only): without the power-of-two scaling, 1e7 overflows fp16 and 1e-9
+    flushes to zero."""
+    from cxrfast.ops import _wordregion
+
+    def fp32_out(mm):
+        def run(a, b, out_dtype=None):
+            assert a.dtype == b.dtype == torch.float16 and out_dtype == torch.float32
+            return mm(a.float(), b.float())
+        return run
+
+    monkeypatch.setattr(_wordregion, "_fp32_out_gemms", lambda t: True)
+    monkeypatch.setattr(torch, "mm", fp32_out(torch.ops.aten.mm.default))
+    monkeypatch.setattr(torch, "bmm", fp32_out(torch.ops.aten.bmm.default))
+    gemm = _wordregion.Gemm(torch.ones(1, dtype=torch.float16))
+    a = torch.randn(3, 5, 7) * magnitude
+    b = torch.randn(3, 7, 4).half()
+    got = gemm(a, b)
+    want = a.double() @ b.double()
+    assert torch.isfinite(got).all()
+    torch.testing.assert_close(got.double(), want, rtol=2e-3, atol=2e-3 * magnitude)
