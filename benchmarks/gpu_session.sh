@@ -5,10 +5,13 @@
 #                                          # papers' shapes, compile/opcheck of the Triton path, memory bound)
 #   bash benchmarks/gpu_session.sh ops     # the whole CPU-interpreted op suite (B = 1, odd shapes, poisoned
 #                                          # outputs, fp16/bf16/fp32) on compiled kernels on the GPU
-#   bash benchmarks/gpu_session.sh bench   # ceilings, then the benchmark suite and the report
+#   bash benchmarks/gpu_session.sh bench   # ceilings, then the benchmark suites (losses: InfoNCE/triplet;
+#                                          # local: the word–region loss) and the report
 #   bash benchmarks/gpu_session.sh big     # B = 2^20: the slow test
 #
-# Extra arguments go to pytest, e.g. `bench -k infonce` to split a stage that would exceed 10 minutes.
+# Extra arguments go to pytest, e.g. `bench -k infonce` to split a stage that would exceed 10 minutes;
+# one suite alone: `bench -k local` (test_bench_local.py -> results/<gpu>/local.json) or
+# `bench -k "not local"` (test_bench_losses.py -> losses.json). A suite that did not run keeps its file.
 # The machine has torch/triton preinstalled and no internet: the project is installed without deps.
 # Logs and results are copied under $OUT (when set) so they come back; the last lines are a summary.
 set -uo pipefail
@@ -40,7 +43,7 @@ case "$stage" in
     ;;
   bench)
     python benchmarks/ceilings.py 2>&1 | tee "$out/ceilings.log"
-    python -m pytest benchmarks --benchmark-only -q -p no:cacheprovider "$@" 2>&1 | tee "$out/bench.log" | tail -15
+    python -m pytest benchmarks --benchmark-only -q -p no:cacheprovider "$@" 2>&1 | tee "$out/bench.log" | tail -25
     status=${PIPESTATUS[0]}
     python benchmarks/report.py --no-plots > "$out/report.log" 2>&1
     ;;

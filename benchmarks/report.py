@@ -2,13 +2,16 @@
 
     python benchmarks/report.py [--results DIR] [--readme PATH ...] [--no-plots]
 
-Reads only DIR/*/*.json (default benchmarks/results; written by the pytest-benchmark suite, one folder per
-device). Writes
-  - markdown tables between the markers  <!-- bench:losses:start -->  and  <!-- bench:losses:end -->  of
-    each README given with --readme (default: README.md at the repository root and benchmarks/README.md,
-    each only if it has both markers; text outside the markers is kept as it is);
-  - PNG plots, time of forward+backward vs batch size, cxrfast vs baselines, to DIR/<device>/ (needs
-    matplotlib; without it the plots are skipped with a message).
+Reads only DIR/*/*.json (default benchmarks/results; written by the pytest-benchmark suites, one folder per
+device, one file per suite: losses.json, local.json). Writes
+  - markdown tables between the markers  <!-- bench:losses:start -->  and  <!-- bench:losses:end -->
+    (InfoNCE and triplet) and  <!-- bench:local:start -->  and  <!-- bench:local:end -->  (the local
+    word–region loss) of each README given with --readme (default: README.md at the repository root and
+    benchmarks/README.md, each block only where the README has both of its markers; text outside the
+    markers is kept as it is);
+  - PNG plots to DIR/<device>/: time of forward+backward vs batch size, cxrfast vs baselines, per loss
+    (<loss>_time_vs_B.png); for the local loss, forward+backward time and peak extra memory per shape
+    (local_time_memory.png). Needs matplotlib; without it the plots are skipped with a message.
 Needs neither torch nor a GPU.
 """
 
@@ -24,7 +27,9 @@ from cxrfast.bench.fmt import fmt_bytes, fmt_rate, fmt_ratio, fmt_time
 
 HERE = Path(__file__).resolve().parent
 START, END = "<!-- bench:losses:start -->", "<!-- bench:losses:end -->"
+LSTART, LEND = "<!-- bench:local:start -->", "<!-- bench:local:end -->"
 KSTART, KEND = "<!-- bench:kernels:start -->", "<!-- bench:kernels:end -->"
+SUITES = ("losses", "local")  # the results files report.py renders (results/<device>/<suite>.json)
 IMPLS = ("fused", "baseline", "compiled")
 LOSS_TITLES = {"infonce": "InfoNCE (CLIP / ConVIRT / LoVT)", "triplet": "Triplet ranking (VSE++ / JoImTeRNet)"}
 BASELINES = {"infonce": "open_clip ClipLoss pattern", "triplet-hardest": "VSE++ ContrastiveLoss, max_violation",
@@ -32,7 +37,7 @@ BASELINES = {"infonce": "open_clip ClipLoss pattern", "triplet-hardest": "VSE++ 
 
 
 def load(results: Path) -> list[dict]:
-    """Every results document under results/*/*.json, with its folder name as `slug`."""
+    """Every results document of a known suite under results/*/*.json, with its folder name as `slug`."""
     docs = []
     for path in sorted(results.glob("*/*.json")):
         try:
@@ -40,8 +45,9 @@ def load(results: Path) -> list[dict]:
         except (OSError, json.JSONDecodeError) as exc:
             print(f"report: skipping {path}: {exc}", file=sys.stderr)
             continue
-        if not isinstance(doc, dict) or doc.get("suite") != "losses" or "env" not in doc:
-            print(f"report: {path.relative_to(results)} is not a losses results file; not rendered")
+        if not isinstance(doc, dict) or doc.get("suite") not in SUITES or "env" not in doc:
+            if path.name != "ceilings.json" and path.parent.name != "sm90-aot":  # read by other code
+                print(f"report: {path.relative_to(results)} is not a benchmark results file; not rendered")
             continue
         doc["slug"], doc["path"] = path.parent.name, path
         docs.append(doc)
@@ -73,10 +79,9 @@ def _ok(row) -> bool:
     return row is not None and row.get("status") == "ok" and row.get("median_s")
 
 
-def device_section(doc: dict) -> list[str]:
+def _header(doc: dict) -> list[str]:
+    """The device heading and the line of versions, commit, date, threads, load and file."""
     env = doc["env"]
-    rows = [r for r in doc["rows"] if r.get("set") != "rss-target"]
-    by_key, shapes = _index(rows)
     device_type = env.get("device_type", "cpu")
     commit = (env.get("git_commit") or "?")[:10] + ("-dirty" if env.get("git_dirty") else "")
     threads = f" · {env['torch_threads']} threads" if device_type != "cuda" and env.get("torch_threads") else ""
@@ -85,10 +90,18 @@ def device_section(doc: dict) -> list[str]:
         load_avg = f" · load average {env['load_avg_1m']:.1f}"
         if env.get("load_avg_1m_end") is not None:
             load_avg += f" at start, {env['load_avg_1m_end']:.1f} at end"
-    out = [f"### {env.get('device_name', doc['slug'])} — {env.get('dtype', '?')}", "",
-           f"torch {env.get('torch')} · triton {env.get('triton')} · cxrfast {env.get('cxrfast')} · commit "
-           f"`{commit}` · {(env.get('date_utc') or '')[:10]}{threads}{load_avg} · "
-           f"`{doc['path'].relative_to(doc['path'].parents[2])}`", ""]
+    return [f"### {env.get('device_name', doc['slug'])} — {env.get('dtype', '?')}", "",
+            f"torch {env.get('torch')} · triton {env.get('triton')} · cxrfast {env.get('cxrfast')} · commit "
+            f"`{commit}` · {(env.get('date_utc') or '')[:10]}{threads}{load_avg} · "
+            f"`{doc['path'].relative_to(doc['path'].parents[2])}`", ""]
+
+
+def device_section(doc: dict) -> list[str]:
+    env = doc["env"]
+    rows = [r for r in doc["rows"] if r.get("set") != "rss-target"]
+    by_key, shapes = _index(rows)
+    device_type = env.get("device_type", "cpu")
+    out = _header(doc)
     fused_impls = sorted({r["impl_detail"] for r in rows if r["impl"] == "fused" and r.get("impl_detail")})
     mem = ("peak `torch.cuda.max_memory_allocated` above the inputs" if device_type == "cuda"
            else "peak RSS growth of one fwd+bwd in a fresh process")
@@ -143,12 +156,18 @@ def _inconsistent(phases: dict, tolerance: float = 0.4) -> bool:
     return abs(f["median_s"] + b["median_s"] - fb["median_s"]) > tolerance * fb["median_s"]
 
 
+def _label(row) -> str:
+    """The case in words: "B=4096 D=512", "B=48 R=361 L=97 D=768"."""
+    dims = f" R={row['R']} L={row['L']}" if row.get("R") else ""
+    return f"B={row['B']}{dims} D={row['D']}"
+
+
 def _notes(rows) -> list[str]:
     """One bullet per distinct (implementation, note), naming the shapes unless it holds for all."""
     by_note = defaultdict(list)
     for r in rows:
         if r.get("note"):
-            by_note[(r["impl"], r["note"])].append(f"B={r['B']} D={r['D']}")
+            by_note[(r["impl"], r["note"])].append(_label(r))
     out = []
     for (impl, note), where in sorted(by_note.items()):
         every = len(where) == len({r["shape_id"] for r in rows if r["impl"] == impl})
@@ -161,6 +180,17 @@ def _targets(doc: dict) -> list[str]:
     for t in doc.get("targets", []):
         f, b = t.get("fused") or {}, t.get("baseline") or {}
         verdict = {True: "**met**", False: "**missed**", None: "not checked"}[t.get("passed")]
+        kind = t.get("kind", "rss")
+        if kind == "speedup-memory":
+            out += [f"**Target** — {t['name']}: speed-up {t['speedup']:.1f}x (target ≥ {t['speedup_target']:.0f}x: "
+                    f"baseline {fmt_time(b.get('median_s'))}, cxrfast {fmt_time(f.get('median_s'))}); cxrfast "
+                    f"{fmt_bytes(f.get('peak_mem_bytes'))} vs baseline {fmt_bytes(b.get('peak_mem_bytes'))}, "
+                    f"1/{t['memory_ratio']:.1f} (target ≤ 1/{t['memory_ratio_target']:.0f}); {verdict}.", ""]
+            continue
+        if kind == "cuda-memory":
+            out += [f"**Memory target** — {t['name']}: cxrfast {fmt_bytes(f.get('peak_mem_bytes'))} (limit "
+                    f"{fmt_bytes(t.get('limit_bytes'))}, {verdict}; fwd+bwd {fmt_time(f.get('median_s'))}).", ""]
+            continue
         line = (f"**Memory target** — {t['name']}: cxrfast {fmt_bytes(f.get('peak_extra_bytes'))} "
                 f"(limit {fmt_bytes(t.get('limit_bytes'))}, {verdict}; one run: fwd {fmt_time(f.get('fwd_s'))}, "
                 f"bwd {fmt_time(f.get('bwd_s'))}).")
@@ -173,18 +203,85 @@ def _targets(doc: dict) -> list[str]:
     return out
 
 
-def render(docs: list[dict]) -> str:
+def local_section(doc: dict) -> list[str]:
+    """The local loss on one device: per shape fwd / bwd / fwd+bwd of cxrfast and the GLoRIA baseline,
+    speed-ups, peak extra memory, rate (and % of the roofline on known GPUs); then notes and targets."""
+    env = doc["env"]
+    rows = [r for r in doc["rows"] if r.get("set") != "rss-target"]
+    by_key, shapes = _index(rows)
+    device_type = env.get("device_type", "cpu")
+    dtype = env.get("dtype", "?")
+    out = _header(doc)
+    fused_impls = sorted({r["impl_detail"] for r in rows if r["impl"] == "fused" and r.get("impl_detail")})
+    mem = ("peak `torch.cuda.max_memory_allocated` above the inputs" if device_type == "cuda"
+           else "peak RSS growth of one fwd+bwd in a fresh process")
+    amp = f", under `torch.autocast({dtype})`" if dtype in ("bf16", "fp16") else ""
+    rate = "nominal FLOPs (16·B²·R·L·D at the padded length L, the backward recomputing the forward) / time"
+    if device_type == "cuda":
+        rate += (", and % of the roofline: the time the minimal FLOPs (12·B²·R·n̄·D: no recompute, real words "
+                 "only) take at the dtype's dense peak, over the measured time")
+    out += [f"cxrfast `local_contrastive_loss` ran `{'`, `'.join(fused_impls) or '?'}`; baseline: GLoRIA's "
+            f"`local_loss`, looped over reports (`cxrfast/bench/baselines.py`), eager{amp}. Words: real report "
+            "lengths min–L (their mean n̄). Times: medians of forward, backward and forward+backward (with its "
+            "20th–80th percentiles); ×: baseline median / cxrfast median (> 1: cxrfast faster). Memory: "
+            f"{mem}; mem ×: baseline / cxrfast. Rate: {rate}.", ""]
+    head = ["paper", "B", "R", "words (n̄)", "D", "cxrfast fwd", "baseline fwd", "×", "cxrfast bwd", "baseline bwd",
+            "×", "cxrfast fwd+bwd", "baseline fwd+bwd", "×", "mem cxrfast", "mem baseline", "mem ×", "rate cxrfast"]
+    out += ["| " + " | ".join(head) + " |", "|" + "|".join("---" for _ in head) + "|"]
+    flagged = []
+
+    def ratio(b, f):
+        return fmt_ratio(b["median_s"], f["median_s"]) if _ok(b) and _ok(f) else "-"
+
+    for sid, r in shapes.items():
+        phases = {impl: {p: by_key.get((sid, impl, p)) for p in ("fwd", "bwd", "fwdbwd")} for impl in IMPLS}
+        f, b = phases["fused"], phases["baseline"]
+        mark = {impl: " †" if _inconsistent(phases[impl]) else "" for impl in IMPLS}
+        flagged += [f"{impl} {_label(r)}" for impl in IMPLS if mark[impl]]
+        ff, bb = f["fwdbwd"], b["fwdbwd"]
+        fm, bm = ff and ff.get("peak_mem_bytes"), bb and bb.get("peak_mem_bytes")
+        words = f"{r.get('min_words', '?')}–{r.get('L', '?')} ({r['mean_words']:.1f})" if r.get("mean_words") else "-"
+        rate_cell = "-"
+        if _ok(ff) and ff.get("tflops") is not None:
+            rate_cell = fmt_rate(ff["tflops"], device_type)
+            if ff.get("pct_roofline") is not None:
+                rate_cell += f" ({ff['pct_roofline']:.0f}% of roofline)"
+        cells = [r["paper"], str(r["B"]), str(r.get("R", "?")), words, str(r["D"]),
+                 _time(f["fwd"]), _time(b["fwd"]), ratio(b["fwd"], f["fwd"]),
+                 _time(f["bwd"]), _time(b["bwd"]), ratio(b["bwd"], f["bwd"]),
+                 _time(ff, True) + mark["fused"], _time(bb, True) + mark["baseline"], ratio(bb, ff),
+                 fmt_bytes(fm), fmt_bytes(bm), fmt_ratio(bm, fm), rate_cell]
+        out.append("| " + " | ".join(cells) + " |")
+    out += [""] + _notes([x for x in rows if x["phase"] == "fwdbwd"])
+    if flagged:
+        out += [f"† ({', '.join(flagged)}): the forward+backward median differs from forward + backward "
+                "(timed separately) by more than 40%: the device was not quiet while this was measured; "
+                "rerun before quoting it.", ""]
+    out += _targets(doc)
+    return out
+
+
+def render(docs: list[dict], suite: str = "losses") -> str:
+    """The markdown block of `suite` from the results documents (those of other suites are ignored)."""
+    section = {"losses": device_section, "local": local_section}[suite]
+    docs = [d for d in docs if d.get("suite", "losses") == suite]
     body = ["<!-- generated by benchmarks/report.py from benchmarks/results/*/*.json; edit those, not this -->", ""]
     if not docs:
         body += ["No results yet: run `make bench`.", ""]
     for doc in docs:
-        body += device_section(doc)
+        body += section(doc)
     return "\n".join(body).rstrip() + "\n"
+
+
+def _tile(row: dict) -> str:
+    """The tile of a kernel config: BLOCK_M×BLOCK_N×BLOCK_K (pairwise), BLOCK_R×BLOCK_L (word–region)."""
+    dims = [k for k in ("BLOCK_M", "BLOCK_N", "BLOCK_K", "BLOCK_R", "BLOCK_L", "BLOCK_D") if k in row]
+    return "×".join(str(row[k]) for k in dims) or "?"
 
 
 def render_kernels(results: Path) -> str | None:
     """The ahead-of-time sm_90a compile table (benchmarks/aot_sm90.py): per kernel and dtype, each
-    autotune candidate as BLOCK_M×BLOCK_N×BLOCK_K/warps/stages with registers and spill bytes."""
+    autotune candidate as tile/warps/stages (`_tile`) with registers and spill bytes."""
     path = results / "sm90-aot" / "kernels.json"
     if not path.exists():
         return None
@@ -199,7 +296,7 @@ def render_kernels(results: Path) -> str | None:
     for r in doc["rows"]:
         groups.setdefault((r["kernel"], r["dtype"]), []).append(r)
     for (kernel, dtype), rows in groups.items():
-        cells = [f"{r['BLOCK_M']}×{r['BLOCK_N']}×{r['BLOCK_K']}/{r['num_warps']}/{r['num_stages']} → "
+        cells = [f"{_tile(r)}/{r['num_warps']}/{r['num_stages']} → "
                  f"{r['registers']}r, {'**' + str(r['spill_stores']) + ' B**' if r['spill_stores'] else '0'}"
                  for r in rows]
         out.append(f"| {kernel} | {dtype} | {'; '.join(cells)} |")
@@ -218,8 +315,65 @@ def write_between_markers(readme: Path, text: str, start_mark: str = START, end_
     return True
 
 
+def plot_local(doc: dict, out_dir: Path) -> list[Path]:
+    """The local loss: forward+backward time (median, 20th–80th percentile bars) and peak extra memory per
+    shape, cxrfast beside the baseline; the memory panel includes the CPU memory target's shape."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    env = doc["env"]
+    rows = [r for r in doc["rows"] if r["phase"] == "fwdbwd"]
+    by_key, shapes = _index(rows)
+    if not shapes:
+        return []
+    fused_impls = ", ".join(sorted({r["impl_detail"] for r in rows if r["impl"] == "fused" and r.get("impl_detail")}))
+    fig, axes = plt.subplots(1, 2, figsize=(11, 4.5))
+    width = 0.38
+    labels = [f"{r['paper']}\nB={r['B']} R={r['R']}\nL={r['L']} D={r['D']}" + ("\n(memory target, one run)" if
+              r.get("set") == "rss-target" else "") for r in shapes.values()]
+    for ax, what in zip(axes, ("time", "memory")):
+        for k, impl in enumerate(("fused", "baseline")):
+            xs, ys, lo, hi, skipped = [], [], [], [], []
+            for i, sid in enumerate(shapes):
+                r = by_key.get((sid, impl, "fwdbwd"))
+                x = i + (k - 0.5) * width
+                if what == "time" and _ok(r):
+                    xs.append(x)
+                    ys.append(r["median_s"] * 1e3)
+                    lo.append((r["median_s"] - (r.get("p20_s") or r["median_s"])) * 1e3)
+                    hi.append(((r.get("p80_s") or r["median_s"]) - r["median_s"]) * 1e3)
+                elif what == "memory" and r is not None and r.get("peak_mem_bytes"):
+                    xs.append(x)
+                    ys.append(r["peak_mem_bytes"] / 2**20)
+                else:
+                    skipped.append(x)
+            colour = "C0" if impl == "fused" else "C1"
+            label = f"cxrfast ({fused_impls})" if impl == "fused" else "GLoRIA baseline"
+            ax.bar(xs, ys, width, color=colour, label=label,
+                   yerr=[lo, hi] if what == "time" else None, capsize=2)
+            for x in skipped:
+                ax.text(x, 0.02, "n/a", ha="center", va="bottom", fontsize=7, rotation=90, color=colour,
+                        transform=ax.get_xaxis_transform())  # x in data, y in axes coordinates
+        ax.set_yscale("log")
+        ax.set_xticks(range(len(shapes)))
+        ax.set_xticklabels(labels, fontsize=7)
+        ax.set_ylabel("forward+backward time (ms)" if what == "time" else "peak extra memory (MiB)")
+        ax.grid(True, axis="y", which="both", alpha=0.3)
+        ax.legend(fontsize=7)
+    fig.suptitle(f"local (word–region) loss — {env.get('device_name')} — {env.get('dtype')}", fontsize=9)
+    fig.tight_layout()
+    path = out_dir / "local_time_memory.png"
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return [path]
+
+
 def plot(doc: dict, out_dir: Path) -> list[Path]:
     """time of forward+backward vs B per loss, one line per (implementation, paper/D)."""
+    if doc.get("suite") == "local":
+        return plot_local(doc, out_dir)
     import matplotlib
 
     matplotlib.use("Agg")
@@ -274,7 +428,8 @@ def main(argv=None) -> int:
 
     docs = load(args.results)
     print(f"report: {len(docs)} results file(s) under {args.results}")
-    text = render(docs)
+    blocks = [(render(docs, "losses"), START, END, "tables"),
+              (render(docs, "local"), LSTART, LEND, "local-loss tables")]
     explicit = args.readme is not None
     targets = args.readme if explicit else [HERE.parent / "README.md", HERE / "README.md"]
     status = 0
@@ -287,10 +442,15 @@ def main(argv=None) -> int:
         kernels = render_kernels(args.results)
         if kernels and write_between_markers(readme, kernels, KSTART, KEND):
             print(f"report: kernel resource table written to {readme}")
-        if write_between_markers(readme, text):
-            print(f"report: tables written to {readme}")
-        elif explicit:
-            print(f"report: {readme} has no {START} ... {END} markers", file=sys.stderr)
+        written = False
+        for text, start, end, what in blocks:
+            if write_between_markers(readme, text, start, end):
+                print(f"report: {what} written to {readme}")
+                written = True
+        if written:
+            continue
+        if explicit:
+            print(f"report: {readme} has neither {START} ... {END} nor {LSTART} ... {LEND} markers", file=sys.stderr)
             status = 1
         else:
             print(f"report: {readme} has no bench markers; left unchanged")

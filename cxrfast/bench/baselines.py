@@ -9,7 +9,7 @@
   One deviation: VSE++ builds the eye mask on the CPU and copies it to the GPU; here it is made on the
   inputs' device (the copy of a B × B mask would measure PCIe, not the loss).
 
-``call(shape, x, y, scale, compiled=...)`` runs the baseline of a shape. 16-bit inputs run under
+``call(shape, *inputs, compiled=...)`` runs the baseline of a shape. 16-bit inputs run under
 ``torch.autocast`` with that dtype, as mixed-precision training does (open_clip's ``--precision amp``):
 matmuls in 16 bit, ``normalize`` / ``cross_entropy`` upcast to fp32 by autocast. ``compiled=True``
 uses ``torch.compile`` of the same function, compiled lazily on first use, specialised per shape.
@@ -28,6 +28,7 @@ NAMES = {
     "infonce": "open_clip ClipLoss",
     "triplet-hardest": "VSE++ ContrastiveLoss (max_violation)",
     "triplet-all": "VSE++ ContrastiveLoss (sum of violations)",
+    "local": "GLoRIA local_loss (looped over reports)",
 }
 
 
@@ -150,14 +151,23 @@ def name(shape: Shape, *, compiled_: bool = False) -> str:
     return NAMES[shape.kind] + (" + torch.compile" if compiled_ else "")
 
 
-def call(shape: Shape, x: torch.Tensor, y: torch.Tensor, scale=None, *, compiled_: bool = False) -> torch.Tensor:
-    """The baseline loss of `shape` on image embeddings x [B, D], text embeddings y [B, D]
-    (and the logit scale for InfoNCE)."""
+def gloria_loss(regions: torch.Tensor, words: torch.Tensor, word_lengths, **kw) -> torch.Tensor:
+    """GLoRIA's local loss as its training step adds it: loss0 + loss1 of `gloria_local_loss`."""
+    loss0, loss1, _, _ = gloria_local_loss(regions, words, word_lengths, **kw)
+    return loss0 + loss1
+
+
+def call(shape: Shape, *inputs, compiled_: bool = False) -> torch.Tensor:
+    """The baseline loss of `shape` on its inputs (cxrfast.bench.measure.make_inputs): image embeddings
+    x [B, D], text embeddings y [B, D] and, for InfoNCE, the logit scale; for the local loss regions
+    [B, R, D], words [B, L, D] and the report lengths (a list of ints, as GLoRIA's cap_lens)."""
     if shape.loss == "infonce":
-        fn, args = clip_loss, (x, y, scale)
+        fn, args = clip_loss, inputs[:3]
+    elif shape.loss == "local":
+        fn, args = gloria_loss, inputs[:3]
     else:
-        fn, args = vsepp_loss, (x, y, shape.margin, shape.negatives == "hardest")
+        fn, args = vsepp_loss, (*inputs[:2], shape.margin, shape.negatives == "hardest")
     if compiled_:
         fn = compiled(fn)
-    with autocast_for(x):
+    with autocast_for(inputs[0]):
         return fn(*args)

@@ -7,9 +7,10 @@ pytest-benchmark times them with ``benchmark.pedantic(target, setup=setup, ...)`
 `time_phase` (``time.perf_counter``). Every figure is a median and 20th/80th percentiles over rounds.
 
 Implementations ("impl" in the rows):
-    fused      cxrfast.contrastive_loss / triplet_loss with impl="auto" (Triton on CUDA, chunked PyTorch
-               on CPU; CXRFAST_IMPL overrides) -- `impl_detail` says which ran
-    baseline   cxrfast.bench.baselines (open_clip ClipLoss pattern, VSE++ ContrastiveLoss), eager
+    fused      cxrfast.contrastive_loss / triplet_loss / local_contrastive_loss with impl="auto" (Triton on
+               CUDA, chunked PyTorch on CPU; CXRFAST_IMPL overrides) -- `impl_detail` says which ran
+    baseline   cxrfast.bench.baselines (open_clip ClipLoss pattern, VSE++ ContrastiveLoss, GLoRIA's looped
+               local loss), eager
     compiled   the same baseline under torch.compile
 
 Peak extra memory: on CUDA ``max_memory_allocated()`` after ``reset_peak_memory_stats()`` minus what was
@@ -22,6 +23,7 @@ Run as ``python -m cxrfast.bench.measure rss '<json spec>'`` it is that fresh pr
 
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import gc
 import json
@@ -96,29 +98,52 @@ def _is_oom(exc: BaseException) -> bool:
     return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text)
 
 
-def fused_detail(shape: Shape, x: torch.Tensor, y: torch.Tensor, scale=None) -> str:
+def fused_detail(shape: Shape, x: torch.Tensor, y: torch.Tensor, third=None) -> str:
     """What impl="auto" runs for these inputs: "triton" or "chunked" (or what CXRFAST_IMPL forces)."""
     if shape.loss == "infonce":
         from cxrfast.ops.contrastive import plan
 
-        return plan(x, y, scale, impl="auto")[0]
+        return plan(x, y, third, impl="auto")[0]
+    if shape.loss == "local":
+        from cxrfast.ops.local import plan
+
+        return plan(x, y, third, impl="auto")[0]
     from cxrfast.ops.triplet import plan
 
     return plan(x, y, impl="auto")[0]
 
 
-def fused_call(shape: Shape, x, y, scale=None):
+def fused_call(shape: Shape, x, y, third=None):
+    """cxrfast's loss of `shape` with impl="auto"; `third` is the logit scale (InfoNCE) or the report
+    lengths (local)."""
     import cxrfast
 
     if shape.loss == "infonce":
-        return cxrfast.contrastive_loss(x, y, scale, impl="auto")
+        return cxrfast.contrastive_loss(x, y, third, impl="auto")
+    if shape.loss == "local":
+        return cxrfast.local_contrastive_loss(x, y, third, impl="auto")
     return cxrfast.triplet_loss(x, y, margin=shape.margin, negatives=shape.negatives, impl="auto")
 
 
 def make_inputs(shape: Shape, device: torch.device, dtype: str, seed: int = 0):
-    """(image_emb, text_emb, logit_scale or None): leaves that require grad, random normal, made on the
-    device (seeded: every implementation and every run sees the same inputs)."""
+    """Leaves that require grad, random normal, made on the device (seeded: every implementation and
+    every run sees the same inputs), and a third input:
+
+        InfoNCE, triplet  (image_emb [B, D], text_emb [B, D], logit_scale or None)
+        local             (regions [B, R, D], words [B, L, D], report lengths [B] int64), scaled by
+                          D^-1/4 so that region·word products are O(1) as between trained features; the
+                          lengths are shape.word_lengths() (uniform in min_words..L), words beyond a
+                          report's length are padding (random values, never read)
+    """
     torch.manual_seed(seed)
+    if shape.loss == "local":
+        scale = shape.D ** -0.25
+        regions, words = (
+            (torch.randn(shape.B, n, shape.D, device=device, dtype=torch.float32) * scale)
+            .to(DTYPES[dtype]).requires_grad_()
+            for n in (shape.R, shape.L))
+        lengths = torch.tensor(shape.word_lengths(seed), device=device, dtype=torch.int64)
+        return regions, words, lengths
     x, y = (torch.randn(shape.B, shape.D, device=device, dtype=DTYPES[dtype]).requires_grad_() for _ in range(2))
     scale = None
     if shape.loss == "infonce":
@@ -133,21 +158,24 @@ class Case:
         if impl not in IMPLS:
             raise ValueError(f"Case: `impl` must be one of {IMPLS}, got {impl!r}")
         self.shape, self.impl, self.device, self.dtype = shape, impl, device, dtype
-        self.x, self.y, self.scale = inputs if inputs is not None else make_inputs(shape, device, dtype)
+        self.inputs = tuple(inputs if inputs is not None else make_inputs(shape, device, dtype))
+        self.args = self.inputs
         if impl == "fused":
-            self.detail = fused_detail(shape, self.x, self.y, self.scale)
+            self.detail = fused_detail(shape, *self.inputs)
         else:
             self.detail = "eager" if impl == "baseline" else "torch.compile"
+            if shape.loss == "local":  # GLoRIA's cap_lens is a list of ints: no device sync per report
+                self.args = (*self.inputs[:2], self.inputs[2].tolist())
         self.name = "cxrfast" if impl == "fused" else baselines.name(shape, compiled_=impl == "compiled")
         self._loss = None
 
     def loss(self) -> torch.Tensor:
         if self.impl == "fused":
-            return fused_call(self.shape, self.x, self.y, self.scale)
-        return baselines.call(self.shape, self.x, self.y, self.scale, compiled_=self.impl == "compiled")
+            return fused_call(self.shape, *self.args)
+        return baselines.call(self.shape, *self.args, compiled_=self.impl == "compiled")
 
     def leaves(self):
-        return [t for t in (self.x, self.y, self.scale) if t is not None]
+        return [t for t in self.inputs if isinstance(t, torch.Tensor) and t.requires_grad]
 
     def reset(self) -> None:
         """Drop gradients (as zero_grad(set_to_none=True)) and any pending forward graph."""
@@ -290,9 +318,12 @@ def device_peak(device_name: str, dtype: str):
 
 def roofline(shape: Shape, phase: str, seconds: float, dtype: str, device_type: str, device_name: str) -> dict:
     """Achieved rate for the problem's nominal FLOPs (Shape.flops) and, on a known GPU, % of peak and of
-    the roofline bound max(FLOPs / peak, minimal bytes / bandwidth)."""
+    the roofline bound max(minimal FLOPs / peak, minimal bytes / bandwidth) (Shape.min_flops: the
+    nominal FLOPs for the pairwise losses; without recompute and padding for the local loss)."""
     flops = shape.flops(phase)
     out = {"flops": flops, "tflops": None, "peak_tflops": None, "pct_peak": None, "pct_roofline": None}
+    if shape.loss == "local":
+        out["min_flops"] = shape.min_flops(phase)
     if flops is None or not seconds or seconds != seconds:
         return out
     out["tflops"] = flops / seconds / 1e12
@@ -302,7 +333,8 @@ def roofline(shape: Shape, phase: str, seconds: float, dtype: str, device_type: 
     if peak:
         out["peak_tflops"] = peak
         out["pct_peak"] = 100.0 * out["tflops"] / peak
-        bound = max(flops / (peak * 1e12), shape.min_bytes(phase, DTYPES[dtype].itemsize) / (bandwidth * 1e12))
+        bound = max(shape.min_flops(phase) / (peak * 1e12),
+                    shape.min_bytes(phase, DTYPES[dtype].itemsize) / (bandwidth * 1e12))
         out["pct_roofline"] = 100.0 * bound / seconds
     return out
 
@@ -313,7 +345,8 @@ def roofline(shape: Shape, phase: str, seconds: float, dtype: str, device_type: 
 
 def make_row(case_or_shape, impl: str, phase: str, *, env: dict, dtype: str, samples=None, detail: str = "",
              status: str = "ok", note: str = "", peak_mem_bytes=None, mem_method=None, shape_set: str = "") -> dict:
-    """One result row (the schema of results/<device>/losses.json and of `cxrfast bench losses --json`)."""
+    """One result row (the schema of results/<device>/<suite>.json and of `cxrfast bench losses --json`;
+    local rows also carry R, L, min_words, mean_words and min_flops)."""
     shape = case_or_shape.shape if isinstance(case_or_shape, Case) else case_or_shape
     row = {
         "loss": shape.kind, "paper": shape.paper, "B": shape.B, "D": shape.D, "shape_id": shape.id,
@@ -322,6 +355,8 @@ def make_row(case_or_shape, impl: str, phase: str, *, env: dict, dtype: str, sam
         "median_s": None, "p20_s": None, "p80_s": None, "rounds": 0,
         "peak_mem_bytes": peak_mem_bytes, "mem_method": mem_method,
     }
+    if shape.loss == "local":
+        row.update(R=shape.R, L=shape.L, min_words=shape.min_words, mean_words=shape.mean_words)
     if samples:
         row.update(summarize(samples))
         row.update(roofline(shape, phase, row["median_s"], dtype, env.get("device_type"), env.get("device_name", "")))
@@ -430,17 +465,38 @@ def mem_available_bytes() -> int | None:
     return None
 
 
+LOCAL_BASELINE_FP32_PER_PAIR_WORD = (2.5, 4)  # floats per (pair, real word): · R, · D
+
+
 def baseline_bytes_estimate(shape: Shape) -> int:
-    """What a baseline holds at its peak, from its B × B fp32 matrices: InfoNCE 4 (two logits + two
-    log-softmax in the forward; gradient copies in the backward), triplet 5 (scores, two costs, the hinge
-    temporaries, the mask). Measured on CPU: B=16384 InfoNCE grows the RSS by 4.1 GB = 4 matrices."""
+    """What a baseline holds at its peak, in fp32. InfoNCE and triplet, from their B × B matrices:
+    InfoNCE 4 (two logits + two log-softmax in the forward; gradient copies in the backward), triplet 5
+    (scores, two costs, the hinge temporaries, the mask). Measured on CPU: B=16384 InfoNCE grows the RSS
+    by 4.1 GB = 4 matrices.
+    GLoRIA's local loss keeps, for every (image, report) pair, the autograd graph of one report's loop
+    iteration: [n, R] attention tensors (softmax outputs, the scaled copy) and [n, D] word/context tensors
+    (the repeated words, the weighted context, their transposed copies, the cosine's product) with n the
+    report's real length: about 2.5·n·R + 4·n·D floats per pair, fitted to the peak RSS growth of its
+    forward+backward on CPU in fp32 (R, D = 100, 64: 494 floats per pair and word; 361, 768: 3911).
+    Under 16-bit autocast most of the [n, D] tensors are 16-bit: about half of that."""
+    if shape.loss == "local":
+        per_r, per_d = LOCAL_BASELINE_FP32_PER_PAIR_WORD
+        return int(4 * shape.B * sum(shape.word_lengths()) * (per_r * shape.R + per_d * shape.D))
     return (4 if shape.loss == "infonce" else 5) * shape.baseline_matrix_bytes(4)
+
+
+def baseline_need(shape: Shape) -> str:
+    """What the baseline holds, in words: "B x B matrices (4.0 TB)"."""
+    if shape.loss == "local":
+        return (f"the autograd graphs of its per-report loop for all B² image-report pairs: about "
+                f"{fmt_bytes(baseline_bytes_estimate(shape))} in fp32, half that under 16-bit autocast")
+    return f"B x B matrices ({fmt_bytes(baseline_bytes_estimate(shape))})"
 
 
 def cpu_baseline_reason(shape: Shape) -> str | None:
     """Why the baseline of `shape` should not run on this CPU (None: it fits)."""
     if shape.fused_only:
-        return f"the baseline needs B x B matrices ({fmt_bytes(baseline_bytes_estimate(shape))})"
+        return f"the baseline needs {baseline_need(shape)}"
     need, avail = baseline_bytes_estimate(shape), mem_available_bytes()
     if avail is not None and need > 0.8 * avail:
         return f"the baseline needs about {fmt_bytes(need)}; {fmt_bytes(avail)} available"
@@ -491,7 +547,7 @@ def _rss_child(spec: dict) -> dict:
     # Initialise the libraries (thread pools, kernels' lazy state, imports) at a tiny size, so their
     # one-time allocations are not charged to the case; a warm-up at full size would leave freed memory
     # resident and hide the case's own peak.
-    tiny = Shape(shape.loss, shape.paper, 16, shape.D, shape.negatives, shape.margin)
+    tiny = dataclasses.replace(shape, B=max(2, min(16, shape.B // 4)), fused_only=False, gpu_only=False)
     warm = Case(tiny, spec["impl"], device, spec["dtype"])
     warm.loss().backward()
     del warm
@@ -537,7 +593,7 @@ def rss_peak_subprocess(shape: Shape, impl: str, dtype: str = "fp32", *, limit_b
 
     Returns the child's dict: status ("ok" | "OOM" | "error"), peak_extra_bytes, fwd_s, bwd_s, note.
     `limit_bytes` caps the child's extra address space (allocation failure is reported as OOM)."""
-    spec = {"shape": {k: v for k, v in shape.as_dict().items() if k not in ("kind", "id")},
+    spec = {"shape": dataclasses.asdict(shape),
             "impl": impl, "dtype": dtype, "limit_bytes": limit_bytes}
     cmd = [sys.executable, "-m", "cxrfast.bench.measure", "rss", json.dumps(spec)]
     if os.path.exists("/bin/sh"):  # a small intermediate process: see _rss_child on inherited ru_maxrss

@@ -135,3 +135,76 @@ def test_report_plots(tmp_path):
     assert proc.returncode == 0, proc.stderr
     png = results / "infonce_time_vs_B.png"
     assert png.exists() and png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+
+
+def test_local_shapes_flops_and_suite_sets():
+    from cxrfast.bench import shapes
+
+    s = next(x for x in shapes.get("local-gpu") if x.B == 48)
+    assert (s.R, s.L, s.min_words, s.D) == (361, 97, 20, 768) and s.suite == "local"
+    assert s.id == "local-gloria-b48-r361-l97-d768"
+    lengths = s.word_lengths()
+    assert lengths == s.word_lengths() and len(lengths) == 48 and min(lengths) >= 20 and max(lengths) <= 97
+    assert s.flops("fwdbwd") == 16 * 48 * 48 * 361 * 97 * 768 == 4 * s.flops("fwd")
+    assert s.min_flops("fwdbwd") == 12 * 48 * 48 * 361 * s.mean_words * 768
+    # one --bench-shapes name serves both suites; each keeps to its own losses
+    assert {x.loss for x in shapes.for_suite("local", "cpu")} == {"local"}
+    assert shapes.suite_set_name("local", "cpu") == "local-cpu" and shapes.suite_set_name("losses", "cpu") == "cpu"
+    assert {x.loss for x in shapes.for_suite("losses", "cpu")} <= {"infonce", "triplet"}
+    assert shapes.for_suite("losses", "local-cpu") == []
+
+
+def _local_row(shape_id, impl, phase, median, B=8, mem=None, status="ok", set_="local-cpu", note=""):
+    R, L, D = 361, 97, 768
+    return {"loss": "local", "paper": "GLoRIA", "B": B, "D": D, "shape_id": shape_id, "set": set_, "impl": impl,
+            "impl_detail": "chunked" if impl == "fused" else "eager", "phase": phase, "dtype": "fp32",
+            "device": "cpu (Test CPU)", "status": status, "note": note, "median_s": median,
+            "p20_s": median and median * 0.9, "p80_s": median and median * 1.1, "rounds": 5 if median else 0,
+            "peak_mem_bytes": mem, "mem_method": "rss-subprocess", "R": R, "L": L, "min_words": 20,
+            "mean_words": 58.5, "flops": 16 * B * B * R * L * D,
+            "tflops": 16 * B * B * R * L * D / median / 1e12 if median else None, "peak_tflops": None,
+            "pct_peak": None, "pct_roofline": None, "min_flops": 12 * B * B * R * 58.5 * D}
+
+
+def test_report_renders_the_local_block(tmp_path):
+    results = tmp_path / "results" / "cpu-test"
+    results.mkdir(parents=True)
+    sid = "local-gloria-b8-r361-l97-d768"
+    fwdbwd_mem = {"fused": 100 * 2**20, "baseline": 400 * 2**20}
+    rows = [_local_row(sid, impl, p, m * (4 if impl == "baseline" else 1),
+                       mem=fwdbwd_mem[impl] if p == "fwdbwd" else None)
+            for impl in ("fused", "baseline") for p, m in (("fwd", 0.1), ("bwd", 0.2), ("fwdbwd", 0.3))]
+    rows.append(_local_row("local-gloria-b1024-r361-l97-d768", "baseline", "fwdbwd", None, B=1024, status="skipped",
+                           note="the baseline needs about 893 GB", set_="local-gpu"))
+    env = {"device_type": "cpu", "device_name": "cpu (Test CPU)", "dtype": "fp32", "torch": "2.13.0",
+           "triton": "3.6.0", "cxrfast": "0.1.0", "git_commit": "0123456789abcdef", "git_dirty": False,
+           "date_utc": "2026-01-02T03:04:05+00:00", "torch_threads": 2, "load_avg_1m": 0.5}
+    targets = [{"name": "chunked local loss target", "shape_id": "x", "B": 256, "D": 64, "limit_bytes": 2**30,
+                "passed": True,
+                "fused": {"status": "ok", "peak_extra_bytes": 300 * 2**20, "fwd_s": 10.0, "bwd_s": 20.0},
+                "baseline": {"status": "error", "note": "timed out after 120 s"}},
+               {"name": "speed target", "shape_id": "y", "B": 48, "D": 768, "kind": "speedup-memory",
+                "passed": False, "speedup": 12.5, "speedup_target": 20.0, "memory_ratio": 25.0,
+                "memory_ratio_target": 20.0, "fused": {"median_s": 0.004, "peak_mem_bytes": 2**26},
+                "baseline": {"median_s": 0.05, "peak_mem_bytes": 25 * 2**26}}]
+    (results / "local.json").write_text(json.dumps({"schema": 1, "suite": "local", "env": env, "rows": rows,
+                                                    "targets": targets}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:losses:start -->\n<!-- bench:losses:end -->\nmid\n"
+                      "<!-- bench:local:start -->\nstale\n<!-- bench:local:end -->\nafter\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results",
+                           str(tmp_path / "results"), "--readme", str(readme), "--no-plots"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = readme.read_text()
+    losses, local = text.split("mid\n")
+    assert "No results yet" in losses  # no losses.json: that block says so
+    assert "stale" not in local and local.endswith("<!-- bench:local:end -->\nafter\n")
+    table = [line for line in local.splitlines() if line.startswith("| GLoRIA |")]
+    assert len(table) == 2, local
+    cells = [c.strip() for c in table[0].strip("|").split("|")]
+    assert cells[:5] == ["GLoRIA", "8", "361", "20–97 (58.5)", "768"]
+    assert cells[5:8] == ["100 ms", "400 ms", "4.00x"] and "100.0 MB" in cells and "400.0 MB" in cells
+    assert "n/a" in table[1] and "the baseline needs about 893 GB" in local
+    assert "**met**" in local and "timed out after 120 s" in local
+    assert "speed-up 12.5x (target ≥ 20x" in local and "**missed**" in local
