@@ -12,7 +12,6 @@ import torch
 import torch.nn.functional as F
 
 from cxrfast.ops import _dispatch, _validate, _wordregion
-from cxrfast.ops._register import op
 
 OP = "word_region_similarity"
 VARIANTS = ("gloria", "single")
@@ -28,7 +27,10 @@ def _middle(impl: str):
     return _wordregion.TorchMiddle
 
 
-@op("cxrfast::word_region_similarity")
+# torch.library.custom_op, not triton_op: the body plans its chunks on the host from the report lengths
+# (length buckets, one sync), which triton_op's tracing of the body cannot follow. torch.compile and
+# opcheck see the op as opaque (its fake below); the Triton launches inside run as they are.
+@torch.library.custom_op("cxrfast::word_region_similarity", mutates_args=())
 def word_region_similarity_op(
     regions: torch.Tensor, words: torch.Tensor, word_lengths: torch.Tensor, temp_attention: float,
     temp_aggregate: float, mean: bool, gloria: bool, chunk_bytes: int, impl: str,
@@ -48,7 +50,7 @@ def _(regions, words, word_lengths, temp_attention, temp_aggregate, mean, gloria
         regions.new_empty((B, I, L), dtype=acc)
 
 
-@op("cxrfast::word_region_similarity_backward")
+@torch.library.custom_op("cxrfast::word_region_similarity_backward", mutates_args=())
 def word_region_similarity_backward_op(
     regions: torch.Tensor, words: torch.Tensor, word_lengths: torch.Tensor, cw: torch.Tensor, nc2: torch.Tensor,
     grad_S: torch.Tensor, temp_attention: float, temp_aggregate: float, mean: bool, gloria: bool,
@@ -183,7 +185,8 @@ def word_region_similarity(
         S[b, i] = logsumexp(temp_aggregate · R)   ("mean": minus log n)
 
     No [B_img, B_txt, L, R] or [B_img, B_txt, L, D] tensor is formed: the pair grid is walked in chunks
-    of about `chunk_bytes` (default 256 MiB). Returns fp32 (fp64 for fp64 input);
+    of about `chunk_bytes` (default 256 MiB on CUDA, 16 MiB on CPU), reports in order of length, each chunk
+    computed at its own longest report. Returns fp32 (fp64 for fp64 input);
     gradients flow to `regions` and `words`. With return_attention=True, also returns α of the matched
     pairs (b = i) as [B, L, R] (zeros at padding; needs B_img == B_txt), e.g. for cxrfast.viz.
     """
