@@ -2,7 +2,7 @@
 #   make venv    create/refresh $(VENV): pinned requirements + editable install (builds cxrfast._C)
 #   make test    unit tests (GPU tests skip themselves without CUDA)
 #   make bench   pytest-benchmark suites, then the README tables/plots (benchmarks/report.py)
-#   make demo    `cxrfast bench losses`
+#   make demo    `cxrfast bench losses` (InfoNCE, triplet and local losses vs their baselines)
 #   make clean   build artefacts (keeps $(VENV); `make distclean` removes it too)
 # TRITON_INTERPRET is deliberately left alone: tests that need the interpreter set it themselves.
 

@@ -3,8 +3,9 @@
     cxrfast bench losses [--device auto|cpu|cuda] [--dtype bf16|fp16|fp32] [--shapes NAME] [--json PATH]
                          [--compile] [--rounds N] [--no-memory] [--list-shapes]
 
-`bench losses` times cxrfast's InfoNCE and triplet losses (forward + backward) against the baselines
-users run today (open_clip's ClipLoss pattern, VSE++'s ContrastiveLoss) on the same inputs, and prints
+`bench losses` times cxrfast's InfoNCE, triplet and local (word–region) losses (forward + backward)
+against the baselines users run today (open_clip's ClipLoss pattern, VSE++'s ContrastiveLoss, GLoRIA's
+looped local loss) on the same inputs, and prints
 the times, their ratio and the peak extra memory of each. `python -m cxrfast ...` is the same command.
 torch is imported only when a command runs, so `cxrfast --help` is instant.
 """
@@ -196,6 +197,10 @@ def bench_losses(args) -> int:
                      "O(B*D) memory,\nwhere the baselines hold B x B matrices (InfoNCE: about four fp32 "
                      "ones, 1 GB at B=8192, 16 GB at B=32768).\nThe Triton kernels, and their speed-ups, "
                      "need CUDA: run with --device cuda on a GPU machine.")
+        if any(r["loss"] == "local" for r in rows):
+            lines.append("The local loss walks the image x report grid in 16 MB chunks, reports bucketed by "
+                         "length;\nthe looped GLoRIA baseline keeps every report's [B, words, R] and "
+                         "[B, words, D] tensors for autograd.")
     lines.append(f"{len(rows)} measurements in {elapsed:.0f} s.")
     print("\n".join(lines), flush=True)
     if args.json:

@@ -6,9 +6,9 @@ report and the shortest report (real lengths are drawn uniformly from min_words.
 of the pairwise losses (suite "losses", benchmarks/test_bench_losses.py):
 
     gpu       the default on CUDA: the papers' embedding dims at large batches, up to B = 1M (fused only:
-              a baseline would need a B × B logits matrix, 4 TB in fp32)
+              a baseline would need a B × B logits matrix, 4 TB in fp32); for the CLI also GLoRIA at B = 48
     cpu       the pytest suite on a CPU-only machine (2 cores): the same dims at batches that run in seconds
-    cpu-demo  `cxrfast bench losses` on CPU: a handful of cases, well under two minutes with the baseline
+    cpu-demo  `cxrfast bench losses` on CPU: a handful of cases (two of them local), well under two minutes
     smoke     tiny, for tests
 
 and of the local loss (suite "local", benchmarks/test_bench_local.py), named local-<set>: a suite given
@@ -164,6 +164,7 @@ SETS: dict[str, list[Shape]] = {
         *_triplet("VSE++", 1024, (4096, 32768), gpu_only=True),
         *_triplet("JoImTeRNet", 512, (32768,), margin=0.5, gpu_only=True),
         *_triplet("VSE++", 1024, (32768,), negatives="all", gpu_only=True),
+        *_local("GLoRIA", 361, 97, 20, 768, (48,), gpu_only=True),  # (the losses suite leaves these out)
     ],
     "cpu": [
         *_infonce("CLIP/ConVIRT", 512, (1024, 4096)),
@@ -176,6 +177,8 @@ SETS: dict[str, list[Shape]] = {
         *_infonce("LoVT", 128, (8192,)),
         *_triplet("VSE++", 1024, (2048,)),
         *_triplet("VSE++", 1024, (2048,), negatives="all"),
+        *_local("7x7 map", 49, 32, 8, 128, (16,)),
+        *_local("10x10 map", 100, 97, 20, 64, (32,)),
     ],
     "smoke": [
         *_infonce("smoke", 32, (64,)),
