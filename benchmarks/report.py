@@ -314,7 +314,8 @@ def render_lovt(results: Path) -> str | None:
         doc = json.loads(path.read_text())
         env = doc["env"]
         out += [f"{env.get('device_name', path.parent.name)} · torch {env.get('torch', '?')} · commit "
-                f"`{env.get('git_commit', '?')}` · {env.get('date_utc', '?')} · load average {env.get('load_avg_1m', '?')} · "
+                f"`{str(env.get('git_commit', '?'))[:10]}` · {str(env.get('date_utc', '?'))[:10]} · load average "
+                f"{env.get('load_avg_1m') or 0:.1f} · "
                 f"`results/{path.parent.name}/lovt.json`", "",
                 "| shape | B | grid | sentences | D | batched fwd+bwd | reference fwd+bwd | × | saved for backward: "
                 "batched | reference | mem × |", "|---|---|---|---|---|---|---|---|---|---|---|"]
