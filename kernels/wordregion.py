@@ -21,24 +21,26 @@ import torch
 import triton
 import triton.language as tl
 
-NEG = tl.constexpr(-1.0e30)  # finite minus infinity (masked softmax entries, never inf − inf); constexpr:
-# compiled kernels may only read constexpr globals (the interpreter does not check)
 MAX_TILE = 2048  # fp32 elements of one [BLOCK_R, BLOCK_L] tile: spill-free on sm_90a up to R = 1024 (aot_sm90.py)
 
 
 @triton.jit
 def _row_softmax_stats(s_ptr, row_off, rmask, n, BLOCK_R: tl.constexpr, BLOCK_L: tl.constexpr):
     """Per region r: (max_t s[r, t], Σ_t exp(s[r, t] − max)) over the report's n real words."""
-    m = tl.full([BLOCK_R], NEG, tl.float32)
+    m = tl.full([BLOCK_R], float("-inf"), tl.float32)
     l = tl.zeros([BLOCK_R], tl.float32)
     for t0 in range(0, n, BLOCK_L):
         cols = t0 + tl.arange(0, BLOCK_L)
-        s = tl.load(s_ptr + row_off + cols[None, :], mask=rmask[:, None] & (cols < n)[None, :], other=NEG)
+        s = tl.load(s_ptr + row_off + cols[None, :], mask=rmask[:, None] & (cols < n)[None, :],
+                    other=float("-inf"))
+        # −inf marks padded words: the first tile holds a real word (n ≥ 1), so a real row's maximum is
+        # finite from the first tile on, whatever the scores' magnitude. Rows past R (BLOCK_R padding)
+        # read 0 instead, so that no lane forms −inf − (−inf).
+        s = tl.where(rmask[:, None], s, 0.0)
         m_new = tl.maximum(m, tl.max(s, axis=1))
         l = l * tl.exp(m - m_new) + tl.sum(tl.exp(s - m_new[:, None]), axis=1)
         m = m_new
-    # rows past R (BLOCK_R padding): neutral statistics, so that no lane overflows in exp(s − m)
-    return tl.where(rmask, m, 0.0), tl.where(rmask, l, 1.0)
+    return m, l
 
 
 @triton.jit
@@ -51,7 +53,7 @@ def _attention_tile(s, m, l, rmask, temp_attention, GLORIA: tl.constexpr):
     else:
         a = s
         x = temp_attention * s
-    x = tl.where(rmask[:, None], x, NEG)
+    x = tl.where(rmask[:, None], x, float("-inf"))  # padded rows; R ≥ 1 real rows keep the max finite
     e = tl.exp(x - tl.max(x, axis=0)[None, :])
     return e / tl.sum(e, axis=0)[None, :], a
 
@@ -129,8 +131,10 @@ def attention_bwd_kernel(
             k = tl.load(k_ptr + word + cols, mask=cols < n, other=0.0)
             a = tl.where(real, tl.exp(s - m[:, None]) / l[:, None], 0.0)
             dalpha = dcw[None, :] * s + k[None, :] * h
-            da = temp_attention * alpha * (dalpha - tl.sum(alpha * dalpha, axis=0)[None, :])
-            rho += tl.sum(a * da, axis=1)
+            dx = alpha * (dalpha - tl.sum(alpha * dalpha, axis=0)[None, :])
+            # the same expression as the write pass below, rounding included: for a one-word report
+            # a·(da − Σ_t a·da) must cancel exactly
+            rho += tl.sum(a * (temp_attention * dx), axis=1)
     for t0 in range(0, L, BLOCK_L):
         cols = t0 + tl.arange(0, BLOCK_L)
         real = rmask[:, None] & (cols < n)[None, :]

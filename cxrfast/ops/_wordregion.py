@@ -36,7 +36,7 @@ import math
 import torch
 
 COSINE_EPS = 1e-8  # GLoRIA's cosine_similarity clamp of ‖c‖·‖w‖
-NEG = -1.0e30  # finite "minus infinity" for masked softmax entries (no inf − inf anywhere)
+MAX_GRID_Y = 65535  # the Triton middle launches (images, reports): CUDA's limit on the second grid axis
 
 
 def acc_dtype(dtype: torch.dtype) -> torch.dtype:
@@ -86,7 +86,7 @@ def chunks(n_img: int, n_txt: int, R: int, L: int, D: int, elem: int, chunk_byte
     six [R, L] slabs (s, α, H and the middle's temporaries) and two [L, D] rows of C."""
     per_pair = elem * (6 * R * L + 2 * L * D)
     pairs = max(1, chunk_bytes // per_pair)
-    bc = max(1, min(n_txt, pairs // n_img))
+    bc = max(1, min(n_txt, pairs // n_img, MAX_GRID_Y))
     bb = n_img if bc > 1 or pairs >= n_img else max(1, pairs)
     for i0 in range(0, n_txt, bc):
         for b0 in range(0, n_img, bb):
@@ -103,7 +103,8 @@ class TorchMiddle:
     def attention(s, valid, lengths, temp_attention, gloria):
         """(α [Bb, R, Bc, L] with zeros at padded words, c·w [Bb, Bc, L])."""
         if gloria:  # AttnGAN / GLoRIA: softmax over the report's words first, then over regions
-            x = torch.softmax(s.masked_fill(~valid, NEG), dim=3).mul_(temp_attention)
+            # every report has ≥ 1 real word, so no row is all −inf
+            x = torch.softmax(s.masked_fill(~valid, -math.inf), dim=3).mul_(temp_attention)
         else:
             x = s * temp_attention
         alpha = torch.softmax(x, dim=1).masked_fill_(~valid, 0.0)
@@ -119,7 +120,7 @@ class TorchMiddle:
         # identity's rounding would be multiplied by temp_attention there.
         dx = alpha * (dalpha - (alpha * dalpha).sum(1, keepdim=True))
         if gloria:  # and through the softmax over words (a = 0 at padding)
-            a = torch.softmax(s.masked_fill(~valid, NEG), dim=3)
+            a = torch.softmax(s.masked_fill(~valid, -math.inf), dim=3)
             da = dx.mul_(temp_attention)
             ds_att = a * (da - (a * da).sum(3, keepdim=True))
         else:
@@ -148,7 +149,8 @@ def word_grads(g_S, cw, nc2, nw, valid3, temp_aggregate, mean, log_n):
     big = den > COSINE_EPS  # below the clamp, the cosine is c·w / eps: no gradient to the norms
     dcw = d_cos / den.clamp_min(COSINE_EPS)
     d_den = torch.where(big, -d_cos * cos / den.clamp_min(COSINE_EPS), 0.0)
-    k = torch.where(big, d_den * nw / nc.clamp_min(COSINE_EPS), 0.0)
+    # divide by the true norms where the clamp is inactive: ‖c‖·‖w‖ > eps does not make either norm > eps
+    k = torch.where(big, d_den * nw / torch.where(big, nc, 1.0), 0.0)
     d_nw = torch.where(big, d_den * nc, 0.0)
     return dcw, k, d_nw
 
@@ -208,8 +210,9 @@ def similarity_backward(V, W, lengths, cw, nc2, g_S, temp_attention, temp_aggreg
     dcw, k, d_nw = word_grads(g_S.to(gemm.acc), cw, nc2, nw, valid[None], temp_aggregate, mean,
                               torch.log(lengths.to(gemm.acc)))
     dV = torch.zeros(B, R, D, dtype=gemm.acc, device=V.device)
-    # ∂‖w‖/∂w = w/‖w‖ (d_nw is zero wherever ‖c‖·‖w‖ is below the clamp, so ‖w‖ > 0 there)
-    dW = (d_nw.sum(0) / nw.clamp_min(COSINE_EPS))[..., None] * w.to(gemm.acc)
+    # ∂‖w‖/∂w = w/‖w‖; d_nw is zero wherever ‖c‖·‖w‖ is below the clamp, and ‖w‖ > 0 wherever it is not
+    # (but possibly < eps: divide by the norm itself)
+    dW = (d_nw.sum(0) / torch.where(nw > 0, nw, 1.0))[..., None] * w.to(gemm.acc)
     for b0, b1, idx, Lc in _grid_chunks(V, W, lengths, chunk_bytes, gemm.acc):
         Vb, wc = V[b0:b1], w[idx, :Lc]
         Bb, Bc = b1 - b0, idx.shape[0]

@@ -64,7 +64,8 @@ def word_region_similarity_backward_op(
 @word_region_similarity_backward_op.register_fake
 def _(regions, words, word_lengths, cw, nc2, grad_S, temp_attention, temp_aggregate, mean, gloria, chunk_bytes,
       impl):
-    return torch.empty_like(regions), torch.empty_like(words)
+    # contiguous, as the real backward returns them (empty_like would copy a view's strides)
+    return regions.new_empty(regions.shape), words.new_empty(words.shape)
 
 
 def _setup_context(ctx, inputs, output):

@@ -84,10 +84,48 @@ def test_chunking_does_not_change_the_result(impl, chunk_bytes, device):
 
 
 @pytest.mark.parametrize("impl", ["chunked", "triton"])
-@pytest.mark.parametrize("ta,tg", [(0.1, 0.1), (40.0, 20.0)])
-def test_extreme_temperatures(impl, ta, tg, device):
-    regions, words, lengths = _inputs(3, 4, 10, 5, 6, torch.float32, device)
-    _check(impl, regions, words, lengths, torch.float32, temp_attention=ta, temp_aggregate=tg, variant="single")
+@pytest.mark.parametrize("variant", ["gloria", "single"])
+@pytest.mark.parametrize("ta,tg", [(0.1, 0.1), (0.3, 7.0), (13.0, 3.0), (40.0, 20.0)])  # not all powers of two
+def test_extreme_temperatures(impl, variant, ta, tg, device):
+    regions, words, lengths = _inputs(3, 4, 10, 5, 6, torch.float32, device)  # a one-word report included
+    _check(impl, regions, words, lengths, torch.float32, temp_attention=ta, temp_aggregate=tg, variant=variant)
+
+
+@pytest.mark.parametrize("variant", ["gloria", "single"])
+def test_triton_walks_several_word_tiles(variant, device):
+    """R = 300 → BLOCK_R = 512 rows, so a tile holds 4 words: 23 words take six tiles (online row
+    statistics and GLoRIA's cross-tile Σ_t a·da), the last one partly padding."""
+    from cxrfast.kernels.wordregion import tiles
+
+    assert tiles(300, 23)["BLOCK_L"] < 23
+    regions, words, lengths = _inputs(2, 3, 300, 23, 4, torch.float32, device)
+    lengths[1] = 9
+    _check("triton", regions, words, lengths, torch.float32, variant=variant, temp_attention=5.0)
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+def test_tiny_norms_on_one_side(impl, device):
+    """‖c‖·‖w‖ above the 1e-8 clamp while ‖c‖ (tiny regions) or ‖w‖ (a tiny word) is below it: the
+    gradient divides by the true norm, not by the clamp."""
+    dtype = torch.float64 if impl == "chunked" else torch.float32
+    regions, words, lengths = _inputs(2, 3, 7, 4, 6, torch.float64, "cpu")
+    regions, words = regions * 1e-10, words * 1e3
+    words[1, 0] *= 1e-12  # one word of norm ~1e-9 against ‖c‖ ~1e-10 · ... (product still > 1e-8 elsewhere)
+    _check(impl, regions.to(dtype).to(device), words.to(dtype).to(device), lengths, dtype, variant="single")
+
+
+@pytest.mark.parametrize("impl", ["chunked", "triton"])
+@pytest.mark.parametrize("variant", ["gloria", "single"])
+def test_huge_scores(impl, variant, device):
+    """Scores far beyond any finite sentinel (|s| ~ 1e30): masked entries are −inf, not a large number."""
+    regions = torch.tensor([[[-1e15, 0.0], [-2e15, 0.0], [-3e15, 0.0]]], dtype=torch.float64)
+    words = torch.tensor([[[1e15, 1.0], [2e15, 0.0], [0.0, 0.0]]], dtype=torch.float64)
+    lengths = torch.tensor([2])
+    dtype = torch.float64 if impl == "chunked" else torch.float32
+    got = cxrfast.word_region_similarity(regions.to(dtype).to(device), words.to(dtype).to(device), lengths,
+                                         impl=impl, variant=variant, temp_attention=1.0)
+    ref = R.word_region_similarity(regions, words, lengths, variant=variant, temp_attention=1.0)
+    torch.testing.assert_close(got.double().cpu(), ref, rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("impl", ["chunked", "triton"])
@@ -119,10 +157,19 @@ def test_non_contiguous_inputs(impl, device):
 
 def test_triton_writes_every_output(device, monkeypatch):
     regions, words, lengths = _inputs(3, 4, 10, 5, 6, torch.float32, device)
-    ref = cxrfast.word_region_similarity(regions, words, lengths, impl="chunked")
+
+    def run(impl):
+        return loss_and_grads(lambda v, w: (cxrfast.word_region_similarity(v, w, lengths, impl=impl) ** 2).sum(),
+                              (regions, words))
+
+    ref, ref_g = run("chunked")
     poison_new_tensors(monkeypatch)
-    got = cxrfast.word_region_similarity(regions, words, lengths, impl="triton")
+    real_like = torch.empty_like
+    monkeypatch.setattr(torch, "empty_like", lambda *a, **k: real_like(*a, **k).fill_(float("nan")))
+    got, got_g = run("triton")
     torch.testing.assert_close(got, ref, rtol=1e-5, atol=1e-5)
+    for g, h in zip(got_g, ref_g):
+        torch.testing.assert_close(g, h, rtol=1e-4, atol=1e-5)
 
 
 def test_chunked_is_deterministic():
@@ -266,12 +313,34 @@ def test_compile_fullgraph_chunked():
         torch.testing.assert_close(g, h)
 
 
+def test_compile_fullgraph_on_a_feature_map_view():
+    """GLoRIA's regions are a view of the conv map (flatten + transpose): strides the backward's fake
+    must not copy (it returns contiguous gradients, as the real backward does)."""
+    feats = torch.randn(4, 6, 5, 5, dtype=torch.float64)
+    _, words, lengths = _inputs(4, 4, 25, 6, 6, torch.float64, "cpu")
+
+    def f(m, w):
+        return cxrfast.local_contrastive_loss(m.flatten(2).transpose(1, 2), w, lengths, impl="chunked")
+
+    eager = loss_and_grads(f, (feats, words))
+    compiled = loss_and_grads(torch.compile(f, fullgraph=True), (feats, words))
+    torch.testing.assert_close(compiled[0], eager[0])
+    for g, h in zip(compiled[1], eager[1]):
+        torch.testing.assert_close(g, h)
+
+
 @pytest.mark.parametrize("gloria", [True, False])
-def test_opcheck_chunked(gloria):
+@pytest.mark.parametrize("view", [False, True])
+def test_opcheck_chunked(gloria, view):
     regions, words, lengths = _inputs(2, 3, 5, 4, 6, torch.float64, "cpu")
+    if view:
+        regions = regions.transpose(1, 2).contiguous().transpose(1, 2)
     regions.requires_grad_(), words.requires_grad_()
-    torch.library.opcheck(torch.ops.cxrfast.word_region_similarity,
-                          (regions, words, lengths, 4.0, 5.0, False, gloria, 1 << 20, "chunked"))
+    args = (regions, words, lengths, 4.0, 5.0, False, gloria, 1 << 20, "chunked")
+    torch.library.opcheck(torch.ops.cxrfast.word_region_similarity, args)
+    S, cw, nc2 = torch.ops.cxrfast.word_region_similarity(*args)
+    torch.library.opcheck(torch.ops.cxrfast.word_region_similarity_backward,
+                          (regions.detach(), words.detach(), lengths, cw, nc2, torch.randn_like(S), *args[3:]))
 
 
 def test_modules_are_the_functions():
