@@ -5,7 +5,14 @@
 // exist per namespace, fragments compose with it.
 #include <torch/extension.h>
 
+#include <pybind11/numpy.h>
+
+#include <string>
+
+#include "dicom.h"
 #include "group_counts.h"
+
+namespace py = pybind11;
 
 TORCH_LIBRARY_FRAGMENT(cxrfast, m) {
   m.def("group_counts(Tensor groups) -> Tensor");
@@ -14,6 +21,107 @@ TORCH_LIBRARY_FRAGMENT(cxrfast, m) {
 TORCH_LIBRARY_IMPL(cxrfast, CPU, m) {
   m.impl("group_counts", &cxrfast::group_counts_cpu);
 }
+
+namespace {
+
+// DICOM strings are bytes in the dataset's character set; Latin-1 decodes any of them (the UIDs, dates,
+// codes and IDs read here are ASCII in valid files) and never fails on corrupt ones.
+py::str latin1(const std::string& s) {
+  return py::reinterpret_steal<py::str>(PyUnicode_DecodeLatin1(s.data(), py::ssize_t(s.size()), nullptr));
+}
+
+py::dict dicom_meta(const cxrfast::dicom::Parsed& p) {
+  py::dict d;
+  d["transfer_syntax"] = latin1(p.transfer_syntax);
+  d["explicit_vr"] = p.explicit_vr;
+  d["big_endian"] = p.big_endian;
+  d["has_preamble"] = p.has_preamble;
+  d["rows"] = p.rows;
+  d["columns"] = p.columns;
+  d["bits_allocated"] = p.bits_allocated;
+  d["bits_stored"] = p.bits_stored;
+  d["high_bit"] = p.high_bit;
+  d["pixel_representation"] = p.pixel_representation;
+  d["samples_per_pixel"] = p.samples_per_pixel;
+  d["planar_configuration"] = p.planar_configuration;
+  d["number_of_frames"] = p.number_of_frames;
+  d["photometric_interpretation"] = latin1(p.photometric_interpretation);
+  d["rescale_slope"] = p.rescale_slope;
+  d["rescale_intercept"] = p.rescale_intercept;
+  d["has_rescale"] = p.has_rescale;
+  d["window_center"] = p.window_center;
+  d["window_width"] = p.window_width;
+  d["voi_lut_function"] = latin1(p.voi_lut_function);
+  d["has_modality_lut_sequence"] = p.has_modality_lut_sequence;
+  d["has_voi_lut_sequence"] = p.has_voi_lut_sequence;
+  d["sop_instance_uid"] = latin1(p.sop_instance_uid);
+  d["study_instance_uid"] = latin1(p.study_instance_uid);
+  d["series_instance_uid"] = latin1(p.series_instance_uid);
+  d["patient_id"] = latin1(p.patient_id);
+  d["study_date"] = latin1(p.study_date);
+  d["view_position"] = latin1(p.view_position);
+  d["modality"] = latin1(p.modality);
+  d["has_pixel_data"] = p.has_pixel_data;
+  d["encapsulated"] = p.encapsulated;
+  d["fragments"] = p.fragments;
+  d["basic_offset_table"] = p.basic_offset_table;
+  return d;
+}
+
+[[noreturn]] void pixel_error(const std::string& what) {
+  throw cxrfast::dicom::ParseError("tag (7FE0,0010): " + what);
+}
+
+py::tuple dicom_read(py::bytes data, int frame) {
+  std::string_view view = data;  // the bytes object stays alive for the whole call
+  const auto* ptr = reinterpret_cast<const std::uint8_t*>(view.data());
+  const std::size_t size = view.size();
+  cxrfast::dicom::Parsed p;
+  {
+    py::gil_scoped_release release;
+    p = cxrfast::dicom::parse(ptr, size);
+  }
+  py::dict meta = dicom_meta(p);
+  if (!p.has_pixel_data || p.encapsulated) return py::make_tuple(meta, py::none());
+  if (p.bits_allocated != 8 && p.bits_allocated != 16 && p.bits_allocated != 32)
+    pixel_error("BitsAllocated " + std::to_string(p.bits_allocated) + " is not supported (8, 16 or 32)");
+  if (p.bits_stored < 1 || p.bits_stored > p.bits_allocated || p.high_bit >= p.bits_allocated ||
+      p.high_bit + 1 < p.bits_stored)
+    pixel_error("BitsStored " + std::to_string(p.bits_stored) + " / HighBit " + std::to_string(p.high_bit) +
+                " do not fit BitsAllocated " + std::to_string(p.bits_allocated));
+  if (p.rows <= 0 || p.columns <= 0 || p.samples_per_pixel <= 0 || p.samples_per_pixel > 4 || p.number_of_frames <= 0)
+    pixel_error("absurd dimensions: Rows " + std::to_string(p.rows) + ", Columns " + std::to_string(p.columns) +
+                ", SamplesPerPixel " + std::to_string(p.samples_per_pixel) + ", NumberOfFrames " +
+                std::to_string(p.number_of_frames));
+  const std::size_t frame_bytes = cxrfast::dicom::native_frame_bytes(p);
+  const std::size_t frames = std::size_t(p.number_of_frames);
+  if (frame_bytes == 0 || p.pixel_length / frame_bytes < frames)
+    pixel_error("pixel data holds " + std::to_string(p.pixel_length) + " bytes but Rows × Columns × Samples × " +
+                "BitsAllocated/8 × NumberOfFrames needs " + std::to_string(frame_bytes * frames));
+  if (frame < -1 || frame >= int(frames))
+    throw py::index_error("frame " + std::to_string(frame) + " out of range for " + std::to_string(frames) +
+                          " frame(s)");
+  const bool is_signed = p.pixel_representation == 1;
+  py::dtype dtype = p.bits_allocated == 8 ? (is_signed ? py::dtype::of<std::int8_t>() : py::dtype::of<std::uint8_t>())
+                    : p.bits_allocated == 16 ? (is_signed ? py::dtype::of<std::int16_t>() : py::dtype::of<std::uint16_t>())
+                                             : (is_signed ? py::dtype::of<std::int32_t>() : py::dtype::of<std::uint32_t>());
+  std::vector<py::ssize_t> shape;
+  if (frame == -1 && frames > 1) shape.push_back(py::ssize_t(frames));
+  shape.push_back(p.rows);
+  shape.push_back(p.columns);
+  if (p.samples_per_pixel > 1) shape.push_back(p.samples_per_pixel);
+  py::array out(dtype, shape);
+  auto* dst = static_cast<std::uint8_t*>(out.mutable_data());
+  {
+    py::gil_scoped_release release;
+    const int first = frame == -1 ? 0 : frame, last = frame == -1 ? int(frames) : frame + 1;
+    for (int f = first; f < last; ++f)
+      cxrfast::dicom::decode_native_frame(ptr, size, p, f, dst + std::size_t(f - first) * frame_bytes);
+  }
+  return py::make_tuple(meta, out);
+}
+
+}  // namespace
 
 // Importing the module runs the static registrations above; the module itself only reports how
 // it was built.
@@ -28,4 +136,9 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
       },
       "True when the CUDA kernels (csrc/cuda) were compiled into this extension.");
+
+  py::register_exception<cxrfast::dicom::ParseError>(m, "DicomParseError", PyExc_ValueError);
+  m.def("dicom_read", &dicom_read, py::arg("data"), py::arg("frame") = -1,
+        "Parse a DICOM Part 10 file (bytes) → (meta dict, pixels or None). Native pixel data is decoded "
+        "(frame −1: all frames); encapsulated pixel data is returned as its fragments' (offset, length).");
 }

@@ -1,0 +1,365 @@
+// DICOM Part 10 parser and native pixel decoder (see dicom.h). No torch or Python headers.
+#include "dicom.h"
+
+#include <algorithm>
+#include <cstdio>
+#include <cstring>
+#include <sstream>
+
+namespace cxrfast::dicom {
+namespace {
+
+constexpr std::uint32_t kUndefined = 0xFFFFFFFFu;
+constexpr std::uint32_t kItem = 0xFFFEE000u, kItemEnd = 0xFFFEE00Du, kSeqEnd = 0xFFFEE0DDu;
+constexpr std::uint32_t kPixelData = 0x7FE00010u;
+constexpr int kMaxDepth = 64;  // nested sequences; deeper input is rejected, not recursed into
+
+const char* const kExplicitLE = "1.2.840.10008.1.2.1";
+const char* const kImplicitLE = "1.2.840.10008.1.2";
+const char* const kExplicitBE = "1.2.840.10008.1.2.2";
+const char* const kDeflated = "1.2.840.10008.1.2.1.99";
+
+// Bytes from the file shown in a message: printable ASCII as is, anything else as \xNN.
+std::string printable(const std::string& raw) {
+  std::string out;
+  for (unsigned char c : raw) {
+    if (c >= 0x20 && c < 0x7F) {
+      out += char(c);
+    } else {
+      char buf[8];
+      std::snprintf(buf, sizeof buf, "\\x%02X", c);
+      out += buf;
+    }
+  }
+  return out;
+}
+
+std::string tag_str(std::uint32_t tag) {
+  char buf[16];
+  std::snprintf(buf, sizeof buf, "(%04X,%04X)", tag >> 16, tag & 0xFFFFu);
+  return buf;
+}
+
+[[noreturn]] void fail(std::uint32_t tag, std::size_t offset, const std::string& what) {
+  std::ostringstream os;
+  os << "tag " << tag_str(tag) << " at byte " << offset << ": " << what;
+  throw ParseError(os.str());
+}
+
+// VRs whose explicit-VR header has 2 reserved bytes and a 32-bit length
+bool long_vr(char a, char b) {
+  static const char* const kLong[] = {"OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"};
+  for (const char* v : kLong)
+    if (v[0] == a && v[1] == b) return true;
+  return false;
+}
+
+bool valid_vr(char a, char b) { return a >= 'A' && a <= 'Z' && b >= 'A' && b <= 'Z'; }
+
+struct Reader {
+  const std::uint8_t* data;
+  std::size_t size;
+  bool big_endian = false;
+  bool explicit_vr = true;
+
+  void need(std::size_t pos, std::size_t n, std::uint32_t tag, const char* what) const {
+    if (pos > size || n > size - pos) {
+      std::ostringstream os;
+      os << what << " needs " << n << " bytes but the file ends at byte " << size << " (truncated or a lying length)";
+      fail(tag, pos, os.str());
+    }
+  }
+  std::uint16_t u16(std::size_t pos) const {
+    return big_endian ? std::uint16_t(data[pos] << 8 | data[pos + 1]) : std::uint16_t(data[pos] | data[pos + 1] << 8);
+  }
+  std::uint32_t u32(std::size_t pos) const {
+    return big_endian ? (std::uint32_t(data[pos]) << 24 | std::uint32_t(data[pos + 1]) << 16 |
+                         std::uint32_t(data[pos + 2]) << 8 | data[pos + 3])
+                      : (std::uint32_t(data[pos]) | std::uint32_t(data[pos + 1]) << 8 |
+                         std::uint32_t(data[pos + 2]) << 16 | std::uint32_t(data[pos + 3]) << 24);
+  }
+  std::uint32_t tag_at(std::size_t pos) const { return std::uint32_t(u16(pos)) << 16 | u16(pos + 2); }
+};
+
+struct Header {
+  std::uint32_t tag;
+  char vr[2];
+  std::uint32_t length;
+  std::size_t value;  // offset of the value
+};
+
+// Element header at pos (items and delimiters are always tag + 32-bit length, whatever the syntax).
+Header read_header(const Reader& r, std::size_t pos) {
+  r.need(pos, 8, 0, "an element header");
+  Header h{r.tag_at(pos), {0, 0}, 0, 0};
+  if ((h.tag >> 16) == 0xFFFEu || !r.explicit_vr) {
+    h.length = r.u32(pos + 4);
+    h.value = pos + 8;
+    return h;
+  }
+  h.vr[0] = char(r.data[pos + 4]);
+  h.vr[1] = char(r.data[pos + 5]);
+  if (!valid_vr(h.vr[0], h.vr[1])) fail(h.tag, pos, "invalid VR bytes in an explicit-VR dataset");
+  if (long_vr(h.vr[0], h.vr[1])) {
+    r.need(pos, 12, h.tag, "a long-VR element header");
+    h.length = r.u32(pos + 8);
+    h.value = pos + 12;
+  } else {
+    h.length = r.u16(pos + 6);
+    h.value = pos + 8;
+  }
+  return h;
+}
+
+std::size_t skip_undefined(const Reader& r, std::size_t pos, std::uint32_t tag, int depth);
+
+// Skip the items of an undefined-length sequence starting at pos; returns the offset after its delimiter.
+std::size_t skip_undefined(const Reader& r, std::size_t pos, std::uint32_t tag, int depth) {
+  if (depth > kMaxDepth) fail(tag, pos, "sequences nested deeper than 64 levels");
+  while (true) {
+    Header item = read_header(r, pos);
+    if (item.tag == kSeqEnd) return item.value;
+    if (item.tag != kItem) fail(item.tag, pos, "expected an item (FFFE,E000) or a sequence delimiter in " + tag_str(tag));
+    if (item.length != kUndefined) {
+      r.need(item.value, item.length, item.tag, "an item");
+      pos = item.value + item.length;
+      continue;
+    }
+    // undefined-length item: elements until the item delimiter
+    pos = item.value;
+    while (true) {
+      Header e = read_header(r, pos);
+      if (e.tag == kItemEnd) {
+        pos = e.value;
+        break;
+      }
+      if (e.length == kUndefined) {
+        pos = skip_undefined(r, e.value, e.tag, depth + 1);
+      } else {
+        r.need(e.value, e.length, e.tag, "an element value");
+        pos = e.value + e.length;
+      }
+    }
+  }
+}
+
+std::string str_value(const Reader& r, const Header& h) {
+  std::string s(reinterpret_cast<const char*>(r.data + h.value), h.length);
+  while (!s.empty() && (s.back() == ' ' || s.back() == '\0')) s.pop_back();
+  std::size_t start = s.find_first_not_of(' ');
+  return start == std::string::npos ? std::string() : s.substr(start);
+}
+
+std::vector<double> numbers(const Reader& r, const Header& h) {
+  std::vector<double> out;
+  std::string s = str_value(r, h);
+  std::stringstream ss(s);
+  std::string part;
+  while (std::getline(ss, part, '\\')) {
+    try {
+      std::size_t used = 0;
+      double v = std::stod(part, &used);
+      out.push_back(v);
+    } catch (const std::exception&) {
+      fail(h.tag, h.value, "not a number: '" + printable(part) + "'");
+    }
+  }
+  return out;
+}
+
+int us_value(const Reader& r, const Header& h) {
+  if (h.length < 2) fail(h.tag, h.value, "US value shorter than 2 bytes");
+  return r.u16(h.value);
+}
+
+int is_value(const Reader& r, const Header& h) {
+  std::vector<double> v = numbers(r, h);
+  if (v.empty()) fail(h.tag, h.value, "empty integer string");
+  return int(v[0]);
+}
+
+// Records the pixel data of element h; returns the offset just after it.
+std::size_t read_pixel_data(const Reader& r, const Header& h, Parsed& p) {
+  p.has_pixel_data = true;
+  p.pixel_vr_ow = h.vr[0] == 'O' && h.vr[1] == 'W';
+  if (h.length != kUndefined) {
+    r.need(h.value, h.length, h.tag, "native pixel data");
+    p.pixel_offset = h.value;
+    p.pixel_length = h.length;
+    return h.value + h.length;
+  }
+  p.encapsulated = true;
+  std::size_t pos = h.value;
+  bool first = true;
+  while (true) {
+    Header item = read_header(r, pos);
+    if (item.tag == kSeqEnd) return item.value;
+    if (item.tag != kItem || item.length == kUndefined)
+      fail(item.tag, pos, "encapsulated pixel data: expected a defined-length item or the sequence delimiter");
+    r.need(item.value, item.length, item.tag, "a pixel data fragment");
+    if (first) {  // the basic offset table (possibly empty)
+      if (item.length % 4) fail(item.tag, pos, "basic offset table length is not a multiple of 4");
+      for (std::size_t k = 0; k < item.length; k += 4) p.basic_offset_table.push_back(r.u32(item.value + k));
+      first = false;
+    } else {
+      p.fragments.emplace_back(item.value, item.length);
+    }
+    pos = item.value + item.length;
+  }
+}
+
+void on_element(const Reader& r, const Header& h, Parsed& p) {
+  switch (h.tag) {
+    case 0x00280010u: p.rows = us_value(r, h); break;
+    case 0x00280011u: p.columns = us_value(r, h); break;
+    case 0x00280100u: p.bits_allocated = us_value(r, h); break;
+    case 0x00280101u: p.bits_stored = us_value(r, h); break;
+    case 0x00280102u: p.high_bit = us_value(r, h); break;
+    case 0x00280103u: p.pixel_representation = us_value(r, h); break;
+    case 0x00280002u: p.samples_per_pixel = us_value(r, h); break;
+    case 0x00280006u: p.planar_configuration = us_value(r, h); break;
+    case 0x00280008u: p.number_of_frames = is_value(r, h); break;
+    case 0x00280004u: p.photometric_interpretation = str_value(r, h); break;
+    case 0x00281052u: { auto v = numbers(r, h); if (!v.empty()) { p.rescale_intercept = v[0]; p.has_rescale = true; } break; }
+    case 0x00281053u: { auto v = numbers(r, h); if (!v.empty()) { p.rescale_slope = v[0]; p.has_rescale = true; } break; }
+    case 0x00281050u: p.window_center = numbers(r, h); break;
+    case 0x00281051u: p.window_width = numbers(r, h); break;
+    case 0x00281056u: p.voi_lut_function = str_value(r, h); break;
+    case 0x00283000u: p.has_modality_lut_sequence = true; break;
+    case 0x00283010u: p.has_voi_lut_sequence = true; break;
+    case 0x00080018u: p.sop_instance_uid = str_value(r, h); break;
+    case 0x0020000Du: p.study_instance_uid = str_value(r, h); break;
+    case 0x0020000Eu: p.series_instance_uid = str_value(r, h); break;
+    case 0x00100020u: p.patient_id = str_value(r, h); break;
+    case 0x00080020u: p.study_date = str_value(r, h); break;
+    case 0x00185101u: p.view_position = str_value(r, h); break;
+    case 0x00080060u: p.modality = str_value(r, h); break;
+    default: break;
+  }
+}
+
+// Walk a dataset from pos to end (top level only: sequences are skipped, their presence recorded).
+void walk(Reader& r, std::size_t pos, std::size_t end, Parsed& p) {
+  std::uint32_t last = 0;
+  while (pos < end) {
+    if (end - pos < 8) fail(last, pos, "trailing bytes shorter than an element header");
+    Header h = read_header(r, pos);
+    last = h.tag;
+    if (h.tag == kPixelData) {
+      pos = read_pixel_data(r, h, p);
+      continue;
+    }
+    if (h.length == kUndefined) {
+      bool sq = !r.explicit_vr || (h.vr[0] == 'S' && h.vr[1] == 'Q') || (h.vr[0] == 'U' && h.vr[1] == 'N');
+      if (!sq) fail(h.tag, pos, "undefined length on a non-sequence element");
+      on_element(r, Header{h.tag, {h.vr[0], h.vr[1]}, 0, h.value}, p);  // records LUT sequences' presence
+      pos = skip_undefined(r, h.value, h.tag, 1);
+      continue;
+    }
+    r.need(h.value, h.length, h.tag, "an element value");
+    on_element(r, h, p);
+    pos = h.value + h.length;
+  }
+}
+
+}  // namespace
+
+Parsed parse(const std::uint8_t* data, std::size_t size) {
+  Parsed p;
+  Reader r{data, size};
+  std::size_t pos = 0;
+  if (size >= 132 && std::memcmp(data + 128, "DICM", 4) == 0) {
+    p.has_preamble = true;
+    pos = 132;
+  } else if (size >= 4 && std::memcmp(data, "DICM", 4) == 0) {
+    pos = 4;
+  }
+  // file meta group (0002,xxxx): always explicit VR little endian
+  r.explicit_vr = true;
+  r.big_endian = false;
+  bool meta = false;
+  while (pos + 8 <= size && (r.tag_at(pos) >> 16) == 0x0002u) {
+    meta = true;
+    Header h = read_header(r, pos);
+    if (h.length == kUndefined) fail(h.tag, pos, "undefined length in the file meta group");
+    r.need(h.value, h.length, h.tag, "a file meta element");
+    if (h.tag == 0x00020010u) p.transfer_syntax = str_value(r, h);
+    pos = h.value + h.length;
+  }
+  if (!meta) {
+    if (p.has_preamble) fail(0x00020000u, pos, "no file meta group after the DICM prefix");
+    // a bare dataset: explicit VR LE when the bytes after the first tag look like a VR, else implicit
+    if (size < 8) throw ParseError("file of " + std::to_string(size) + " bytes is too short to be DICOM");
+    p.transfer_syntax = valid_vr(char(data[4]), char(data[5])) ? kExplicitLE : kImplicitLE;
+  } else if (p.transfer_syntax.empty()) {
+    fail(0x00020010u, pos, "the file meta group has no TransferSyntaxUID");
+  }
+  if (p.transfer_syntax == kImplicitLE) {
+    r.explicit_vr = false;
+  } else if (p.transfer_syntax == kExplicitBE) {
+    r.big_endian = true;
+  } else if (p.transfer_syntax == kDeflated) {
+    throw ParseError("transfer syntax " + printable(p.transfer_syntax) +
+                     " (Deflated Explicit VR Little Endian) is not supported by this build");
+  }
+  // every other syntax (the compressed ones) is explicit VR little endian with encapsulated pixel data.
+  // Some writers declare explicit VR but write implicit: like pydicom, trust the bytes of the first
+  // element over the declaration.
+  if (r.explicit_vr && pos + 8 <= size && !valid_vr(char(data[pos + 4]), char(data[pos + 5]))) r.explicit_vr = false;
+  p.explicit_vr = r.explicit_vr;
+  p.big_endian = r.big_endian;
+  walk(r, pos, size, p);
+  if (p.high_bit < 0) p.high_bit = p.bits_stored - 1;
+  return p;
+}
+
+std::size_t native_frame_bytes(const Parsed& p) {
+  return std::size_t(p.rows) * std::size_t(p.columns) * std::size_t(p.samples_per_pixel) *
+         std::size_t(p.bits_allocated / 8);
+}
+
+void decode_native_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame, std::uint8_t* out) {
+  const std::size_t n_bytes = native_frame_bytes(p);
+  const std::size_t start = p.pixel_offset + std::size_t(frame) * n_bytes;
+  if (start > size || n_bytes > size - start) fail(kPixelData, start, "frame extends past the end of the file");
+  const int bytes = p.bits_allocated / 8;
+  const std::size_t n_values = n_bytes / std::size_t(bytes);
+  const int stored = p.bits_stored;
+  const int shift = p.high_bit + 1 - stored;  // bits stored sit at high_bit .. high_bit − stored + 1
+  const std::uint8_t* src = data + start;
+  const int spp = p.samples_per_pixel;
+  const std::size_t plane = std::size_t(p.rows) * std::size_t(p.columns);
+  for (std::size_t k = 0; k < n_values; ++k) {
+    std::uint32_t v = 0;
+    const std::uint8_t* b = src + k * bytes;
+    if (bytes == 1) {
+      // OW big endian: the byte stream is 16-bit words, so the 8-bit values come pairwise swapped
+      // (word pairs count over the whole pixel stream, which frames of odd size do not align with)
+      v = b[0];
+      if (p.big_endian && p.pixel_vr_ow) {
+        const std::size_t g = (start - p.pixel_offset + k) ^ 1u;
+        if (g < p.pixel_length) v = data[p.pixel_offset + g];
+      }
+    } else if (bytes == 2) {
+      v = p.big_endian ? std::uint32_t(b[0] << 8 | b[1]) : std::uint32_t(b[0] | b[1] << 8);
+    } else {
+      v = p.big_endian ? (std::uint32_t(b[0]) << 24 | std::uint32_t(b[1]) << 16 | std::uint32_t(b[2]) << 8 | b[3])
+                       : (std::uint32_t(b[0]) | std::uint32_t(b[1]) << 8 | std::uint32_t(b[2]) << 16 |
+                          std::uint32_t(b[3]) << 24);
+    }
+    if (stored < bytes * 8) {
+      v >>= shift;
+      v &= (std::uint32_t(1) << stored) - 1u;
+      if (p.pixel_representation == 1 && (v >> (stored - 1)) & 1u) v |= ~((std::uint32_t(1) << stored) - 1u);
+    }
+    // planar configuration 1 (RRR…GGG…BBB…) → interleaved, as pydicom returns it
+    std::size_t dst = k;
+    if (spp > 1 && p.planar_configuration == 1) {
+      std::size_t s = k / plane, px = k % plane;
+      dst = px * std::size_t(spp) + s;
+    }
+    std::memcpy(out + dst * bytes, &v, std::size_t(bytes));  // host little endian (x86, ARM)
+  }
+}
+
+}  // namespace cxrfast::dicom

@@ -1,0 +1,173 @@
+"""cxrfast.io.read_dicom: the C++ Part 10 parser and native decoder against pydicom, and malformed input.
+
+What is decoded so far: the uncompressed syntaxes (explicit/implicit VR little endian, explicit VR big
+endian). Compressed syntaxes are located but raise DicomError saying they are not decoded yet.
+"""
+
+import glob
+import os
+import random
+import warnings
+
+import numpy as np
+import pytest
+
+pydicom = pytest.importorskip("pydicom", reason="pydicom is the reference for the DICOM tests")
+io = pytest.importorskip("cxrfast.io")
+
+from cxrfast import _ext  # noqa: E402
+
+if not _ext.load():
+    pytest.skip(f"cxrfast._C is not built: {_ext.unavailable_reason()}", allow_module_level=True)
+
+TEST_FILES = os.path.join(os.path.dirname(pydicom.data.__file__), "test_files")
+UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+
+
+def _file(name):
+    return pydicom.data.get_testdata_file(name, download=False)  # offline: never try the network
+
+
+def _pydicom(path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds = pydicom.dcmread(path)
+        return ds, ds.pixel_array
+
+
+def test_every_bundled_file_matches_pydicom_or_raises_dicom_error():
+    """Every file pydicom can decode: the same dtype, shape and values, or a DicomError; never another
+    exception. Uncompressed grayscale/colour files with 8/16/32-bit samples must all decode."""
+    files = sorted(f for f in glob.glob(os.path.join(TEST_FILES, "**", "*"), recursive=True) if os.path.isfile(f))
+    matched, refused, must = [], [], []
+    for path in files:
+        try:
+            ds, ref = _pydicom(path)
+        except Exception:
+            continue
+        ts = str(ds.file_meta.get("TransferSyntaxUID", ""))
+        try:
+            img = io.read_dicom(path)
+        except io.DicomError:
+            refused.append(os.path.basename(path))
+            if ts in UNCOMPRESSED and ds.BitsAllocated in (8, 16, 32) and "422" not in ds.PhotometricInterpretation:
+                must.append(os.path.basename(path))
+            continue
+        assert img.pixels.shape == ref.shape, os.path.basename(path)
+        assert img.pixels.dtype == ref.dtype.newbyteorder("="), os.path.basename(path)
+        np.testing.assert_array_equal(img.pixels, ref, err_msg=os.path.basename(path))
+        matched.append(os.path.basename(path))
+    assert not must, f"uncompressed files refused: {must}"
+    assert len(matched) >= 45, (len(matched), refused)
+    for name in ("CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "rtdose.dcm",
+                 "SC_rgb_small_odd_big_endian.dcm"):
+        assert name in matched, name
+
+
+def test_frames_and_meta():
+    path = _file("rtdose.dcm")
+    ds, ref = _pydicom(path)
+    np.testing.assert_array_equal(io.read_dicom(path, frame=3).pixels, ref[3])
+    with pytest.raises(io.DicomError, match="frame 15 out of range for 15 frame"):
+        io.read_dicom(path, frame=15)
+    path = _file("CT_small.dcm")
+    ds, _ = _pydicom(path)
+    meta = io.read_dicom(path).meta
+    assert (meta["rows"], meta["columns"], meta["bits_stored"]) == (ds.Rows, ds.Columns, ds.BitsStored)
+    assert meta["rescale_intercept"] == float(ds.RescaleIntercept) and meta["rescale_slope"] == float(ds.RescaleSlope)
+    assert meta["sop_instance_uid"] == ds.SOPInstanceUID and meta["patient_id"] == ds.PatientID
+    assert meta["study_date"] == ds.StudyDate and meta["modality"] == ds.Modality
+    assert meta["photometric_interpretation"] == ds.PhotometricInterpretation
+    assert meta["has_preamble"] and meta["transfer_syntax"] == ds.file_meta.TransferSyntaxUID
+
+
+def _write(ds, path, **kw):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(path, **kw)
+    return path
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"])
+def test_synthetic_12_bit_radiograph_in_each_uncompressed_syntax(syntax, tmp_path):
+    """A 12-bit MONOCHROME1 radiograph with garbage above BitsStored, windows with several values and
+    an undefined-length sequence, written by pydicom in each syntax."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.sequence import Sequence
+    from pydicom.uid import UID
+
+    rng = np.random.default_rng(0)
+    stored = rng.integers(0, 4096, (37, 29), dtype=np.uint16)
+    raw = stored | (rng.integers(0, 16, stored.shape, dtype=np.uint16) << 12)  # high bits must be masked
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.PatientID, ds.ViewPosition = "1.2.3.4", "1.2.3", "p10", "PA"
+    ds.Rows, ds.Columns = stored.shape
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    ds.WindowCenter, ds.WindowWidth = [2048, 1500], [4096, 1000]
+    item = Dataset()
+    item.LUTExplanation = "a nested item"
+    ds.ReferencedImageSequence = Sequence([item])
+    ds.PixelData = raw.astype(">u2" if syntax.endswith(".2.2") else "<u2").tobytes()
+    path = _write(ds, tmp_path / "cxr.dcm", enforce_file_format=True)
+    img = io.read_dicom(path)
+    np.testing.assert_array_equal(img.pixels, stored)
+    assert img.meta["window_center"] == [2048.0, 1500.0] and img.meta["window_width"] == [4096.0, 1000.0]
+    assert img.meta["view_position"] == "PA" and img.meta["photometric_interpretation"] == "MONOCHROME1"
+    # the same dataset without preamble and file meta group (a bare dataset, as some archives store them)
+    bare = _write(ds, tmp_path / "bare.dcm", enforce_file_format=False) if syntax != "1.2.840.10008.1.2.2" else None
+    if bare is not None:
+        data = open(bare, "rb").read()
+        if data[128:132] == b"DICM":  # this pydicom wrote the file format anyway: strip it ourselves
+            meta_len = int.from_bytes(data[140:144], "little")
+            data = data[144 + meta_len:]
+        np.testing.assert_array_equal(io.read_dicom(data).pixels, stored)
+
+
+def test_malformed_input_raises_dicom_error_naming_the_problem(tmp_path):
+    data = open(_file("MR_small.dcm"), "rb").read()
+    with pytest.raises(io.DicomError, match=r"<bytes>: tag \(7FE0,0010\) at byte \d+: native pixel data needs"):
+        io.read_dicom(data[:9000])  # truncated inside the pixel data (bytes 1512..9704)
+    with pytest.raises(io.DicomError, match="too short to be DICOM"):
+        io.read_dicom(b"\x00" * 5)
+    with pytest.raises(io.DicomError, match="cannot read the file"):
+        io.read_dicom(tmp_path / "missing.dcm")
+    ds, _ = _pydicom(_file("MR_small.dcm"))
+    del ds.PixelData
+    with pytest.raises(io.DicomError, match=r"no Pixel Data \(7FE0,0010\)"):
+        io.read_dicom(_write(ds, tmp_path / "nopixels.dcm"))
+    ds, _ = _pydicom(_file("MR_small.dcm"))
+    ds.Rows = 60000  # absurd: far more pixels than the data holds
+    with pytest.raises(io.DicomError, match="pixel data holds 8192 bytes but"):
+        io.read_dicom(_write(ds, tmp_path / "absurd.dcm"))
+    lying = bytearray(data)
+    at = lying.find(b"\x28\x00\x10\x00")  # (0028,0010) Rows, explicit VR LE: tag, VR 'US', 2-byte length
+    lying[at + 6:at + 8] = (0xFFF0).to_bytes(2, "little")  # a length far past the next elements
+    with pytest.raises(io.DicomError):
+        io.read_dicom(bytes(lying))
+    with pytest.raises(io.DicomError, match="RLE Lossless.*not decode yet"):
+        io.read_dicom(_file("MR_small_RLE.dcm"))
+
+
+def test_random_truncation_and_corruption_never_crash():
+    """The parser's bounds checks: every outcome is an image or a DicomError (a crash kills the run)."""
+    rng = random.Random(0)
+    for name in ("MR_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "rtdose.dcm", "JPEG2000.dcm"):
+        data = open(_file(name), "rb").read()
+        cuts = sorted({rng.randrange(len(data)) for _ in range(150)} | set(range(0, 400, 3)))
+        mutants = [data[:c] for c in cuts]
+        for _ in range(300):
+            b = bytearray(data)
+            for _ in range(rng.randint(1, 8)):
+                b[rng.randrange(min(len(b), 2000))] = rng.randrange(256)  # the header region
+            mutants.append(bytes(b))
+        for m in mutants:
+            try:
+                img = io.read_dicom(m)
+            except io.DicomError:
+                continue
+            assert img.pixels is not None
