@@ -82,7 +82,8 @@ py::tuple dicom_read(py::bytes data, int frame) {
     p = cxrfast::dicom::parse(ptr, size);
   }
   py::dict meta = dicom_meta(p);
-  if (!p.has_pixel_data || p.encapsulated) return py::make_tuple(meta, py::none());
+  const bool rle = p.encapsulated && p.transfer_syntax == "1.2.840.10008.1.2.5";
+  if (!p.has_pixel_data || (p.encapsulated && !rle)) return py::make_tuple(meta, py::none());
   if (p.bits_allocated != 8 && p.bits_allocated != 16 && p.bits_allocated != 32)
     pixel_error("BitsAllocated " + std::to_string(p.bits_allocated) + " is not supported (8, 16 or 32)");
   if (p.bits_stored < 1 || p.bits_stored > p.bits_allocated || p.high_bit >= p.bits_allocated ||
@@ -95,7 +96,16 @@ py::tuple dicom_read(py::bytes data, int frame) {
                 std::to_string(p.number_of_frames));
   const std::size_t frame_bytes = cxrfast::dicom::native_frame_bytes(p);
   const std::size_t frames = std::size_t(p.number_of_frames);
-  if (frame_bytes == 0 || p.pixel_length / frame_bytes < frames)
+  if (rle && p.fragments.size() < frames)
+    pixel_error("RLE pixel data has " + std::to_string(p.fragments.size()) + " fragment(s) for " +
+                std::to_string(frames) + " frame(s) (each RLE frame is one fragment)");
+  if (rle) {  // PackBits expands a fragment at most 64× (2 bytes → 128): bounds the allocation by the file size
+    for (std::size_t f = 0; f < frames; ++f)
+      if (frame_bytes / 64 > p.fragments[f].second)
+        pixel_error("absurd dimensions: Rows × Columns × Samples × BitsAllocated/8 = " + std::to_string(frame_bytes) +
+                    " bytes cannot come from an RLE fragment of " + std::to_string(p.fragments[f].second) + " bytes");
+  }
+  if (!rle && (frame_bytes == 0 || p.pixel_length / frame_bytes < frames))
     pixel_error("pixel data holds " + std::to_string(p.pixel_length) + " bytes but Rows × Columns × Samples × " +
                 "BitsAllocated/8 × NumberOfFrames needs " + std::to_string(frame_bytes * frames));
   if (frame < -1 || frame >= int(frames))
@@ -115,8 +125,13 @@ py::tuple dicom_read(py::bytes data, int frame) {
   {
     py::gil_scoped_release release;
     const int first = frame == -1 ? 0 : frame, last = frame == -1 ? int(frames) : frame + 1;
-    for (int f = first; f < last; ++f)
-      cxrfast::dicom::decode_native_frame(ptr, size, p, f, dst + std::size_t(f - first) * frame_bytes);
+    for (int f = first; f < last; ++f) {
+      std::uint8_t* frame_out = dst + std::size_t(f - first) * frame_bytes;
+      if (rle)
+        cxrfast::dicom::decode_rle_frame(ptr, size, p, f, frame_out);
+      else
+        cxrfast::dicom::decode_native_frame(ptr, size, p, f, frame_out);
+    }
   }
   return py::make_tuple(meta, out);
 }
@@ -139,6 +154,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
   py::register_exception<cxrfast::dicom::ParseError>(m, "DicomParseError", PyExc_ValueError);
   m.def("dicom_read", &dicom_read, py::arg("data"), py::arg("frame") = -1,
-        "Parse a DICOM Part 10 file (bytes) → (meta dict, pixels or None). Native pixel data is decoded "
-        "(frame −1: all frames); encapsulated pixel data is returned as its fragments' (offset, length).");
+        "Parse a DICOM Part 10 file (bytes) → (meta dict, pixels or None). Native and RLE Lossless pixel "
+        "data are decoded (frame −1: all frames); for other encapsulated syntaxes pixels is None and the meta "
+        "lists the fragments' (offset, length).");
 }

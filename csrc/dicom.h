@@ -57,4 +57,8 @@ std::size_t native_frame_bytes(const Parsed& p);
 // pixel_representation is 1, interleaved samples (planar_configuration 1 is converted to interleaved).
 void decode_native_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame, std::uint8_t* out);
 
+// Decode RLE Lossless frame `frame` (its one fragment) into `out` (native_frame_bytes(p) bytes, host byte
+// order, interleaved samples), with the same bits-stored masking and sign extension as native data.
+void decode_rle_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame, std::uint8_t* out);
+
 }  // namespace cxrfast::dicom

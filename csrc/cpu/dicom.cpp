@@ -313,6 +313,21 @@ Parsed parse(const std::uint8_t* data, std::size_t size) {
   return p;
 }
 
+namespace {
+
+// The stored value of a raw sample: bits above BitsStored (below the high bit's window) dropped,
+// sign-extended for PixelRepresentation 1.
+std::uint32_t stored_value(std::uint32_t v, int bytes, int stored, int shift, bool is_signed) {
+  if (stored < bytes * 8) {
+    v >>= shift;
+    v &= (std::uint32_t(1) << stored) - 1u;
+    if (is_signed && (v >> (stored - 1)) & 1u) v |= ~((std::uint32_t(1) << stored) - 1u);
+  }
+  return v;
+}
+
+}  // namespace
+
 std::size_t native_frame_bytes(const Parsed& p) {
   return std::size_t(p.rows) * std::size_t(p.columns) * std::size_t(p.samples_per_pixel) *
          std::size_t(p.bits_allocated / 8);
@@ -347,11 +362,7 @@ void decode_native_frame(const std::uint8_t* data, std::size_t size, const Parse
                        : (std::uint32_t(b[0]) | std::uint32_t(b[1]) << 8 | std::uint32_t(b[2]) << 16 |
                           std::uint32_t(b[3]) << 24);
     }
-    if (stored < bytes * 8) {
-      v >>= shift;
-      v &= (std::uint32_t(1) << stored) - 1u;
-      if (p.pixel_representation == 1 && (v >> (stored - 1)) & 1u) v |= ~((std::uint32_t(1) << stored) - 1u);
-    }
+    v = stored_value(v, bytes, stored, shift, p.pixel_representation == 1);
     // planar configuration 1 (RRR…GGG…BBB…) → interleaved, as pydicom returns it
     std::size_t dst = k;
     if (spp > 1 && p.planar_configuration == 1) {
@@ -359,6 +370,70 @@ void decode_native_frame(const std::uint8_t* data, std::size_t size, const Parse
       dst = px * std::size_t(spp) + s;
     }
     std::memcpy(out + dst * bytes, &v, std::size_t(bytes));  // host little endian (x86, ARM)
+  }
+}
+
+namespace {
+
+// PackBits-decode one RLE segment into exactly `n` bytes; false when the segment is short.
+bool unpack_segment(const std::uint8_t* src, std::size_t len, std::uint8_t* dst, std::size_t n) {
+  std::size_t i = 0, o = 0;
+  while (o < n && i < len) {
+    const int h = static_cast<std::int8_t>(src[i++]);
+    if (h >= 0) {  // h + 1 literal bytes
+      const std::size_t count = std::size_t(h) + 1;
+      if (count > len - i || count > n - o) return false;
+      std::memcpy(dst + o, src + i, count);
+      i += count;
+      o += count;
+    } else if (h != -128) {  // the next byte 1 − h times
+      const std::size_t count = std::size_t(1 - h);
+      if (i >= len || count > n - o) return false;
+      std::memset(dst + o, src[i++], count);
+      o += count;
+    }
+  }
+  return o == n;
+}
+
+}  // namespace
+
+void decode_rle_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame, std::uint8_t* out) {
+  if (frame < 0 || std::size_t(frame) >= p.fragments.size())
+    fail(kPixelData, 0, "RLE frame " + std::to_string(frame) + " has no fragment (each RLE frame is one fragment)");
+  const auto [offset, length] = p.fragments[std::size_t(frame)];
+  if (offset > size || length > size - offset) fail(kPixelData, offset, "RLE fragment extends past the end of the file");
+  const std::uint8_t* src = data + offset;
+  if (length < 64) fail(kPixelData, offset, "RLE fragment shorter than its 64-byte header");
+  auto le32 = [&](std::size_t at) {
+    return std::uint32_t(src[at]) | std::uint32_t(src[at + 1]) << 8 | std::uint32_t(src[at + 2]) << 16 |
+           std::uint32_t(src[at + 3]) << 24;
+  };
+  const int bytes = p.bits_allocated / 8;
+  const int spp = p.samples_per_pixel;
+  const std::uint32_t n_segments = le32(0);
+  if (n_segments != std::uint32_t(bytes * spp))
+    fail(kPixelData, offset, "RLE header lists " + std::to_string(n_segments) + " segments, BitsAllocated " +
+                                 std::to_string(p.bits_allocated) + " × SamplesPerPixel " + std::to_string(spp) +
+                                 " needs " + std::to_string(bytes * spp));
+  const std::size_t plane = std::size_t(p.rows) * std::size_t(p.columns);
+  std::vector<std::uint8_t> planes(plane * n_segments);
+  for (std::uint32_t k = 0; k < n_segments; ++k) {
+    const std::size_t start = le32(4 + 4 * k);
+    const std::size_t end = k + 1 < n_segments ? le32(4 + 4 * (k + 1)) : length;
+    if (start < 64 || start > end || end > length)
+      fail(kPixelData, offset, "RLE segment " + std::to_string(k) + " offsets lie outside the fragment");
+    if (!unpack_segment(src + start, end - start, planes.data() + k * plane, plane))
+      fail(kPixelData, offset + start, "RLE segment " + std::to_string(k) + " decodes to fewer than Rows × Columns bytes");
+  }
+  const int stored = p.bits_stored, shift = p.high_bit + 1 - stored;
+  for (std::size_t px = 0; px < plane; ++px) {
+    for (int s = 0; s < spp; ++s) {
+      std::uint32_t v = 0;
+      for (int b = 0; b < bytes; ++b) v = v << 8 | planes[(std::size_t(s) * bytes + b) * plane + px];  // MSB first
+      v = stored_value(v, bytes, stored, shift, p.pixel_representation == 1);
+      std::memcpy(out + (px * std::size_t(spp) + std::size_t(s)) * std::size_t(bytes), &v, std::size_t(bytes));
+    }
   }
 }
 

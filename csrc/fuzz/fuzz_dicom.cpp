@@ -20,7 +20,8 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
   using namespace cxrfast::dicom;
   try {
     Parsed p = parse(data, size);
-    if (!p.has_pixel_data || p.encapsulated) return 0;
+    const bool rle = p.encapsulated && p.transfer_syntax == "1.2.840.10008.1.2.5";
+    if (!p.has_pixel_data || (p.encapsulated && !rle)) return 0;
     if (p.bits_allocated != 8 && p.bits_allocated != 16 && p.bits_allocated != 32) return 0;
     if (p.bits_stored < 1 || p.bits_stored > p.bits_allocated || p.high_bit >= p.bits_allocated ||
         p.high_bit + 1 < p.bits_stored)
@@ -28,9 +29,15 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
     if (p.rows <= 0 || p.columns <= 0 || p.samples_per_pixel <= 0 || p.samples_per_pixel > 4 || p.number_of_frames <= 0)
       return 0;
     const std::size_t frame = native_frame_bytes(p);
-    if (frame == 0 || p.pixel_length / frame < std::size_t(p.number_of_frames)) return 0;  // the binding's checks
+    if (frame == 0 || frame > (std::size_t(1) << 28)) return 0;
+    if (rle ? p.fragments.size() < std::size_t(p.number_of_frames)
+            : p.pixel_length / frame < std::size_t(p.number_of_frames))
+      return 0;  // the binding's checks
     std::vector<std::uint8_t> out(frame);
-    decode_native_frame(data, size, p, p.number_of_frames - 1, out.data());
+    if (rle)
+      decode_rle_frame(data, size, p, p.number_of_frames - 1, out.data());
+    else
+      decode_native_frame(data, size, p, p.number_of_frames - 1, out.data());
   } catch (const ParseError&) {
   }
   return 0;

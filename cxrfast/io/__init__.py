@@ -5,9 +5,9 @@
     img.meta        # Rows, BitsStored, PhotometricInterpretation, WindowCenter, UIDs, ViewPosition, ...
 
 Supported here: the uncompressed transfer syntaxes (explicit VR little endian, implicit VR little
-endian, explicit VR big endian), with or without the 128-byte preamble, undefined-length sequences,
-multi-frame. Compressed syntaxes are parsed (their fragments are located) but not decoded yet, and
-raise DicomError saying so; so do deflated files. Malformed files raise DicomError naming the file, the
+endian, explicit VR big endian) and RLE Lossless, with or without the 128-byte preamble,
+undefined-length sequences, multi-frame. The other compressed syntaxes are parsed (their fragments are
+located) but not decoded yet, and raise DicomError saying so; so do deflated files. Malformed files raise DicomError naming the file, the
 tag and the problem; the parser never reads outside the file.
 """
 
@@ -76,10 +76,10 @@ def read_dicom(source, *, frame: int | None = None) -> DicomImage:
     ts = meta["transfer_syntax"]
     if not meta["has_pixel_data"]:
         raise DicomError(f"{name}: no Pixel Data (7FE0,0010) element")
-    if meta["encapsulated"]:
+    if meta["encapsulated"] and pixels is None:
         what = COMPRESSED.get(ts, "an unknown compressed syntax")
         raise DicomError(f"{name}: tag (0002,0010): transfer syntax {ts} ({what}) has encapsulated pixel data, "
                          "which this build does not decode yet")
-    if ts not in TRANSFER_SYNTAXES:
+    if not meta["encapsulated"] and ts not in TRANSFER_SYNTAXES:
         raise DicomError(f"{name}: tag (0002,0010): transfer syntax {ts!r} is not supported with native pixel data")
     return DicomImage(pixels=pixels, meta=meta)

@@ -22,6 +22,8 @@ if not _ext.load():
 
 TEST_FILES = os.path.join(os.path.dirname(pydicom.data.__file__), "test_files")
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
+RLE = "1.2.840.10008.1.2.5"
+DECODED = UNCOMPRESSED | {RLE}
 
 
 def _file(name):
@@ -37,7 +39,7 @@ def _pydicom(path):
 
 def test_every_bundled_file_matches_pydicom_or_raises_dicom_error():
     """Every file pydicom can decode: the same dtype, shape and values, or a DicomError; never another
-    exception. Uncompressed grayscale/colour files with 8/16/32-bit samples must all decode."""
+    exception. Uncompressed and RLE files with 8/16/32-bit samples must all decode."""
     files = sorted(f for f in glob.glob(os.path.join(TEST_FILES, "**", "*"), recursive=True) if os.path.isfile(f))
     matched, refused, must = [], [], []
     for path in files:
@@ -50,7 +52,7 @@ def test_every_bundled_file_matches_pydicom_or_raises_dicom_error():
             img = io.read_dicom(path)
         except io.DicomError:
             refused.append(os.path.basename(path))
-            if ts in UNCOMPRESSED and ds.BitsAllocated in (8, 16, 32) and "422" not in ds.PhotometricInterpretation:
+            if ts in DECODED and ds.BitsAllocated in (8, 16, 32) and "422" not in ds.PhotometricInterpretation:
                 must.append(os.path.basename(path))
             continue
         assert img.pixels.shape == ref.shape, os.path.basename(path)
@@ -58,9 +60,9 @@ def test_every_bundled_file_matches_pydicom_or_raises_dicom_error():
         np.testing.assert_array_equal(img.pixels, ref, err_msg=os.path.basename(path))
         matched.append(os.path.basename(path))
     assert not must, f"uncompressed files refused: {must}"
-    assert len(matched) >= 45, (len(matched), refused)
+    assert len(matched) >= 55, (len(matched), refused)
     for name in ("CT_small.dcm", "MR_small_implicit.dcm", "MR_small_bigendian.dcm", "rtdose.dcm",
-                 "SC_rgb_small_odd_big_endian.dcm"):
+                 "SC_rgb_small_odd_big_endian.dcm", "MR_small_RLE.dcm", "rtdose_rle.dcm", "SC_rgb_rle_32bit_2frame.dcm"):
         assert name in matched, name
 
 
@@ -128,6 +130,30 @@ def test_synthetic_12_bit_radiograph_in_each_uncompressed_syntax(syntax, tmp_pat
         np.testing.assert_array_equal(io.read_dicom(data).pixels, stored)
 
 
+def test_synthetic_12_bit_radiograph_rle(tmp_path):
+    """A 12-bit signed radiograph, RLE-encoded by pydicom (its own encoder), 2 frames."""
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.uid import RLELossless, ExplicitVRLittleEndian
+
+    rng = np.random.default_rng(1)
+    stored = rng.integers(-2048, 2048, (2, 45, 31), dtype=np.int16)
+    stored[:, 10:20] = 7  # runs, so the PackBits repeat path is used too
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.5"
+    ds.SOPInstanceUID = "1.2.3.5"
+    ds.NumberOfFrames, (ds.Rows, ds.Columns) = 2, stored.shape[1:]
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 1
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds.PixelData = stored.astype("<i2").tobytes()
+    ds.compress(RLELossless)
+    path = _write(ds, tmp_path / "rle.dcm", enforce_file_format=True)
+    np.testing.assert_array_equal(io.read_dicom(path).pixels, stored)
+    np.testing.assert_array_equal(io.read_dicom(path, frame=1).pixels, stored[1])
+
+
 def test_malformed_input_raises_dicom_error_naming_the_problem(tmp_path):
     data = open(_file("MR_small.dcm"), "rb").read()
     with pytest.raises(io.DicomError, match=r"<bytes>: tag \(7FE0,0010\) at byte \d+: native pixel data needs"):
@@ -149,8 +175,13 @@ def test_malformed_input_raises_dicom_error_naming_the_problem(tmp_path):
     lying[at + 6:at + 8] = (0xFFF0).to_bytes(2, "little")  # a length far past the next elements
     with pytest.raises(io.DicomError):
         io.read_dicom(bytes(lying))
-    with pytest.raises(io.DicomError, match="RLE Lossless.*not decode yet"):
-        io.read_dicom(_file("MR_small_RLE.dcm"))
+    with pytest.raises(io.DicomError, match=r"JPEG 2000\).*not decode yet"):
+        io.read_dicom(_file("JPEG2000.dcm"))
+    rle = bytearray(open(_file("MR_small_RLE.dcm"), "rb").read())
+    header = rle.find(b"\x02\x00\x00\x00\x40\x00\x00\x00")  # RLE header: 2 segments, the first at 64
+    rle[header] = 3
+    with pytest.raises(io.DicomError, match="RLE header lists 3 segments, BitsAllocated 16 × SamplesPerPixel 1 needs 2"):
+        io.read_dicom(bytes(rle))
 
 
 def test_random_truncation_and_corruption_never_crash():
