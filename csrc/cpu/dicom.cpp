@@ -175,6 +175,8 @@ int us_value(const Reader& r, const Header& h) {
 int is_value(const Reader& r, const Header& h) {
   std::vector<double> v = numbers(r, h);
   if (v.empty()) fail(h.tag, h.value, "empty integer string");
+  // (a double outside int's range, or NaN, would make the cast undefined)
+  if (!(v[0] >= -2147483648.0 && v[0] <= 2147483647.0)) fail(h.tag, h.value, "integer string out of range");
   return int(v[0]);
 }
 

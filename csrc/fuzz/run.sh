@@ -5,7 +5,7 @@ set -euo pipefail
 cd "$(dirname "$0")/../.."
 ITER="${1:-200000}"
 OUT="${TMPDIR:-/tmp}/cxrfast_fuzz_dicom"
-g++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all \
+g++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,float-cast-overflow -fno-sanitize-recover=all \
     -DCXRFAST_FUZZ_MAIN -I csrc csrc/fuzz/fuzz_dicom.cpp csrc/cpu/dicom.cpp -o "$OUT"
 DATA="$(.venv/bin/python -c 'import os, pydicom.data as d; print(os.path.join(os.path.dirname(d.__file__), "test_files"))')"
 SEEDS=("$DATA/MR_small.dcm" "$DATA/MR_small_implicit.dcm" "$DATA/MR_small_bigendian.dcm" "$DATA/rtdose.dcm"
