@@ -61,4 +61,12 @@ void decode_native_frame(const std::uint8_t* data, std::size_t size, const Parse
 // order, interleaved samples), with the same bits-stored masking and sign extension as native data.
 void decode_rle_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame, std::uint8_t* out);
 
+// The bytes of encapsulated frame `frame`: all fragments for a single frame; for several frames the
+// fragments between consecutive basic-offset-table entries, or one fragment per frame without a table.
+std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame);
+
+// Bits-stored masking and sign extension, in place, of `n` decoded samples of p.bits_allocated bits
+// (for codecs that return the stored value itself, such as JPEG lossless).
+void finish_decoded(const Parsed& p, std::uint8_t* out, std::size_t n);
+
 }  // namespace cxrfast::dicom

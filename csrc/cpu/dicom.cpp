@@ -255,7 +255,10 @@ void walk(Reader& r, std::size_t pos, std::size_t end, Parsed& p) {
       bool sq = !r.explicit_vr || (h.vr[0] == 'S' && h.vr[1] == 'Q') || (h.vr[0] == 'U' && h.vr[1] == 'N');
       if (!sq) fail(h.tag, pos, "undefined length on a non-sequence element");
       on_element(r, Header{h.tag, {h.vr[0], h.vr[1]}, 0, h.value}, p);  // records LUT sequences' presence
-      pos = skip_undefined(r, h.value, h.tag, 1);
+      // an undefined-length UN element is a sequence encoded in implicit VR little endian (PS3.5 6.2.2)
+      Reader inner = r;
+      if (h.vr[0] == 'U' && h.vr[1] == 'N') inner.explicit_vr = false, inner.big_endian = false;
+      pos = skip_undefined(inner, h.value, h.tag, 1);
       continue;
     }
     r.need(h.value, h.length, h.tag, "an element value");
@@ -436,6 +439,48 @@ void decode_rle_frame(const std::uint8_t* data, std::size_t size, const Parsed& 
       v = stored_value(v, bytes, stored, shift, p.pixel_representation == 1);
       std::memcpy(out + (px * std::size_t(spp) + std::size_t(s)) * std::size_t(bytes), &v, std::size_t(bytes));
     }
+  }
+}
+
+std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame) {
+  const std::size_t frames = std::size_t(std::max(p.number_of_frames, 1));
+  std::vector<std::pair<std::size_t, std::size_t>> parts;
+  if (frames == 1) {
+    parts = p.fragments;
+  } else if (!p.basic_offset_table.empty()) {
+    if (p.basic_offset_table.size() != frames)
+      fail(kPixelData, 0, "the basic offset table has " + std::to_string(p.basic_offset_table.size()) +
+                              " entries for " + std::to_string(frames) + " frames");
+    // table offsets count from the first fragment's item tag (8 bytes before its value)
+    if (p.fragments.empty()) fail(kPixelData, 0, "no fragments");
+    const std::size_t base = p.fragments[0].first - 8;
+    const std::size_t lo = base + p.basic_offset_table[std::size_t(frame)];
+    const std::size_t hi = std::size_t(frame) + 1 < frames ? base + p.basic_offset_table[std::size_t(frame) + 1]
+                                                           : std::size_t(-1);
+    for (const auto& f : p.fragments)
+      if (f.first - 8 >= lo && f.first - 8 < hi) parts.push_back(f);
+  } else if (p.fragments.size() == frames) {
+    parts.push_back(p.fragments[std::size_t(frame)]);
+  } else {
+    fail(kPixelData, 0, std::to_string(p.fragments.size()) + " fragments for " + std::to_string(frames) +
+                            " frames and no basic offset table: frame boundaries unknown");
+  }
+  if (parts.empty()) fail(kPixelData, 0, "frame " + std::to_string(frame) + " has no fragment");
+  std::vector<std::uint8_t> out;
+  for (const auto& [offset, length] : parts) {
+    if (offset > size || length > size - offset) fail(kPixelData, offset, "fragment extends past the end of the file");
+    out.insert(out.end(), data + offset, data + offset + length);
+  }
+  return out;
+}
+
+void finish_decoded(const Parsed& p, std::uint8_t* out, std::size_t n) {
+  const int bytes = p.bits_allocated / 8;
+  for (std::size_t k = 0; k < n; ++k) {
+    std::uint32_t v = 0;
+    std::memcpy(&v, out + k * std::size_t(bytes), std::size_t(bytes));
+    v = stored_value(v, bytes, p.bits_stored, 0, p.pixel_representation == 1);
+    std::memcpy(out + k * std::size_t(bytes), &v, std::size_t(bytes));
   }
 }
 

@@ -5,7 +5,7 @@
     img.meta        # Rows, BitsStored, PhotometricInterpretation, WindowCenter, UIDs, ViewPosition, ...
 
 Supported here: the uncompressed transfer syntaxes (explicit VR little endian, implicit VR little
-endian, explicit VR big endian) and RLE Lossless, with or without the 128-byte preamble,
+endian, explicit VR big endian), RLE Lossless and JPEG Lossless (process 14, any predictor), with or without the 128-byte preamble,
 undefined-length sequences, multi-frame. The other compressed syntaxes are parsed (their fragments are
 located) but not decoded yet, and raise DicomError saying so; so do deflated files. Malformed files raise DicomError naming the file, the
 tag and the problem; the parser never reads outside the file.

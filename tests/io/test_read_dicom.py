@@ -7,6 +7,7 @@ endian). Compressed syntaxes are located but raise DicomError saying they are no
 import glob
 import os
 import random
+import sys
 import warnings
 
 import numpy as np
@@ -20,10 +21,12 @@ from cxrfast import _ext  # noqa: E402
 if not _ext.load():
     pytest.skip(f"cxrfast._C is not built: {_ext.unavailable_reason()}", allow_module_level=True)
 
+sys.path.insert(0, os.path.dirname(__file__))  # jpeg_lossless_encoder, the tests' own encoder
 TEST_FILES = os.path.join(os.path.dirname(pydicom.data.__file__), "test_files")
 UNCOMPRESSED = {"1.2.840.10008.1.2", "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.2"}
 RLE = "1.2.840.10008.1.2.5"
-DECODED = UNCOMPRESSED | {RLE}
+JPEG_LOSSLESS = {"1.2.840.10008.1.2.4.57", "1.2.840.10008.1.2.4.70"}
+DECODED = UNCOMPRESSED | {RLE} | JPEG_LOSSLESS
 
 
 def _file(name):
@@ -39,7 +42,7 @@ def _pydicom(path):
 
 def test_every_bundled_file_matches_pydicom_or_raises_dicom_error():
     """Every file pydicom can decode: the same dtype, shape and values, or a DicomError; never another
-    exception. Uncompressed and RLE files with 8/16/32-bit samples must all decode."""
+    exception. Uncompressed, RLE and JPEG lossless files with 8/16/32-bit samples must all decode."""
     files = sorted(f for f in glob.glob(os.path.join(TEST_FILES, "**", "*"), recursive=True) if os.path.isfile(f))
     matched, refused, must = [], [], []
     for path in files:
@@ -52,7 +55,8 @@ def test_every_bundled_file_matches_pydicom_or_raises_dicom_error():
             img = io.read_dicom(path)
         except io.DicomError:
             refused.append(os.path.basename(path))
-            if ts in DECODED and ds.BitsAllocated in (8, 16, 32) and "422" not in ds.PhotometricInterpretation:
+            if ts in DECODED and ds.BitsAllocated in (8, 16, 32) and "422" not in ds.PhotometricInterpretation \
+                    and not (ts in JPEG_LOSSLESS and ds.BitsAllocated == 32):
                 must.append(os.path.basename(path))
             continue
         assert img.pixels.shape == ref.shape, os.path.basename(path)
@@ -202,3 +206,94 @@ def test_random_truncation_and_corruption_never_crash():
             except io.DicomError:
                 continue
             assert img.pixels is not None
+
+
+# ------------------------------------------------------------------------------------ JPEG lossless
+
+def _jpeg_ll_dicom(frames, precision, signed, tmp_path, *, bits_stored=None, basic_offset_table=False,
+                   syntax="1.2.840.10008.1.2.4.70", **encode_kw):
+    from jpeg_lossless_encoder import encode
+    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.encaps import encapsulate
+    from pydicom.uid import UID
+
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.6"
+    ds.SOPInstanceUID = "1.2.3.6"
+    ds.Rows, ds.Columns = frames[0].shape
+    ds.BitsAllocated = 16 if precision > 8 else 8
+    ds.BitsStored = bits_stored or precision
+    ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, int(signed)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.NumberOfFrames = 1, "MONOCHROME2", len(frames)
+    mask = (1 << precision) - 1
+    streams = [encode(f.astype(np.int64) & mask, precision=precision, **encode_kw) for f in frames]
+    ds.PixelData = encapsulate(streams, has_bot=basic_offset_table)
+    ds["PixelData"].VR = "OB"
+    return _write(ds, tmp_path / "jpegll.dcm", enforce_file_format=True)
+
+
+@pytest.mark.parametrize("precision", [2, 8, 12, 16])
+@pytest.mark.parametrize("predictor", [1, 2, 3, 4, 5, 6, 7])
+def test_jpeg_lossless_every_predictor_and_precision(precision, predictor, tmp_path):
+    """Streams written by the tests' own encoder (tests/io/jpeg_lossless_encoder.py): edges of the range,
+    flat runs, noise; restart markers every 3 lines for odd predictors."""
+    rng = np.random.default_rng(precision * 10 + predictor)
+    img = rng.integers(0, 1 << precision, (23, 17)).astype(np.uint16 if precision > 8 else np.uint8)
+    img[5:9] = (1 << precision) - 1
+    img[12] = 0
+    path = _jpeg_ll_dicom([img], precision, False, tmp_path, predictor=predictor,
+                          restart_lines=3 if predictor % 2 else 0)
+    got = io.read_dicom(path).pixels
+    assert got.dtype == img.dtype
+    np.testing.assert_array_equal(got, img)
+
+
+@pytest.mark.parametrize("basic_offset_table", [False, True])
+def test_jpeg_lossless_signed_12_bit_multi_frame(basic_offset_table, tmp_path):
+    rng = np.random.default_rng(3)
+    frames = rng.integers(-2048, 2048, (3, 31, 22)).astype(np.int16)
+    path = _jpeg_ll_dicom(list(frames), 12, True, tmp_path, basic_offset_table=basic_offset_table,
+                          syntax="1.2.840.10008.1.2.4.57", predictor=6)
+    np.testing.assert_array_equal(io.read_dicom(path).pixels, frames)
+    np.testing.assert_array_equal(io.read_dicom(path, frame=2).pixels, frames[2])
+
+
+def test_jpeg_lossless_real_file_matches_its_rle_twin():
+    """pydicom's GDCM-encoded lossless RGB image (3 interleaved components) against the RLE file of the
+    same image, decoded by pydicom: real-world streams, not only the tests' encoder."""
+    got = io.read_dicom(_file("SC_rgb_jpeg_gdcm.dcm")).pixels
+    _, ref = _pydicom(_file("SC_rgb_rle.dcm"))
+    np.testing.assert_array_equal(got, ref)
+
+
+def sof_in_stream(stream: bytes) -> int:
+    return stream.find(b"\xff\xc3")
+
+
+def test_jpeg_lossless_errors(tmp_path):
+    img = np.arange(12 * 10, dtype=np.uint16).reshape(12, 10) * 30
+    path = _jpeg_ll_dicom([img], 12, False, tmp_path)
+    data = open(path, "rb").read()
+    sof = data.find(b"\xff\xc3")
+    wrong = bytearray(data)
+    wrong[sof + 6] += 1  # the frame header says 13 rows
+    with pytest.raises(io.DicomError, match=r"frame 0: JPEG lossless stream, byte \d+: frame 13×10×1 does not match"):
+        io.read_dicom(bytes(wrong))
+    from pydicom.encaps import encapsulate, generate_frames
+
+    ds = pydicom.dcmread(path)
+    stream = next(generate_frames(ds.PixelData, number_of_frames=1))
+    ds.PixelData = encapsulate([stream[: len(stream) // 2]])  # a stream cut in its entropy-coded data
+    with pytest.raises(io.DicomError, match="JPEG lossless stream, byte .*(ends|RST|Huffman)"):
+        io.read_dicom(_write(ds, tmp_path / "cut.dcm"))
+    ds.PixelData = encapsulate([stream[:sof_in_stream(stream) + 6]])  # cut inside the frame header
+    with pytest.raises(io.DicomError, match="JPEG lossless stream, byte"):
+        io.read_dicom(_write(ds, tmp_path / "cut2.dcm"))
+    sos = data.find(b"\xff\xda")
+    bad = bytearray(data)
+    bad[sos + 7] = 9  # Ss, the predictor: FF DA, length (2), Ns, Cs, Td/Ta, then Ss
+    with pytest.raises(io.DicomError, match="predictor 9 outside 1..7"):
+        io.read_dicom(bytes(bad))
