@@ -338,10 +338,44 @@ std::size_t native_frame_bytes(const Parsed& p) {
          std::size_t(p.bits_allocated / 8);
 }
 
+namespace {
+
+// The fast path of decode_native_frame (no 8-bit OW big endian, no planar conversion): one copy, then an
+// in-place, branch-free (vectorisable) byte swap / shift / mask / sign extension over samples of type T.
+template <typename T>
+void native_fast(const std::uint8_t* src, std::size_t n_bytes, const Parsed& p, std::uint8_t* out) {
+  std::memcpy(out, src, n_bytes);
+  T* o = reinterpret_cast<T*>(out);  // numpy's allocation: aligned for T
+  const std::size_t n = n_bytes / sizeof(T);
+  constexpr int width = int(8 * sizeof(T));
+  const int stored = p.bits_stored, shift = p.high_bit + 1 - stored;
+  const bool swap = p.big_endian && sizeof(T) > 1;
+  const bool trim = stored < width;
+  const std::uint32_t mask = trim ? (std::uint32_t(1) << stored) - 1u : 0xFFFFFFFFu;
+  const std::uint32_t sign = (p.pixel_representation == 1 && trim) ? std::uint32_t(1) << (stored - 1) : 0u;
+  if (!swap && !trim) return;
+  for (std::size_t k = 0; k < n; ++k) {
+    std::uint32_t v = o[k];
+    if (swap) v = sizeof(T) == 2 ? ((v & 0xFFu) << 8 | v >> 8) : __builtin_bswap32(v);
+    v = (v >> shift) & mask;
+    v = (v ^ sign) - sign;  // sign extension (sign = 0: none)
+    o[k] = T(v);
+  }
+}
+
+}  // namespace
+
 void decode_native_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame, std::uint8_t* out) {
   const std::size_t n_bytes = native_frame_bytes(p);
   const std::size_t start = p.pixel_offset + std::size_t(frame) * n_bytes;
   if (start > size || n_bytes > size - start) fail(kPixelData, start, "frame extends past the end of the file");
+  const bool planar = p.samples_per_pixel > 1 && p.planar_configuration == 1;
+  const bool ow_swapped_bytes = p.bits_allocated == 8 && p.big_endian && p.pixel_vr_ow;
+  if (!planar && !ow_swapped_bytes) {
+    if (p.bits_allocated == 8) return native_fast<std::uint8_t>(data + start, n_bytes, p, out);
+    if (p.bits_allocated == 16) return native_fast<std::uint16_t>(data + start, n_bytes, p, out);
+    return native_fast<std::uint32_t>(data + start, n_bytes, p, out);
+  }
   const int bytes = p.bits_allocated / 8;
   const std::size_t n_values = n_bytes / std::size_t(bytes);
   const int stored = p.bits_stored;

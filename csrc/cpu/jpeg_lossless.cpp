@@ -13,11 +13,15 @@ namespace {
   throw DecodeError("JPEG lossless stream, byte " + std::to_string(offset) + ": " + what);
 }
 
+constexpr int kLutBits = 9;
+
 struct Huffman {
   bool defined = false;
   std::array<int, 18> maxcode{};  // per code length 1..16, −1 when no code of that length
   std::array<int, 17> valptr{}, mincode{};
   std::vector<std::uint8_t> values;
+  // codes of ≤ kLutBits bits, by their next kLutBits bits: (length << 8 | symbol), 0 when longer
+  std::array<std::uint16_t, 1 << kLutBits> lut{};
 };
 
 Huffman build(const std::uint8_t* bits, const std::uint8_t* vals, std::size_t n_vals) {
@@ -30,6 +34,12 @@ Huffman build(const std::uint8_t* bits, const std::uint8_t* vals, std::size_t n_
     if (count) {
       h.valptr[len] = k;
       h.mincode[len] = code;
+      for (int c = 0; c < count && len <= kLutBits; ++c) {
+        if (std::size_t(k + c) >= n_vals) break;
+        const int first = (code + c) << (kLutBits - len), last = (code + c + 1) << (kLutBits - len);
+        for (int e = first; e < last && e < (1 << kLutBits); ++e)
+          h.lut[std::size_t(e)] = std::uint16_t(len << 8 | vals[k + c]);
+      }
       code += count;
       k += count;
       h.maxcode[len] = code - 1;
@@ -42,83 +52,102 @@ Huffman build(const std::uint8_t* bits, const std::uint8_t* vals, std::size_t n_
   return h;
 }
 
+// MSB-first bit buffer over entropy-coded data: byte stuffing (FF00) removed, and it never loads past a
+// marker. The decoder consumes exactly the bits the samples need, so needing a bit beyond the data or a
+// marker means the stream is truncated or corrupt: an error, never zeros (a silently wrong image).
 class Bits {
  public:
   Bits(const std::uint8_t* d, std::size_t n, std::size_t pos) : data_(d), size_(n), pos_(pos) {}
 
-  int bit() {
-    if (count_ == 0) fill();
-    --count_;
-    return (acc_ >> count_) & 1;
+  // The next n (≤ 32) bits, zero-padded past the end of what is available; consume() checks.
+  std::uint32_t peek(int n) {
+    if (count_ < n) refill();
+    return std::uint32_t(acc_ >> (64 - n));
+  }
+  void consume(int n) {
+    if (n > count_) fail(pos_, "entropy-coded data ends before every sample is decoded");
+    acc_ <<= n;
+    count_ -= n;
   }
   int bits(int n) {
-    int v = 0;
-    for (int i = 0; i < n; ++i) v = (v << 1) | bit();
-    return v;
+    const std::uint32_t v = peek(n);
+    consume(n);
+    return int(v);
   }
   // At a restart: drop the partial byte, expect RSTn next.
   void restart(int expected) {
+    acc_ = 0;
     count_ = 0;
-    if (!marker_) {  // skip any fill bytes up to the marker
-      while (pos_ + 1 < size_ && !(data_[pos_] == 0xFF && data_[pos_ + 1] != 0x00 && data_[pos_ + 1] != 0xFF)) ++pos_;
-      if (pos_ + 1 >= size_) fail(pos_, "restart marker expected, end of data found");
-      marker_ = data_[pos_ + 1];
-      pos_ += 2;
-    }
-    if (marker_ != 0xD0 + expected) {
+    std::size_t at = stopped_ ? marker_ : pos_;
+    while (at < size_ && data_[at] == 0xFF && at + 1 < size_ && data_[at + 1] == 0xFF) ++at;  // fill bytes
+    if (at + 1 >= size_ || data_[at] != 0xFF) fail(at, "restart marker expected");
+    const int m = data_[at + 1];
+    if (m != 0xD0 + expected) {
       char buf[64];
-      std::snprintf(buf, sizeof buf, "expected RST%d, found marker FF%02X", expected, marker_);
-      fail(pos_, buf);
+      std::snprintf(buf, sizeof buf, "expected RST%d, found FF%02X", expected, m);
+      fail(at, buf);
     }
-    marker_ = 0;
+    pos_ = at + 2;
+    stopped_ = false;
   }
   std::size_t pos() const { return pos_; }
 
  private:
-  void fill() {
-    // The decoder reads exactly the bits the samples need, so needing a bit past the end of the data or
-    // past a marker means the stream is truncated or corrupt: an error, never zeros (a silently wrong image).
-    if (marker_ || pos_ >= size_) fail(pos_, "entropy-coded data ends before every sample is decoded");
-    std::uint8_t b = data_[pos_++];
-    if (b == 0xFF) {
-      while (pos_ < size_ && data_[pos_] == 0xFF) ++pos_;  // fill bytes
-      if (pos_ >= size_) fail(pos_, "entropy-coded data ends in a 0xFF byte");
-      const std::uint8_t next = data_[pos_++];
-      if (next != 0x00) {
-        marker_ = next;
-        char buf[96];
-        std::snprintf(buf, sizeof buf, "marker FF%02X inside the entropy-coded data, before every sample is decoded",
-                      next);
-        fail(pos_ - 2, buf);
+  void refill() {
+    while (count_ <= 56 && !stopped_) {
+      if (pos_ >= size_) {
+        stopped_ = true;
+        marker_ = pos_;
+        break;
       }
+      const std::uint8_t b = data_[pos_];
+      if (b == 0xFF) {
+        std::size_t q = pos_ + 1;
+        while (q < size_ && data_[q] == 0xFF) ++q;  // fill bytes
+        if (q >= size_ || data_[q] != 0x00) {  // a marker (or the end): stop loading here
+          stopped_ = true;
+          marker_ = pos_;
+          break;
+        }
+        pos_ = q + 1;
+      } else {
+        ++pos_;
+      }
+      acc_ |= std::uint64_t(b) << (56 - count_);
+      count_ += 8;
     }
-    acc_ = b;
-    count_ = 8;
   }
   const std::uint8_t* data_;
   std::size_t size_, pos_;
-  std::uint32_t acc_ = 0;
+  std::uint64_t acc_ = 0;
   int count_ = 0;
-  int marker_ = 0;
+  bool stopped_ = false;
+  std::size_t marker_ = 0;
 };
 
-int decode_symbol(Bits& b, const Huffman& h, std::size_t at) {
-  int code = b.bit();
-  int len = 1;
-  while (len <= 16 && code > h.maxcode[len]) {
-    code = (code << 1) | b.bit();
-    ++len;
+int decode_symbol(Bits& b, const Huffman& h) {
+  const std::uint16_t e = h.lut[b.peek(kLutBits)];
+  if (e) {
+    b.consume(e >> 8);
+    return e & 0xFF;
   }
-  if (len > 16) fail(at, "invalid Huffman code");
+  const std::uint32_t window = b.peek(16);  // a code longer than kLutBits bits
+  int len = kLutBits + 1, code = 0;
+  for (; len <= 16; ++len) {
+    code = int(window >> (16 - len));
+    if (code <= h.maxcode[len]) break;
+  }
+  if (len > 16) fail(b.pos(), "invalid Huffman code");
   const int idx = h.valptr[len] + code - h.mincode[len];
-  if (idx < 0 || std::size_t(idx) >= h.values.size()) fail(at, "Huffman code outside its table");
+  if (idx < 0 || std::size_t(idx) >= h.values.size()) fail(b.pos(), "Huffman code outside its table");
+  b.consume(len);
   return h.values[std::size_t(idx)];
 }
 
-int residual(Bits& b, int ssss, std::size_t at) {
+int residual(Bits& b, int ssss) {
   if (ssss == 0) return 0;
   if (ssss == 16) return 32768;  // T.81 H.1.2.2: no extra bits
-  if (ssss > 16) fail(at, "difference category above 16");
+  if (ssss > 16) fail(b.pos(), "difference category above 16");
   int v = b.bits(ssss);
   if (v < (1 << (ssss - 1))) v -= (1 << ssss) - 1;
   return v;
@@ -259,8 +288,8 @@ void decode(const std::uint8_t* data, std::size_t size, int rows, int columns, i
     }
     for (std::size_t x = 0; x < W; ++x) {
       for (std::size_t c = 0; c < C; ++c) {
-        const int ssss = decode_symbol(bits, tables[std::size_t(comps[c].table)], bits.pos());
-        const int diff = residual(bits, ssss, bits.pos());
+        const int ssss = decode_symbol(bits, tables[std::size_t(comps[c].table)]);
+        const int diff = residual(bits, ssss);
         int pred;
         if (first_line) {
           pred = x == 0 ? 1 << (P - pt - 1) : cur[(x - 1) * C + c];  // 2^(P−Pt−1), then Ra
