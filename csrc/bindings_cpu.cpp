@@ -10,7 +10,6 @@
 #include <string>
 
 #include "dicom.h"
-#include "jpeg_lossless.h"
 #include "group_counts.h"
 
 namespace py = pybind11;
@@ -69,10 +68,6 @@ py::dict dicom_meta(const cxrfast::dicom::Parsed& p) {
   return d;
 }
 
-[[noreturn]] void pixel_error(const std::string& what) {
-  throw cxrfast::dicom::ParseError("tag (7FE0,0010): " + what);
-}
-
 py::tuple dicom_read(py::bytes data, int frame) {
   std::string_view view = data;  // the bytes object stays alive for the whole call
   const auto* ptr = reinterpret_cast<const std::uint8_t*>(view.data());
@@ -83,42 +78,10 @@ py::tuple dicom_read(py::bytes data, int frame) {
     p = cxrfast::dicom::parse(ptr, size);
   }
   py::dict meta = dicom_meta(p);
-  const bool rle = p.encapsulated && p.transfer_syntax == "1.2.840.10008.1.2.5";
-  const bool jpegll = p.encapsulated && (p.transfer_syntax == "1.2.840.10008.1.2.4.57" ||
-                                         p.transfer_syntax == "1.2.840.10008.1.2.4.70");
-  if (!p.has_pixel_data || (p.encapsulated && !rle && !jpegll)) return py::make_tuple(meta, py::none());
-  if (jpegll && p.bits_allocated == 32) pixel_error("JPEG lossless holds at most 16-bit samples, BitsAllocated is 32");
-  if (p.bits_allocated != 8 && p.bits_allocated != 16 && p.bits_allocated != 32)
-    pixel_error("BitsAllocated " + std::to_string(p.bits_allocated) + " is not supported (8, 16 or 32)");
-  if (p.bits_stored < 1 || p.bits_stored > p.bits_allocated || p.high_bit >= p.bits_allocated ||
-      p.high_bit + 1 < p.bits_stored)
-    pixel_error("BitsStored " + std::to_string(p.bits_stored) + " / HighBit " + std::to_string(p.high_bit) +
-                " do not fit BitsAllocated " + std::to_string(p.bits_allocated));
-  if (p.rows <= 0 || p.columns <= 0 || p.samples_per_pixel <= 0 || p.samples_per_pixel > 4 || p.number_of_frames <= 0)
-    pixel_error("absurd dimensions: Rows " + std::to_string(p.rows) + ", Columns " + std::to_string(p.columns) +
-                ", SamplesPerPixel " + std::to_string(p.samples_per_pixel) + ", NumberOfFrames " +
-                std::to_string(p.number_of_frames));
+  if (cxrfast::dicom::codec(p) == cxrfast::dicom::Codec::None) return py::make_tuple(meta, py::none());
+  cxrfast::dicom::check_decodable(p);
   const std::size_t frame_bytes = cxrfast::dicom::native_frame_bytes(p);
   const std::size_t frames = std::size_t(p.number_of_frames);
-  if (rle && p.fragments.size() < frames)
-    pixel_error("RLE pixel data has " + std::to_string(p.fragments.size()) + " fragment(s) for " +
-                std::to_string(frames) + " frame(s) (each RLE frame is one fragment)");
-  if (rle) {  // PackBits expands a fragment at most 64× (2 bytes → 128): bounds the allocation by the file size
-    for (std::size_t f = 0; f < frames; ++f)
-      if (frame_bytes / 64 > p.fragments[f].second)
-        pixel_error("absurd dimensions: Rows × Columns × Samples × BitsAllocated/8 = " + std::to_string(frame_bytes) +
-                    " bytes cannot come from an RLE fragment of " + std::to_string(p.fragments[f].second) + " bytes");
-  }
-  if (jpegll) {  // a lossless JPEG stream cannot compress below ~1 bit per sample: bound the allocation
-    std::size_t total = 0;
-    for (const auto& f : p.fragments) total += f.second;
-    if (frame_bytes * frames / (16 * std::size_t(p.bits_allocated / 8)) > total + 1024)
-      pixel_error("absurd dimensions: " + std::to_string(frame_bytes * frames) + " bytes of samples cannot come from " +
-                  std::to_string(total) + " bytes of JPEG lossless data");
-  }
-  if (!rle && !jpegll && (frame_bytes == 0 || p.pixel_length / frame_bytes < frames))
-    pixel_error("pixel data holds " + std::to_string(p.pixel_length) + " bytes but Rows × Columns × Samples × " +
-                "BitsAllocated/8 × NumberOfFrames needs " + std::to_string(frame_bytes * frames));
   if (frame < -1 || frame >= int(frames))
     throw py::index_error("frame " + std::to_string(frame) + " out of range for " + std::to_string(frames) +
                           " frame(s)");
@@ -136,22 +99,8 @@ py::tuple dicom_read(py::bytes data, int frame) {
   {
     py::gil_scoped_release release;
     const int first = frame == -1 ? 0 : frame, last = frame == -1 ? int(frames) : frame + 1;
-    for (int f = first; f < last; ++f) {
-      std::uint8_t* frame_out = dst + std::size_t(f - first) * frame_bytes;
-      if (rle) {
-        cxrfast::dicom::decode_rle_frame(ptr, size, p, f, frame_out);
-      } else if (jpegll) {
-        const std::vector<std::uint8_t> stream = cxrfast::dicom::encapsulated_frame(ptr, size, p, f);
-        try {
-          cxrfast::jpegll::decode(stream.data(), stream.size(), p.rows, p.columns, p.samples_per_pixel,
-                                  p.bits_allocated / 8, frame_out);
-        } catch (const cxrfast::jpegll::DecodeError& e) {
-          throw cxrfast::dicom::ParseError("tag (7FE0,0010), frame " + std::to_string(f) + ": " + e.what());
-        }
-        cxrfast::dicom::finish_decoded(p, frame_out, frame_bytes / std::size_t(p.bits_allocated / 8));
-      } else
-        cxrfast::dicom::decode_native_frame(ptr, size, p, f, frame_out);
-    }
+    for (int f = first; f < last; ++f)
+      cxrfast::dicom::decode_frame(ptr, size, p, f, dst + std::size_t(f - first) * frame_bytes);
   }
   return py::make_tuple(meta, out);
 }

@@ -69,4 +69,18 @@ std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* data, std::size
 // (for codecs that return the stored value itself, such as JPEG lossless).
 void finish_decoded(const Parsed& p, std::uint8_t* out, std::size_t n);
 
+enum class Codec { None, Native, Rle, JpegLossless };
+
+// How the pixel data of `p` is decoded here; Codec::None: no pixel data, or a compressed syntax this
+// build locates but does not decode.
+Codec codec(const Parsed& p);
+
+// Checks that the pixel description of `p` (codec(p) != None) can be decoded: BitsAllocated, BitsStored
+// and HighBit consistent, dimensions present, and the output (native_frame_bytes(p) per frame) bounded by
+// the data that must produce it. Throws ParseError naming (7FE0,0010) and the problem.
+void check_decodable(const Parsed& p);
+
+// Decode frame `frame` with codec(p) into `out` (native_frame_bytes(p) bytes); after check_decodable.
+void decode_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame, std::uint8_t* out);
+
 }  // namespace cxrfast::dicom

@@ -1,6 +1,8 @@
 // DICOM Part 10 parser and native pixel decoder (see dicom.h). No torch or Python headers.
 #include "dicom.h"
 
+#include "jpeg_lossless.h"
+
 #include <algorithm>
 #include <cstdio>
 #include <cstring>
@@ -516,6 +518,76 @@ void finish_decoded(const Parsed& p, std::uint8_t* out, std::size_t n) {
     v = stored_value(v, bytes, p.bits_stored, 0, p.pixel_representation == 1);
     std::memcpy(out + k * std::size_t(bytes), &v, std::size_t(bytes));
   }
+}
+
+Codec codec(const Parsed& p) {
+  if (!p.has_pixel_data) return Codec::None;
+  if (!p.encapsulated) return Codec::Native;
+  if (p.transfer_syntax == "1.2.840.10008.1.2.5") return Codec::Rle;
+  if (p.transfer_syntax == "1.2.840.10008.1.2.4.57" || p.transfer_syntax == "1.2.840.10008.1.2.4.70")
+    return Codec::JpegLossless;
+  return Codec::None;
+}
+
+namespace {
+
+[[noreturn]] void pixel_error(const std::string& what) { throw ParseError("tag (7FE0,0010): " + what); }
+
+}  // namespace
+
+void check_decodable(const Parsed& p) {
+  const Codec c = codec(p);
+  if (c == Codec::JpegLossless && p.bits_allocated == 32)
+    pixel_error("JPEG lossless holds at most 16-bit samples, BitsAllocated is 32");
+  if (p.bits_allocated != 8 && p.bits_allocated != 16 && p.bits_allocated != 32)
+    pixel_error("BitsAllocated " + std::to_string(p.bits_allocated) + " is not supported (8, 16 or 32)");
+  if (p.bits_stored < 1 || p.bits_stored > p.bits_allocated || p.high_bit >= p.bits_allocated ||
+      p.high_bit + 1 < p.bits_stored)
+    pixel_error("BitsStored " + std::to_string(p.bits_stored) + " / HighBit " + std::to_string(p.high_bit) +
+                " do not fit BitsAllocated " + std::to_string(p.bits_allocated));
+  if (p.rows <= 0 || p.columns <= 0 || p.samples_per_pixel <= 0 || p.samples_per_pixel > 4 || p.number_of_frames <= 0)
+    pixel_error("absurd dimensions: Rows " + std::to_string(p.rows) + ", Columns " + std::to_string(p.columns) +
+                ", SamplesPerPixel " + std::to_string(p.samples_per_pixel) + ", NumberOfFrames " +
+                std::to_string(p.number_of_frames));
+  const std::size_t frame_bytes = native_frame_bytes(p);
+  const std::size_t frames = std::size_t(p.number_of_frames);
+  if (c == Codec::Rle) {
+    if (p.fragments.size() < frames)
+      pixel_error("RLE pixel data has " + std::to_string(p.fragments.size()) + " fragment(s) for " +
+                  std::to_string(frames) + " frame(s) (each RLE frame is one fragment)");
+    // PackBits expands a fragment at most 64× (2 bytes → 128): bounds the allocation by the file size
+    for (std::size_t f = 0; f < frames; ++f)
+      if (frame_bytes / 64 > p.fragments[f].second)
+        pixel_error("absurd dimensions: Rows × Columns × Samples × BitsAllocated/8 = " + std::to_string(frame_bytes) +
+                    " bytes cannot come from an RLE fragment of " + std::to_string(p.fragments[f].second) + " bytes");
+  } else if (c == Codec::JpegLossless) {  // a lossless JPEG stream cannot compress below ~1 bit per sample
+    std::size_t total = 0;
+    for (const auto& f : p.fragments) total += f.second;
+    if (frame_bytes * frames / (16 * std::size_t(p.bits_allocated / 8)) > total + 1024)
+      pixel_error("absurd dimensions: " + std::to_string(frame_bytes * frames) + " bytes of samples cannot come from " +
+                  std::to_string(total) + " bytes of JPEG lossless data");
+  } else if (frame_bytes == 0 || p.pixel_length / frame_bytes < frames) {
+    pixel_error("pixel data holds " + std::to_string(p.pixel_length) + " bytes but Rows × Columns × Samples × " +
+                "BitsAllocated/8 × NumberOfFrames needs " + std::to_string(frame_bytes * frames));
+  }
+}
+
+void decode_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame, std::uint8_t* out) {
+  switch (codec(p)) {
+    case Codec::Native: return decode_native_frame(data, size, p, frame, out);
+    case Codec::Rle: return decode_rle_frame(data, size, p, frame, out);
+    case Codec::JpegLossless: {
+      const std::vector<std::uint8_t> stream = encapsulated_frame(data, size, p, frame);
+      try {
+        jpegll::decode(stream.data(), stream.size(), p.rows, p.columns, p.samples_per_pixel, p.bits_allocated / 8, out);
+      } catch (const jpegll::DecodeError& e) {
+        throw ParseError("tag (7FE0,0010), frame " + std::to_string(frame) + ": " + e.what());
+      }
+      return finish_decoded(p, out, native_frame_bytes(p) / std::size_t(p.bits_allocated / 8));
+    }
+    case Codec::None: break;
+  }
+  pixel_error("no decoder for transfer syntax " + printable(p.transfer_syntax));
 }
 
 }  // namespace cxrfast::dicom
