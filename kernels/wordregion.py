@@ -93,6 +93,21 @@ def attention_fwd_kernel(
 
 
 @triton.jit
+def _softmax_grad_tile(s_ptr, alpha_ptr, h_ptr, dcw_ptr, k_ptr, row_off, word, cols, real, n):
+    """One word tile of the backward: (s, α, dcw, k, dx) with dα = dcw·s + k·h and dx = α (dα − Σ_r α dα).
+    Both passes of attention_bwd_kernel take dx from here, so GLoRIA's Σ_t a·da and the write pass
+    round identically (for a one-word report a·(da − Σ_t a·da) must cancel exactly)."""
+    s = tl.load(s_ptr + row_off + cols[None, :], mask=real, other=0.0)
+    alpha = tl.load(alpha_ptr + row_off + cols[None, :], mask=real, other=0.0)
+    h = tl.load(h_ptr + row_off + cols[None, :], mask=real, other=0.0)
+    dcw = tl.load(dcw_ptr + word + cols, mask=cols < n, other=0.0)
+    k = tl.load(k_ptr + word + cols, mask=cols < n, other=0.0)
+    dalpha = dcw[None, :] * s + k[None, :] * h
+    dx = alpha * (dalpha - tl.sum(alpha * dalpha, axis=0)[None, :])
+    return s, alpha, dcw, k, dx
+
+
+@triton.jit
 def attention_bwd_kernel(
     # pointers (ds is written over s, α·k over h)
     s_ptr, alpha_ptr, h_ptr, dcw_ptr, k_ptr, lengths_ptr,
@@ -124,28 +139,16 @@ def attention_bwd_kernel(
         for t0 in range(0, n, BLOCK_L):
             cols = t0 + tl.arange(0, BLOCK_L)
             real = rmask[:, None] & (cols < n)[None, :]
-            s = tl.load(s_ptr + row_off + cols[None, :], mask=real, other=0.0)
-            alpha = tl.load(alpha_ptr + row_off + cols[None, :], mask=real, other=0.0)
-            h = tl.load(h_ptr + row_off + cols[None, :], mask=real, other=0.0)
-            dcw = tl.load(dcw_ptr + word + cols, mask=cols < n, other=0.0)
-            k = tl.load(k_ptr + word + cols, mask=cols < n, other=0.0)
+            s, alpha, dcw, k, dx = _softmax_grad_tile(s_ptr, alpha_ptr, h_ptr, dcw_ptr, k_ptr, row_off, word,
+                                                      cols, real, n)
             a = tl.where(real, tl.exp(s - m[:, None]) / l[:, None], 0.0)
-            dalpha = dcw[None, :] * s + k[None, :] * h
-            dx = alpha * (dalpha - tl.sum(alpha * dalpha, axis=0)[None, :])
-            # the same expression as the write pass below, rounding included: for a one-word report
-            # a·(da − Σ_t a·da) must cancel exactly
             rho += tl.sum(a * (temp_attention * dx), axis=1)
     for t0 in range(0, L, BLOCK_L):
         cols = t0 + tl.arange(0, BLOCK_L)
         real = rmask[:, None] & (cols < n)[None, :]
         inside = rmask[:, None] & (cols < L)[None, :]
-        s = tl.load(s_ptr + row_off + cols[None, :], mask=real, other=0.0)
-        alpha = tl.load(alpha_ptr + row_off + cols[None, :], mask=real, other=0.0)
-        h = tl.load(h_ptr + row_off + cols[None, :], mask=real, other=0.0)
-        dcw = tl.load(dcw_ptr + word + cols, mask=cols < n, other=0.0)
-        k = tl.load(k_ptr + word + cols, mask=cols < n, other=0.0)
-        dalpha = dcw[None, :] * s + k[None, :] * h
-        dx = alpha * (dalpha - tl.sum(alpha * dalpha, axis=0)[None, :])
+        s, alpha, dcw, k, dx = _softmax_grad_tile(s_ptr, alpha_ptr, h_ptr, dcw_ptr, k_ptr, row_off, word,
+                                                  cols, real, n)
         if GLORIA:
             a = tl.exp(s - m[:, None]) / l[:, None]
             ds = a * (temp_attention * dx - rho[:, None])
