@@ -140,10 +140,7 @@ def device_section(doc: dict) -> list[str]:
                       fmt_rate(ff.get("tflops"), device_type, ff.get("pct_peak")) if _ok(ff) else "-"]
             out.append("| " + " | ".join(cells) + " |")
         out += [""] + _notes([x for x in rows if x["shape_id"] in ids and x["phase"] == "fwdbwd"])
-        if flagged:
-            out += [f"† ({', '.join(flagged)}): the forward+backward median differs from forward + backward "
-                    "(timed separately) by more than 40%: the device was not quiet while this was measured; "
-                    "rerun before quoting it.", ""]
+        out += _flag_note(flagged)
     out += _targets(doc)
     return out
 
@@ -155,6 +152,15 @@ def _inconsistent(phases: dict, tolerance: float = 0.4) -> bool:
     if not all(_ok(x) for x in (f, b, fb)):
         return False
     return abs(f["median_s"] + b["median_s"] - fb["median_s"]) > tolerance * fb["median_s"]
+
+
+def _flag_note(flagged: list[str]) -> list[str]:
+    """The footnote of the rows marked † by _inconsistent (none: no lines)."""
+    if not flagged:
+        return []
+    return [f"† ({', '.join(flagged)}): the forward+backward median differs from forward + backward "
+            "(timed separately) by more than 40%: the device was not quiet while this was measured; "
+            "rerun before quoting it.", ""]
 
 
 def _label(row) -> str:
@@ -254,10 +260,7 @@ def local_section(doc: dict) -> list[str]:
                  fmt_bytes(fm), fmt_bytes(bm), fmt_ratio(bm, fm), rate_cell]
         out.append("| " + " | ".join(cells) + " |")
     out += [""] + _notes([x for x in rows if x["phase"] == "fwdbwd"])
-    if flagged:
-        out += [f"† ({', '.join(flagged)}): the forward+backward median differs from forward + backward "
-                "(timed separately) by more than 40%: the device was not quiet while this was measured; "
-                "rerun before quoting it.", ""]
+    out += _flag_note(flagged)
     out += _targets(doc)
     return out
 
