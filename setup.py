@@ -4,7 +4,8 @@ Metadata lives in pyproject.toml; this file declares what setuptools cannot expr
 - kernels/ (top level in the repository) is installed as ``cxrfast.kernels`` -- never as a
   top-level ``kernels``, which is a different PyPI package;
 - cxrfast._C: C++ sources always; CUDA sources too when the installed torch is a CUDA build and
-  nvcc is found (then CXRFAST_WITH_CUDA is defined).
+  nvcc is found (then CXRFAST_WITH_CUDA is defined); zlib when zlib.h is found (then
+  CXRFAST_WITH_ZLIB is defined: the deflated DICOM transfer syntax).
 
 Environment:
   CXRFAST_NO_EXT=1   skip the extension (pure-Python install; torch not needed to build).
@@ -34,6 +35,21 @@ def _packages():
 def _sources(pattern):
     """Sorted source paths relative to the project root (setuptools rejects absolute paths)."""
     return sorted(os.path.relpath(p, ROOT) for p in glob.glob(os.path.join(ROOT, pattern)))
+
+
+def _zlib_include_dir():
+    """The directory holding zlib.h (for the deflated DICOM transfer syntax), or None: the extension then
+    builds without zlib and reads of deflated files raise a DicomError saying so."""
+    import sysconfig
+
+    candidates = [os.environ.get("ZLIB_ROOT") and os.path.join(os.environ["ZLIB_ROOT"], "include")]
+    candidates += os.environ.get("CPATH", "").split(os.pathsep) + os.environ.get("C_INCLUDE_PATH", "").split(os.pathsep)
+    candidates += [os.environ.get("CONDA_PREFIX") and os.path.join(os.environ["CONDA_PREFIX"], "include"),
+                   sysconfig.get_paths().get("include"), "/usr/local/include", "/usr/include"]
+    for d in candidates:
+        if d and os.path.exists(os.path.join(d, "zlib.h")):
+            return d
+    return None
 
 
 def _extensions():
@@ -68,11 +84,21 @@ def _extensions():
         name="cxrfast._C",
         include_dirs=[os.path.join(ROOT, "csrc")],
     )
+    zlib_dir = _zlib_include_dir()
+    macros = []
+    if zlib_dir:
+        if zlib_dir not in ("/usr/include", "/usr/local/include"):  # -I of a system dir breaks #include_next
+            common["include_dirs"].append(zlib_dir)
+            common["library_dirs"] = [os.path.join(os.path.dirname(zlib_dir), "lib")]
+        common["libraries"] = ["z"]
+        macros.append(("CXRFAST_WITH_ZLIB", None))
+    else:
+        print("cxrfast: zlib.h not found, building without the deflated DICOM transfer syntax")
     if with_cuda:
         print(f"cxrfast: building cxrfast._C with CUDA (torch CUDA {torch.version.cuda}, nvcc {nvcc})")
         ext = cpp_extension.CUDAExtension(
             sources=cpp_sources + ["csrc/bindings_cuda.cpp"] + _sources("csrc/cuda/*.cu"),
-            define_macros=[("CXRFAST_WITH_CUDA", None)],
+            define_macros=[("CXRFAST_WITH_CUDA", None)] + macros,
             extra_compile_args={"cxx": cxx_flags, "nvcc": nvcc_flags},
             **common,
         )
@@ -81,6 +107,7 @@ def _extensions():
         print(f"cxrfast: building cxrfast._C for CPU only ({why})")
         ext = cpp_extension.CppExtension(
             sources=cpp_sources,
+            define_macros=macros,
             extra_compile_args={"cxx": cxx_flags},
             **common,
         )

@@ -9,6 +9,7 @@
 
 #include <string>
 
+#include "bindings.h"
 #include "dicom.h"
 #include "group_counts.h"
 
@@ -22,12 +23,31 @@ TORCH_LIBRARY_IMPL(cxrfast, CPU, m) {
   m.impl("group_counts", &cxrfast::group_counts_cpu);
 }
 
-namespace {
+namespace cxrfast::bind {
 
 // DICOM strings are bytes in the dataset's character set; Latin-1 decodes any of them (the UIDs, dates,
 // codes and IDs read here are ASCII in valid files) and never fails on corrupt ones.
 py::str latin1(const std::string& s) {
   return py::reinterpret_steal<py::str>(PyUnicode_DecodeLatin1(s.data(), py::ssize_t(s.size()), nullptr));
+}
+
+// A Modality / VOI LUT item as cxrfast.io documents it: data is uint8 for tables of at most 8 bits per
+// entry and uint16 otherwise, the dtype pydicom's apply_modality_lut / apply_voi give their result.
+py::dict lut_dict(const cxrfast::dicom::Lut& l) {
+  py::dict d;
+  d["first_mapped"] = l.first_mapped;
+  d["bits"] = l.bits;
+  py::array data;
+  if (l.bits <= 8) {
+    py::array_t<std::uint8_t> a(py::ssize_t(l.data.size()));
+    for (std::size_t k = 0; k < l.data.size(); ++k) a.mutable_data()[k] = std::uint8_t(l.data[k]);
+    data = a;
+  } else {
+    data = py::array_t<std::uint16_t>(py::ssize_t(l.data.size()), l.data.data());
+  }
+  d["data"] = data;
+  d["explanation"] = latin1(l.explanation);
+  return d;
 }
 
 py::dict dicom_meta(const cxrfast::dicom::Parsed& p) {
@@ -54,6 +74,16 @@ py::dict dicom_meta(const cxrfast::dicom::Parsed& p) {
   d["voi_lut_function"] = latin1(p.voi_lut_function);
   d["has_modality_lut_sequence"] = p.has_modality_lut_sequence;
   d["has_voi_lut_sequence"] = p.has_voi_lut_sequence;
+  py::object modality_lut = py::none();
+  if (p.has_modality_lut) {
+    py::dict m = lut_dict(p.modality_lut);
+    m["type"] = latin1(p.modality_lut.type);
+    modality_lut = m;
+  }
+  d["modality_lut"] = modality_lut;
+  py::list voi_luts;
+  for (const auto& l : p.voi_luts) voi_luts.append(lut_dict(l));
+  d["voi_luts"] = voi_luts;
   d["sop_instance_uid"] = latin1(p.sop_instance_uid);
   d["study_instance_uid"] = latin1(p.study_instance_uid);
   d["series_instance_uid"] = latin1(p.series_instance_uid);
@@ -65,17 +95,27 @@ py::dict dicom_meta(const cxrfast::dicom::Parsed& p) {
   d["encapsulated"] = p.encapsulated;
   d["fragments"] = p.fragments;
   d["basic_offset_table"] = p.basic_offset_table;
+  d["extended_offset_table"] = p.extended_offset_table;
+  d["extended_offset_table_lengths"] = p.extended_offset_table_lengths;
+  d["deflated"] = p.deflated;
+  d["codec"] = cxrfast::dicom::codec_name(cxrfast::dicom::codec(p));
   return d;
 }
 
-py::tuple dicom_read(py::bytes data, int frame) {
+}  // namespace cxrfast::bind
+
+namespace {
+
+using cxrfast::bind::dicom_meta;
+
+py::tuple dicom_read(py::bytes data, int frame, std::size_t max_inflated) {
   std::string_view view = data;  // the bytes object stays alive for the whole call
   const auto* ptr = reinterpret_cast<const std::uint8_t*>(view.data());
   const std::size_t size = view.size();
   cxrfast::dicom::Parsed p;
   {
     py::gil_scoped_release release;
-    p = cxrfast::dicom::parse(ptr, size);
+    p = cxrfast::dicom::parse(ptr, size, max_inflated);
   }
   py::dict meta = dicom_meta(p);
   if (cxrfast::dicom::codec(p) == cxrfast::dicom::Codec::None) return py::make_tuple(meta, py::none());
@@ -85,6 +125,18 @@ py::tuple dicom_read(py::bytes data, int frame) {
   if (frame < -1 || frame >= int(frames))
     throw py::index_error("frame " + std::to_string(frame) + " out of range for " + std::to_string(frames) +
                           " frame(s)");
+  if (cxrfast::dicom::codec(p) == cxrfast::dicom::Codec::External) {  // the encoded frames, for cxrfast.io
+    py::list streams;
+    for (int f = frame == -1 ? 0 : frame, last = frame == -1 ? int(frames) : frame + 1; f < last; ++f) {
+      std::vector<std::uint8_t> s;
+      {
+        py::gil_scoped_release release;
+        s = cxrfast::dicom::encapsulated_frame(ptr, size, p, f);
+      }
+      streams.append(py::bytes(reinterpret_cast<const char*>(s.data()), s.size()));
+    }
+    return py::make_tuple(meta, streams);
+  }
   const bool is_signed = p.pixel_representation == 1;
   py::dtype dtype = p.bits_allocated == 8 ? (is_signed ? py::dtype::of<std::int8_t>() : py::dtype::of<std::uint8_t>())
                     : p.bits_allocated == 16 ? (is_signed ? py::dtype::of<std::int16_t>() : py::dtype::of<std::uint16_t>())
@@ -123,7 +175,10 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 
   py::register_exception<cxrfast::dicom::ParseError>(m, "DicomParseError", PyExc_ValueError);
   m.def("dicom_read", &dicom_read, py::arg("data"), py::arg("frame") = -1,
-        "Parse a DICOM Part 10 file (bytes) → (meta dict, pixels or None). Native and RLE Lossless pixel "
-        "data are decoded (frame −1: all frames); for other encapsulated syntaxes pixels is None and the meta "
-        "lists the fragments' (offset, length).");
+        py::arg("max_inflated") = cxrfast::dicom::kMaxInflatedBytes,
+        "Parse a DICOM Part 10 file (bytes) → (meta dict, pixels). pixels: a numpy array for the syntaxes "
+        "decoded here (native, RLE Lossless, JPEG Lossless; frame −1: all frames); for those decoded by a codec "
+        "library (meta['codec'] == 'external') the list of the requested frames' encoded streams (bytes); "
+        "else None, and the meta lists the fragments' (offset, length). max_inflated: the largest inflated "
+        "dataset accepted from the deflated syntax.");
 }

@@ -8,6 +8,10 @@
 #include <cstring>
 #include <sstream>
 
+#ifdef CXRFAST_WITH_ZLIB
+#include <zlib.h>
+#endif
+
 namespace cxrfast::dicom {
 namespace {
 
@@ -80,6 +84,10 @@ struct Reader {
                       : (std::uint32_t(data[pos]) | std::uint32_t(data[pos + 1]) << 8 |
                          std::uint32_t(data[pos + 2]) << 16 | std::uint32_t(data[pos + 3]) << 24);
   }
+  std::uint64_t u64(std::size_t pos) const {
+    const std::uint64_t a = u32(pos), b = u32(pos + 4);
+    return big_endian ? (a << 32 | b) : (b << 32 | a);
+  }
   std::uint32_t tag_at(std::size_t pos) const { return std::uint32_t(u16(pos)) << 16 | u16(pos + 2); }
 };
 
@@ -114,6 +122,7 @@ Header read_header(const Reader& r, std::size_t pos) {
 }
 
 std::size_t skip_undefined(const Reader& r, std::size_t pos, std::uint32_t tag, int depth);
+std::size_t skip_element(const Reader& r, const Header& e, std::size_t pos, int depth);
 
 // Skip the items of an undefined-length sequence starting at pos; returns the offset after its delimiter.
 std::size_t skip_undefined(const Reader& r, std::size_t pos, std::uint32_t tag, int depth) {
@@ -135,12 +144,7 @@ std::size_t skip_undefined(const Reader& r, std::size_t pos, std::uint32_t tag, 
         pos = e.value;
         break;
       }
-      if (e.length == kUndefined) {
-        pos = skip_undefined(r, e.value, e.tag, depth + 1);
-      } else {
-        r.need(e.value, e.length, e.tag, "an element value");
-        pos = e.value + e.length;
-      }
+      pos = skip_element(r, e, pos, depth + 1);
     }
   }
 }
@@ -180,6 +184,147 @@ int is_value(const Reader& r, const Header& h) {
   // (a double outside int's range, or NaN, would make the cast undefined)
   if (!(v[0] >= -2147483648.0 && v[0] <= 2147483647.0)) fail(h.tag, h.value, "integer string out of range");
   return int(v[0]);
+}
+
+// (7FE0,0001) Extended Offset Table, (7FE0,0002) its lengths: 64-bit unsigned values (OV).
+std::vector<std::uint64_t> u64_values(const Reader& r, const Header& h) {
+  if (h.length % 8) fail(h.tag, h.value, "length " + std::to_string(h.length) + " is not a multiple of 8 (64-bit values)");
+  std::vector<std::uint64_t> out(h.length / 8);
+  for (std::size_t k = 0; k < out.size(); ++k) out[k] = r.u64(h.value + 8 * k);
+  return out;
+}
+
+bool is_vr(const Header& h, const char* vr) { return h.vr[0] == vr[0] && h.vr[1] == vr[1]; }
+
+// Skips element e (its header at pos); returns the offset after it. An undefined length is only allowed on
+// a sequence: SQ, any element of an implicit-VR dataset, or UN (then implicit VR little endian, PS3.5 6.2.2).
+std::size_t skip_element(const Reader& r, const Header& e, std::size_t pos, int depth) {
+  if (e.length != kUndefined) {
+    r.need(e.value, e.length, e.tag, "an element value");
+    return e.value + e.length;
+  }
+  if (r.explicit_vr && !is_vr(e, "SQ") && !is_vr(e, "UN")) fail(e.tag, pos, "undefined length on a non-sequence element");
+  Reader inner = r;
+  if (r.explicit_vr && is_vr(e, "UN")) inner.explicit_vr = false, inner.big_endian = false;
+  return skip_undefined(inner, e.value, e.tag, depth);
+}
+
+constexpr std::uint32_t kModalityLutSequence = 0x00283000u, kVoiLutSequence = 0x00283010u;
+constexpr std::uint32_t kLutDescriptor = 0x00283002u, kLutExplanation = 0x00283003u, kModalityLutType = 0x00283004u,
+                        kLutData = 0x00283006u;
+
+// The elements of one LUT item that matter, as located in it.
+struct LutItem {
+  bool has_descriptor = false, has_data = false;
+  Header descriptor{}, data{};
+  std::string explanation, type;
+};
+
+// Converts a LUT item (the index-th of sequence `seq`, its item tag at item_pos) into a Lut. pydicom's
+// readings: the first descriptor value is always unsigned (0 means 65536 entries), the second is signed
+// when the VR says SS or, with an implicit / ambiguous VR, when PixelRepresentation is 1 (resolved in
+// parse(), after the walk); LUT Data (US or OW) holds 16-bit words in the dataset's byte order.
+Lut make_lut(const Reader& r, const LutItem& it, std::uint32_t seq, std::size_t item_pos, int index) {
+  const std::string where = " in item " + std::to_string(index) + " of " + tag_str(seq);
+  if (!it.has_descriptor) fail(seq, item_pos, "no LUT Descriptor (0028,3002)" + where);
+  if (!it.has_data) fail(seq, item_pos, "no LUT Data (0028,3006)" + where);
+  const Header& d = it.descriptor;
+  if (d.length != 6)
+    fail(d.tag, d.value, "LUT Descriptor of " + std::to_string(d.length) + " bytes" + where + ", 3 values of 2 bytes expected");
+  Lut lut;
+  const std::size_t entries = r.u16(d.value) == 0 ? 65536 : r.u16(d.value);  // PS3.3 C.11.1.1.1: 0 means 2^16
+  lut.first_mapped_raw = r.u16(d.value + 2);
+  lut.bits = r.u16(d.value + 4);
+  lut.sign = !r.explicit_vr ? Lut::Sign::Ambiguous
+             : is_vr(d, "US") ? Lut::Sign::Unsigned
+             : is_vr(d, "SS") ? Lut::Sign::Signed
+                              : Lut::Sign::Ambiguous;
+  if (lut.bits < 1 || lut.bits > 16)
+    fail(d.tag, d.value, "LUT Descriptor gives " + std::to_string(lut.bits) + " bits per entry" + where + ", 1..16 expected");
+  lut.explanation = it.explanation;
+  lut.type = it.type;
+  const Header& v = it.data;
+  const std::size_t n = v.length;
+  lut.data.resize(entries);
+  if (lut.bits <= 8 && (n == entries || (entries % 2 && n == entries + 1))) {
+    // 8-bit entries packed two per 16-bit word ("stored as with Bits Allocated 8", PS3.3 C.11.1.1.1): in a
+    // big endian dataset the words, and so the bytes of each pair, are swapped. (pydicom reads only the
+    // one-entry-per-word layout below.)
+    for (std::size_t k = 0; k < entries; ++k) {
+      std::size_t at = r.big_endian ? (k ^ 1u) : k;
+      if (at >= n) at = k;
+      lut.data[k] = r.data[v.value + at];
+    }
+  } else if (n / 2 >= entries) {
+    for (std::size_t k = 0; k < entries; ++k) {
+      lut.data[k] = r.u16(v.value + 2 * k);
+      // an 8-bit table holds uint8 entries (pydicom's dtype): a larger word is a corrupt table, not a value
+      if (lut.bits <= 8 && lut.data[k] > 0xFF)
+        fail(v.tag, v.value + 2 * k, "LUT Data entry " + std::to_string(k) + " is " + std::to_string(lut.data[k]) +
+                                         where + ", more than the " + std::to_string(lut.bits) + " bits per entry of its LUT Descriptor");
+    }
+  } else {
+    fail(v.tag, v.value, "LUT Data holds " + std::to_string(n) + " bytes" + where + ", too few for the " +
+                             std::to_string(entries) + " entries of " + std::to_string(lut.bits) +
+                             " bits its LUT Descriptor declares");
+  }
+  return lut;
+}
+
+// Reads the items of the Modality LUT Sequence or VOI LUT Sequence h (its header at pos) into p; returns
+// the offset after the sequence. Defined or undefined lengths, for the sequence and each item.
+std::size_t read_lut_sequence(const Reader& r, const Header& h, std::size_t pos, Parsed& p) {
+  const bool modality = h.tag == kModalityLutSequence;
+  (modality ? p.has_modality_lut_sequence : p.has_voi_lut_sequence) = true;
+  Reader in = r;
+  if (r.explicit_vr && is_vr(h, "UN")) {
+    in.explicit_vr = false, in.big_endian = false;  // a UN sequence is implicit VR little endian (PS3.5 6.2.2)
+  } else if (r.explicit_vr && !is_vr(h, "SQ")) {
+    fail(h.tag, pos, "VR " + printable(std::string(h.vr, 2)) + " where a sequence (SQ) is required");
+  }
+  const bool undefined = h.length == kUndefined;
+  if (!undefined) r.need(h.value, h.length, h.tag, "a sequence");
+  const std::size_t end = undefined ? r.size : h.value + h.length;
+  std::size_t at = h.value;
+  for (int index = 0;; ++index) {
+    if (!undefined && at == end) return at;
+    const Header item = read_header(in, at);
+    if (undefined && item.tag == kSeqEnd) return item.value;
+    if (item.tag != kItem)
+      fail(item.tag, at, std::string("expected an item (FFFE,E000)") + (undefined ? " or a sequence delimiter" : "") +
+                             " in " + tag_str(h.tag));
+    const bool item_undefined = item.length == kUndefined;
+    if (item.value > end || (!item_undefined && item.length > end - item.value))
+      fail(item.tag, at, "item runs past the end of " + tag_str(h.tag));
+    const std::size_t item_end = item_undefined ? end : item.value + item.length;
+    LutItem li;
+    std::size_t e_pos = item.value;
+    while (item_undefined || e_pos < item_end) {
+      const Header e = read_header(in, e_pos);
+      if (item_undefined && e.tag == kItemEnd) {
+        e_pos = e.value;
+        if (e_pos > end) fail(e.tag, e_pos - 8, "item runs past the end of " + tag_str(h.tag));
+        break;
+      }
+      const std::size_t next = skip_element(in, e, e_pos, 2);
+      if (next > item_end) fail(e.tag, e_pos, "element runs past the end of its item in " + tag_str(h.tag));
+      const bool lut_element = e.tag == kLutDescriptor || e.tag == kLutData || e.tag == kLutExplanation || e.tag == kModalityLutType;
+      if (lut_element && e.length == kUndefined) fail(e.tag, e_pos, "undefined length in " + tag_str(h.tag));
+      if (e.tag == kLutDescriptor) li.descriptor = e, li.has_descriptor = true;
+      if (e.tag == kLutData) li.data = e, li.has_data = true;
+      if (e.tag == kLutExplanation) li.explanation = str_value(in, e);
+      if (e.tag == kModalityLutType) li.type = str_value(in, e);
+      e_pos = next;
+    }
+    Lut lut = make_lut(in, li, h.tag, at, index);
+    if (!modality) {
+      p.voi_luts.push_back(std::move(lut));
+    } else if (index == 0) {  // one item by the standard; pydicom applies the first
+      p.modality_lut = std::move(lut);
+      p.has_modality_lut = true;
+    }
+    at = item_undefined ? e_pos : item_end;
+  }
 }
 
 // Records the pixel data of element h; returns the offset just after it.
@@ -229,8 +374,8 @@ void on_element(const Reader& r, const Header& h, Parsed& p) {
     case 0x00281050u: p.window_center = numbers(r, h); break;
     case 0x00281051u: p.window_width = numbers(r, h); break;
     case 0x00281056u: p.voi_lut_function = str_value(r, h); break;
-    case 0x00283000u: p.has_modality_lut_sequence = true; break;
-    case 0x00283010u: p.has_voi_lut_sequence = true; break;
+    case 0x7FE00001u: p.extended_offset_table = u64_values(r, h); break;
+    case 0x7FE00002u: p.extended_offset_table_lengths = u64_values(r, h); break;
     case 0x00080018u: p.sop_instance_uid = str_value(r, h); break;
     case 0x0020000Du: p.study_instance_uid = str_value(r, h); break;
     case 0x0020000Eu: p.series_instance_uid = str_value(r, h); break;
@@ -253,14 +398,12 @@ void walk(Reader& r, std::size_t pos, std::size_t end, Parsed& p) {
       pos = read_pixel_data(r, h, p);
       continue;
     }
-    if (h.length == kUndefined) {
-      bool sq = !r.explicit_vr || (h.vr[0] == 'S' && h.vr[1] == 'Q') || (h.vr[0] == 'U' && h.vr[1] == 'N');
-      if (!sq) fail(h.tag, pos, "undefined length on a non-sequence element");
-      on_element(r, Header{h.tag, {h.vr[0], h.vr[1]}, 0, h.value}, p);  // records LUT sequences' presence
-      // an undefined-length UN element is a sequence encoded in implicit VR little endian (PS3.5 6.2.2)
-      Reader inner = r;
-      if (h.vr[0] == 'U' && h.vr[1] == 'N') inner.explicit_vr = false, inner.big_endian = false;
-      pos = skip_undefined(inner, h.value, h.tag, 1);
+    if (h.tag == kModalityLutSequence || h.tag == kVoiLutSequence) {
+      pos = read_lut_sequence(r, h, pos, p);
+      continue;
+    }
+    if (h.length == kUndefined) {  // a sequence, skipped
+      pos = skip_element(r, h, pos, 1);
       continue;
     }
     r.need(h.value, h.length, h.tag, "an element value");
@@ -269,9 +412,58 @@ void walk(Reader& r, std::size_t pos, std::size_t end, Parsed& p) {
   }
 }
 
+#ifdef CXRFAST_WITH_ZLIB
+// The raw deflate stream (RFC 1951, no zlib header, as PS3.5 A.5 specifies) src[0, n), which starts at
+// file byte `at`, inflated; at most `limit` bytes. Bytes after the end of the stream (a pad byte) are ignored.
+std::vector<std::uint8_t> inflate_dataset(const std::uint8_t* src, std::size_t n, std::size_t at, std::size_t limit) {
+  struct Stream {  // inflateEnd on every path, thrown ones included
+    z_stream zs{};
+    bool ready = false;
+    ~Stream() { if (ready) inflateEnd(&zs); }
+  } s;
+  auto error = [&](const std::string& what) -> ParseError {
+    return ParseError("deflated dataset (transfer syntax " + std::string(kDeflated) + ") starting at byte " +
+                      std::to_string(at) + ": " + what);
+  };
+  if (inflateInit2(&s.zs, -MAX_WBITS) != Z_OK) throw error("zlib could not be initialised");
+  s.ready = true;
+  constexpr std::size_t kChunk = std::size_t(1) << 30;  // zlib counts in 32-bit uInt
+  // images deflate 2-4×; grow by doubling from there, never past the limit
+  std::vector<std::uint8_t> out(std::min(limit, std::max<std::size_t>(n * 4, 1 << 16)));
+  std::size_t have = 0, used = 0;
+  while (true) {
+    if (have == out.size()) {
+      if (out.size() >= limit)
+        throw error("inflates to more than " + std::to_string(limit) + " bytes, the limit against decompression bombs");
+      out.resize(std::min(limit, out.size() * 2));
+    }
+    s.zs.next_in = const_cast<Bytef*>(src + used);
+    s.zs.avail_in = uInt(std::min(n - used, kChunk));
+    s.zs.next_out = out.data() + have;
+    s.zs.avail_out = uInt(std::min(out.size() - have, kChunk));
+    const uInt in0 = s.zs.avail_in, out0 = s.zs.avail_out;
+    const int ret = inflate(&s.zs, Z_NO_FLUSH);
+    used += in0 - s.zs.avail_in;
+    have += out0 - s.zs.avail_out;
+    if (ret == Z_STREAM_END) break;
+    if (ret == Z_OK) continue;
+    if (ret == Z_BUF_ERROR && used < n) continue;  // the output was full: grow it
+    if (ret == Z_BUF_ERROR) throw error("the stream ends before its last block (truncated)");
+    throw error(std::string("zlib: ") + (s.zs.msg ? s.zs.msg : "error " + std::to_string(ret)));
+  }
+  out.resize(have);
+  return out;
+}
+#endif
+
 }  // namespace
 
-Parsed parse(const std::uint8_t* data, std::size_t size) {
+Bytes dataset_bytes(const Parsed& p, const std::uint8_t* file, std::size_t file_size) {
+  if (p.deflated) return {p.inflated.data(), p.inflated.size()};
+  return {file, file_size};
+}
+
+Parsed parse(const std::uint8_t* data, std::size_t size, std::size_t max_inflated) {
   Parsed p;
   Reader r{data, size};
   std::size_t pos = 0;
@@ -305,18 +497,45 @@ Parsed parse(const std::uint8_t* data, std::size_t size) {
     r.explicit_vr = false;
   } else if (p.transfer_syntax == kExplicitBE) {
     r.big_endian = true;
-  } else if (p.transfer_syntax == kDeflated) {
-    throw ParseError("transfer syntax " + printable(p.transfer_syntax) +
-                     " (Deflated Explicit VR Little Endian) is not supported by this build");
+  }
+  p.dataset_offset = pos;
+  if (p.transfer_syntax == kDeflated) {
+#ifdef CXRFAST_WITH_ZLIB
+    // the dataset is explicit VR little endian once inflated; offsets from here on count in p.inflated
+    p.deflated = true;
+    p.inflated = inflate_dataset(data + pos, size - pos, pos, max_inflated);
+    r = Reader{p.inflated.data(), p.inflated.size()};
+    pos = 0;
+#else
+    (void)max_inflated;
+    throw ParseError("tag (0002,0010): transfer syntax " + printable(p.transfer_syntax) +
+                     " (Deflated Explicit VR Little Endian) is not supported by this build (built without zlib)");
+#endif
   }
   // every other syntax (the compressed ones) is explicit VR little endian with encapsulated pixel data.
   // Some writers declare explicit VR but write implicit: like pydicom, trust the bytes of the first
   // element over the declaration.
-  if (r.explicit_vr && pos + 8 <= size && !valid_vr(char(data[pos + 4]), char(data[pos + 5]))) r.explicit_vr = false;
+  if (r.explicit_vr && pos + 8 <= r.size && !valid_vr(char(r.data[pos + 4]), char(r.data[pos + 5])))
+    r.explicit_vr = false;
   p.explicit_vr = r.explicit_vr;
   p.big_endian = r.big_endian;
-  walk(r, pos, size, p);
+  if (!p.deflated) {
+    walk(r, pos, r.size, p);
+  } else {
+    try {
+      walk(r, pos, r.size, p);
+    } catch (const ParseError& e) {
+      throw ParseError(std::string(e.what()) + " (a byte of the inflated dataset)");
+    }
+  }
   if (p.high_bit < 0) p.high_bit = p.bits_stored - 1;
+  // the first mapped value of an ambiguous ("US or SS") LUT Descriptor follows PixelRepresentation
+  auto resolve = [&](Lut& l) {
+    const bool is_signed = l.sign == Lut::Sign::Signed || (l.sign == Lut::Sign::Ambiguous && p.pixel_representation == 1);
+    l.first_mapped = is_signed ? int(std::int16_t(l.first_mapped_raw)) : int(l.first_mapped_raw);
+  };
+  if (p.has_modality_lut) resolve(p.modality_lut);
+  for (Lut& l : p.voi_luts) resolve(l);
   return p;
 }
 
@@ -367,7 +586,8 @@ void native_fast(const std::uint8_t* src, std::size_t n_bytes, const Parsed& p, 
 
 }  // namespace
 
-void decode_native_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame, std::uint8_t* out) {
+void decode_native_frame(const std::uint8_t* file, std::size_t file_size, const Parsed& p, int frame, std::uint8_t* out) {
+  const auto [data, size] = dataset_bytes(p, file, file_size);
   const std::size_t n_bytes = native_frame_bytes(p);
   const std::size_t start = p.pixel_offset + std::size_t(frame) * n_bytes;
   if (start > size || n_bytes > size - start) fail(kPixelData, start, "frame extends past the end of the file");
@@ -439,12 +659,29 @@ bool unpack_segment(const std::uint8_t* src, std::size_t len, std::uint8_t* dst,
 
 }  // namespace
 
-void decode_rle_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame, std::uint8_t* out) {
+namespace {
+
+// (7FE0,0001) or (7FE0,0002) present: frames are located by the table (encapsulated_frame checks it is whole)
+bool has_extended_offsets(const Parsed& p) {
+  return !p.extended_offset_table.empty() || !p.extended_offset_table_lengths.empty();
+}
+
+}  // namespace
+
+void decode_rle_frame(const std::uint8_t* file, std::size_t file_size, const Parsed& p, int frame, std::uint8_t* out) {
+  const auto [data, size] = dataset_bytes(p, file, file_size);
   if (frame < 0 || std::size_t(frame) >= p.fragments.size())
     fail(kPixelData, 0, "RLE frame " + std::to_string(frame) + " has no fragment (each RLE frame is one fragment)");
-  const auto [offset, length] = p.fragments[std::size_t(frame)];
+  auto [offset, length] = p.fragments[std::size_t(frame)];
   if (offset > size || length > size - offset) fail(kPixelData, offset, "RLE fragment extends past the end of the file");
   const std::uint8_t* src = data + offset;
+  std::vector<std::uint8_t> located;
+  if (has_extended_offsets(p)) {  // the table places the frames, in any order: its fragment, not the k-th
+    located = encapsulated_frame(file, file_size, p, frame);
+    offset = p.fragments[0].first + std::size_t(p.extended_offset_table[std::size_t(frame)]);
+    src = located.data();
+    length = located.size();
+  }
   if (length < 64) fail(kPixelData, offset, "RLE fragment shorter than its 64-byte header");
   auto le32 = [&](std::size_t at) {
     return std::uint32_t(src[at]) | std::uint32_t(src[at + 1]) << 8 | std::uint32_t(src[at + 2]) << 16 |
@@ -478,10 +715,42 @@ void decode_rle_frame(const std::uint8_t* data, std::size_t size, const Parsed& 
   }
 }
 
-std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame) {
+std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* file, std::size_t file_size, const Parsed& p, int frame) {
+  const auto [data, size] = dataset_bytes(p, file, file_size);
   const std::size_t frames = std::size_t(std::max(p.number_of_frames, 1));
+  if (frame < 0 || std::size_t(frame) >= frames)
+    fail(kPixelData, 0, "frame " + std::to_string(frame) + " out of range for " + std::to_string(frames) + " frame(s)");
   std::vector<std::pair<std::size_t, std::size_t>> parts;
-  if (frames == 1) {
+  std::size_t keep = std::size_t(-1);  // bytes of the frame, when a table gives its length
+  if (has_extended_offsets(p)) {
+    const auto& offsets = p.extended_offset_table;
+    const auto& lengths = p.extended_offset_table_lengths;
+    if (offsets.size() != frames || lengths.size() != frames)
+      fail(0x7FE00001u, 0, "the extended offset table has " + std::to_string(offsets.size()) + " offsets and " +
+                               std::to_string(lengths.size()) + " lengths (7FE0,0002) for " + std::to_string(frames) +
+                               " frames");
+    if (p.fragments.empty()) fail(kPixelData, 0, "no fragments");
+    // offsets count from the first fragment's item tag, like the basic offset table's; the standard puts
+    // each frame in one fragment, but a frame split over consecutive fragments is accepted too
+    const std::size_t base = p.fragments[0].first - 8;
+    const std::uint64_t offset = offsets[std::size_t(frame)], length = lengths[std::size_t(frame)];
+    const std::size_t value = offset < size ? base + std::size_t(offset) + 8 : std::size_t(-1);
+    auto it = std::lower_bound(p.fragments.begin(), p.fragments.end(), value,
+                               [](const std::pair<std::size_t, std::size_t>& f, std::size_t v) { return f.first < v; });
+    if (it == p.fragments.end() || it->first != value)
+      fail(0x7FE00001u, 0, "frame " + std::to_string(frame) + ": offset " + std::to_string(offset) +
+                               " is not the start of a fragment's item");
+    std::uint64_t total = 0;
+    for (; it != p.fragments.end() && total < length; ++it) {
+      parts.push_back(*it);
+      total += it->second;
+    }
+    // a frame of odd length sits in a fragment padded to even length: one byte more is the pad
+    if (total < length || total - length > 1)
+      fail(0x7FE00002u, 0, "frame " + std::to_string(frame) + ": the extended offset table gives " +
+                               std::to_string(length) + " bytes, its fragments hold " + std::to_string(total));
+    keep = std::size_t(length);
+  } else if (frames == 1) {
     parts = p.fragments;
   } else if (!p.basic_offset_table.empty()) {
     if (p.basic_offset_table.size() != frames)
@@ -507,6 +776,7 @@ std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* data, std::size
     if (offset > size || length > size - offset) fail(kPixelData, offset, "fragment extends past the end of the file");
     out.insert(out.end(), data + offset, data + offset + length);
   }
+  if (out.size() > keep) out.resize(keep);
   return out;
 }
 
@@ -523,10 +793,27 @@ void finish_decoded(const Parsed& p, std::uint8_t* out, std::size_t n) {
 Codec codec(const Parsed& p) {
   if (!p.has_pixel_data) return Codec::None;
   if (!p.encapsulated) return Codec::Native;
-  if (p.transfer_syntax == "1.2.840.10008.1.2.5") return Codec::Rle;
-  if (p.transfer_syntax == "1.2.840.10008.1.2.4.57" || p.transfer_syntax == "1.2.840.10008.1.2.4.70")
-    return Codec::JpegLossless;
+  const std::string& ts = p.transfer_syntax;
+  if (ts == "1.2.840.10008.1.2.5") return Codec::Rle;
+  if (ts == "1.2.840.10008.1.2.4.57" || ts == "1.2.840.10008.1.2.4.70") return Codec::JpegLossless;
+  // JPEG baseline / extended, JPEG-LS lossless / near-lossless, JPEG 2000 lossless / lossy, HTJ2K
+  static const char* const kExternal[] = {"1.2.840.10008.1.2.4.50", "1.2.840.10008.1.2.4.51", "1.2.840.10008.1.2.4.80",
+                                          "1.2.840.10008.1.2.4.81", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91",
+                                          "1.2.840.10008.1.2.4.201", "1.2.840.10008.1.2.4.202", "1.2.840.10008.1.2.4.203"};
+  for (const char* uid : kExternal)
+    if (ts == uid) return Codec::External;
   return Codec::None;
+}
+
+const char* codec_name(Codec c) {
+  switch (c) {
+    case Codec::Native: return "native";
+    case Codec::Rle: return "rle";
+    case Codec::JpegLossless: return "jpeg-lossless";
+    case Codec::External: return "external";
+    case Codec::None: break;
+  }
+  return "none";
 }
 
 namespace {
@@ -566,6 +853,10 @@ void check_decodable(const Parsed& p) {
     if (frame_bytes * frames / (16 * std::size_t(p.bits_allocated / 8)) > total + 1024)
       pixel_error("absurd dimensions: " + std::to_string(frame_bytes * frames) + " bytes of samples cannot come from " +
                   std::to_string(total) + " bytes of JPEG lossless data");
+  } else if (c == Codec::External) {
+    // the codec library sizes its output from the stream's own header, which cxrfast.io checks against
+    // Rows / Columns / SamplesPerPixel / BitsAllocated before decoding; here: frames must be locatable
+    if (p.fragments.empty()) pixel_error("encapsulated pixel data without fragments");
   } else if (frame_bytes == 0 || p.pixel_length / frame_bytes < frames) {
     pixel_error("pixel data holds " + std::to_string(p.pixel_length) + " bytes but Rows × Columns × Samples × " +
                 "BitsAllocated/8 × NumberOfFrames needs " + std::to_string(frame_bytes * frames));
@@ -585,6 +876,8 @@ void decode_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, i
       }
       return finish_decoded(p, out, native_frame_bytes(p) / std::size_t(p.bits_allocated / 8));
     }
+    case Codec::External: pixel_error("transfer syntax " + printable(p.transfer_syntax) +
+                                      " is decoded by a codec library (cxrfast.io), not here");
     case Codec::None: break;
   }
   pixel_error("no decoder for transfer syntax " + printable(p.transfer_syntax));

@@ -1,0 +1,110 @@
+"""Small synthetic seed files for the DICOM fuzz target (csrc/fuzz/run.sh), written with pydicom into the
+directory given as the only argument: what pydicom's own test files lack or hold only in large files.
+
+- Modality LUT Sequence (SS descriptor, OW data) and VOI LUT Sequences: implicit VR with undefined-length
+  sequence and items, two items (16-bit, and 8-bit one entry per word); explicit VR big endian with an
+  8-bit table packed two entries per word;
+- a deflated dataset (12-bit image, both LUT sequences), re-deflated after mutation by the driver;
+- multi-frame encapsulated data located by an extended offset table (7FE0,0001/0002), RLE (decoded by the
+  target) and JPEG-LS (located only: what cxrfast.io hands to imagecodecs).
+"""
+
+import os
+import sys
+import warnings
+
+import numpy as np
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.encaps import encapsulate_extended
+from pydicom.sequence import Sequence
+from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
+                         ImplicitVRLittleEndian, JPEGLSLossless, RLELossless)
+
+
+def image(syntax, rows=12, columns=10, bits_stored=12, signed=False, frames=1):
+    rng = np.random.default_rng(rows * columns + bits_stored)
+    lo, hi = (-(1 << (bits_stored - 1)), 1 << (bits_stored - 1)) if signed else (0, 1 << bits_stored)
+    pixels = rng.integers(lo, hi, (frames, rows, columns)).astype(np.int16 if signed else np.uint16)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = UID(syntax)
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
+    ds.SOPInstanceUID = "1.2.3.4"
+    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
+    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, int(signed)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    big = syntax == ExplicitVRBigEndian
+    ds.PixelData = pixels.astype(">i2" if big and signed else ">u2" if big else "<i2" if signed else "<u2").tobytes()
+    return ds, pixels
+
+
+def lut_item(entries, first, bits, data, vr="US", data_vr="OW", explanation="seed"):
+    item = Dataset()
+    item.add_new(0x00283002, vr, [entries, first, bits])
+    item.add_new(0x00283006, data_vr, data)
+    item.LUTExplanation = explanation
+    return item
+
+
+def write(ds, path):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        ds.save_as(path, enforce_file_format=True)
+
+
+def main(out):
+    os.makedirs(out, exist_ok=True)
+    ramp = np.arange(64, dtype="<u2") * 1000
+
+    ds, _ = image(ExplicitVRLittleEndian, signed=True)
+    m = lut_item(64, -32, 16, ramp.tobytes(), vr="SS")
+    m.ModalityLUTType = "HU"
+    ds.ModalityLUTSequence = Sequence([m])
+    write(ds, os.path.join(out, "lut_modality_explicit.dcm"))
+
+    ds, _ = image(ImplicitVRLittleEndian)
+    ds.VOILUTSequence = Sequence([lut_item(64, 100, 16, ramp.tobytes()),
+                                  lut_item(32, 0, 8, (np.arange(32, dtype="<u2") * 8).tobytes())])
+    ds.VOILUTSequence.is_undefined_length = True
+    for item in ds.VOILUTSequence:
+        item.is_undefined_length_sequence_item = True
+    write(ds, os.path.join(out, "lut_voi_implicit_undefined.dcm"))
+
+    ds, _ = image(ExplicitVRBigEndian)
+    # 8-bit entries packed two per OW word, padded to even length; big endian words hold them pairwise swapped
+    packed = (bytes(range(0, 248, 8)) + b"\0")
+    ds.VOILUTSequence = Sequence([lut_item(31, 5, 8, bytes(np.frombuffer(packed, np.uint8).reshape(-1, 2)[:, ::-1]))])
+    write(ds, os.path.join(out, "lut_voi_bigendian_packed.dcm"))
+
+    ds, _ = image(DeflatedExplicitVRLittleEndian)
+    ds.ModalityLUTSequence = Sequence([lut_item(64, 0, 16, ramp.tobytes())])
+    ds.VOILUTSequence = Sequence([lut_item(64, 0, 16, ramp.tobytes())])
+    write(ds, os.path.join(out, "deflated_luts.dcm"))
+
+    ds, pixels = image(ExplicitVRLittleEndian, frames=3)
+    ds.compress(RLELossless)
+    frames = list(_rle_frames(ds))
+    ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(frames)
+    write(ds, os.path.join(out, "eot_rle.dcm"))
+
+    ds, pixels = image(ExplicitVRLittleEndian, frames=3)
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    try:
+        import imagecodecs
+        streams = [imagecodecs.jpegls_encode(f) for f in pixels]
+    except ImportError:  # the target only locates these frames: any bytes serve
+        streams = [bytes([0xFF, 0xD8, k]) * 7 for k in range(3)]
+    ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(streams)
+    ds["PixelData"].VR = "OB"
+    write(ds, os.path.join(out, "eot_jpegls.dcm"))
+
+
+def _rle_frames(ds):
+    from pydicom.encaps import generate_frames
+
+    return generate_frames(ds.PixelData, number_of_frames=ds.NumberOfFrames)
+
+
+if __name__ == "__main__":
+    main(sys.argv[1])
