@@ -174,6 +174,7 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
       "True when the CUDA kernels (csrc/cuda) were compiled into this extension.");
 
   py::register_exception<cxrfast::dicom::ParseError>(m, "DicomParseError", PyExc_ValueError);
+  cxrfast::bind::register_pixels(m);
   m.def("dicom_read", &dicom_read, py::arg("data"), py::arg("frame") = -1,
         py::arg("max_inflated") = cxrfast::dicom::kMaxInflatedBytes,
         "Parse a DICOM Part 10 file (bytes) → (meta dict, pixels). pixels: a numpy array for the syntaxes "

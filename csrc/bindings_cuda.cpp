@@ -8,8 +8,13 @@
 #include <c10/cuda/CUDAStream.h>
 #include <torch/library.h>
 
+#include <algorithm>
+#include <vector>
+
 #include "cuda/group_counts.cuh"
+#include "cuda/pixels.cuh"
 #include "group_counts.h"
+#include "render.h"
 
 namespace cxrfast {
 namespace {
@@ -38,9 +43,37 @@ at::Tensor group_counts_cuda(const at::Tensor& groups) {
   return out;
 }
 
+// The batch's descriptors arrive on the host (they are checked there against the buffers' sizes) and are
+// copied to the device here; samples and tables are already on it.
+at::Tensor radiograph_render_cuda(const at::Tensor& samples, const at::Tensor& tables, const at::Tensor& images,
+                                  int64_t size, int64_t filter, int64_t out_type, double mean, double inv_std) {
+  const std::vector<pixels::Image> ims = render::check_inputs(samples, tables, images, size, filter, out_type);
+  TORCH_CHECK(samples.is_cuda() && tables.device() == samples.device(),
+              "radiograph_render: samples and tables must be on the same CUDA device, got ", samples.device(), " and ",
+              tables.device());
+  const c10::cuda::CUDAGuard device_guard(samples.device());
+  const int64_t batch = static_cast<int64_t>(ims.size());
+  at::Tensor out = at::empty({batch, size, size}, samples.options().dtype(render::out_dtype(out_type)));
+  if (batch == 0) return out;
+  const at::Tensor dev_images = images.to(samples.device());
+  const cudaStream_t stream = c10::cuda::getCurrentCUDAStream();
+  const pixels::Output o{static_cast<int>(out_type), static_cast<float>(mean), static_cast<float>(inv_std)};
+  const auto* d = reinterpret_cast<const pixels::Image*>(dev_images.const_data_ptr());
+  auto* dst = static_cast<uint8_t*>(out.data_ptr());
+  const int64_t per_image_bytes = size * size * out.element_size();
+  for (int64_t b0 = 0; b0 < batch; b0 += 65535) {  // grid y holds 65535 images
+    const int n = static_cast<int>(std::min<int64_t>(65535, batch - b0));
+    C10_CUDA_CHECK(cuda::radiograph_render(reinterpret_cast<const uint16_t*>(samples.const_data_ptr()),
+                                           tables.const_data_ptr<float>(), d + b0, n, static_cast<int>(size),
+                                           static_cast<int>(filter), o, dst + b0 * per_image_bytes, stream));
+  }
+  return out;
+}
+
 }  // namespace
 }  // namespace cxrfast
 
 TORCH_LIBRARY_IMPL(cxrfast, CUDA, m) {
   m.impl("group_counts", &cxrfast::group_counts_cuda);
+  m.impl("radiograph_render", &cxrfast::radiograph_render_cuda);
 }

@@ -34,6 +34,12 @@ def _register_fakes() -> None:
         _check_groups(groups)
         return groups.new_empty(groups.shape, dtype=torch.int32)
 
+    @torch.library.register_fake("cxrfast::radiograph_render")
+    def _radiograph_render_fake(samples, tables, images, size, filter, out_type, mean, inv_std):
+        dtypes = {0: torch.uint8, 1: torch.uint16, 2: torch.float16, 3: torch.float32}
+        torch._check(out_type in dtypes, lambda: f"radiograph_render: out_type {out_type} is not 0-3")
+        return samples.new_empty((images.shape[0], size, size), dtype=dtypes[out_type])
+
 
 def load() -> bool:
     """Import ``cxrfast._C`` once; True when it is available (see :func:`unavailable_reason`)."""

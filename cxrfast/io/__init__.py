@@ -173,3 +173,8 @@ def _decode_external(name: str, meta: dict, streams: list, frame: int | None) ->
     meta["decoded_photometric_interpretation"] = photometric
     return out
 
+
+from cxrfast.io.radiograph import (  # noqa: E402  (the pipeline uses read_dicom / DicomError above)
+    ImageError, Radiograph, RadiographBatch, load_radiograph, load_radiographs)
+
+__all__ += ["ImageError", "Radiograph", "RadiographBatch", "load_radiograph", "load_radiographs"]

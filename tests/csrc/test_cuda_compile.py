@@ -19,7 +19,7 @@ def test_nvcc_compiles(source, tmp_path):
     nvcc = shutil.which("nvcc")
     if nvcc is None:
         pytest.skip("nvcc is not on PATH")
-    cmd = [nvcc, "-c", "-std=c++17", "-gencode=arch=compute_90,code=sm_90", str(source),
+    cmd = [nvcc, "-c", "-std=c++17", "-gencode=arch=compute_90,code=sm_90", f"-I{REPO / 'csrc'}", str(source),
            "-o", str(tmp_path / (source.stem + ".o"))]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, f"{' '.join(cmd)} failed:\n{proc.stdout}\n{proc.stderr}"

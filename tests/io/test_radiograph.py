@@ -1,0 +1,412 @@
+"""The radiograph pixel pipeline (cxrfast.io.load_radiograph / load_radiographs, csrc/cpu/pixels.cpp and the
+kernel's computation cxrfast::radiograph_render) against its float64 definition cxrfast.reference.pixels,
+and that definition against the tools it stands for: pydicom's LUT functions, OpenCV's INTER_AREA and
+torch's antialiased interpolate.
+
+Tolerances (issue 4): 1 grey level for uint8 (and uint16), 1e-3 for float outputs.
+"""
+
+import io as pyio
+import os
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+pydicom = pytest.importorskip("pydicom", reason="pydicom is the reference for the DICOM tests")
+from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from pydicom.pixels import apply_modality_lut, apply_voi_lut  # noqa: E402
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+
+import cxrfast.io as cio  # noqa: E402
+from cxrfast import _ext  # noqa: E402
+from cxrfast.reference import pixels as ref  # noqa: E402
+
+if not _ext.load():
+    pytest.skip(f"cxrfast._C is not built: {_ext.unavailable_reason()}", allow_module_level=True)
+
+from cxrfast import _C  # noqa: E402
+from cxrfast.io.radiograph import _options, _prepare, _render  # noqa: E402
+
+
+def _file(name):
+    return pydicom.data.get_testdata_file(name, download=False)
+
+
+def _dicom(path, pixels, *, bits_stored=12, photometric="MONOCHROME2", signed=False, **attrs):
+    """Write a grayscale DICOM with the given stored values and attributes."""
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
+    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
+    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
+    ds.Rows, ds.Columns = pixels.shape
+    ds.BitsAllocated = pixels.dtype.itemsize * 8
+    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, int(signed)
+    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    for k, v in attrs.items():
+        setattr(ds, k, v)
+    ds.PixelData = pixels.tobytes()
+    ds.save_as(path, enforce_file_format=True)
+    return path
+
+
+def _radiograph(rng, shape, bits=12, signed=False):
+    """A smooth radiograph-like image with noise, using the full stored range."""
+    h, w = shape
+    yy, xx = np.mgrid[0:h, 0:w]
+    base = 0.5 + 0.35 * np.sin(yy / max(h, 2) * 5) * np.cos(xx / max(w, 2) * 4) + rng.normal(0, 0.05, shape)
+    lo, hi = (-(2 ** (bits - 1)), 2 ** (bits - 1) - 1) if signed else (0, 2 ** bits - 1)
+    vals = np.clip(np.round(lo + base * (hi - lo)), lo, hi)
+    dtype = {8: np.int8, 16: np.int16}[8 if bits <= 8 else 16] if signed else (np.uint8 if bits <= 8 else np.uint16)
+    return vals.astype(dtype)
+
+
+def _close(got, want, dtype):
+    """uint8/uint16 within 1 level, floats within 1e-3 (float16: its rounding, 1e-3 relative)."""
+    assert got.shape == want.shape and got.dtype == want.dtype, (got.shape, got.dtype, want.shape, want.dtype)
+    if dtype in ("uint8", "uint16"):
+        diff = np.abs(got.astype(np.int64) - want.astype(np.int64))
+        assert diff.max() <= 1, f"max diff {diff.max()} grey levels"
+    else:
+        tol = 1e-3 + (1e-3 * np.abs(want.astype(np.float64)) if dtype == "float16" else 0)
+        np.testing.assert_array_less(np.abs(got.astype(np.float64) - want.astype(np.float64)), tol + 1e-12)
+
+
+# ---- the definition against pydicom, OpenCV and torch -------------------------------------------------------
+
+def _pydicom_v(ds, arr):
+    """pydicom's modality + VOI output as v ∈ [0, 1] (its windowed range normalised as the pipeline does)."""
+    y = apply_voi_lut(apply_modality_lut(arr, ds), ds)
+    meta = cio.read_dicom(ds.filename).meta
+    if meta["voi_luts"]:
+        bits = meta["voi_luts"][0]["bits"]
+        return np.clip(y / (2.0 ** bits - 1), 0, 1), meta
+    lo, hi = ref.natural_range(meta)
+    return np.clip((y - lo) / (hi - lo), 0, 1), meta
+
+
+@pytest.mark.parametrize("function", ["LINEAR", "LINEAR_EXACT", "SIGMOID"])
+@pytest.mark.parametrize("signed,rescale", [(False, None), (True, None), (False, (2.0, -1024.0)),
+                                            (True, (0.5, 10.0))])
+def test_reference_voi_matches_pydicom(function, signed, rescale, tmp_path):
+    rng = np.random.default_rng(1)
+    arr = _radiograph(rng, (23, 31), 12, signed)
+    slope, intercept = rescale or (1.0, 0.0)
+    center = float(np.median(arr) * slope + intercept)  # a window over the data, so it is not all clipped
+    attrs = {"WindowCenter": [center, 10.0], "WindowWidth": [801.0 * slope, 55.0], "VOILUTFunction": function}
+    if rescale:
+        attrs.update(RescaleSlope=slope, RescaleIntercept=intercept)
+    path = _dicom(str(tmp_path / "w.dcm"), arr, signed=signed, **attrs)
+    ds = pydicom.dcmread(path)
+    want, meta = _pydicom_v(ds, ds.pixel_array)
+    got = ref.voi(ref.modality(arr, meta), meta)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+    assert got.min() < 0.1 and got.max() > 0.9 and ((got > 0.2) & (got < 0.8)).any(), "a window over the data"
+
+
+@pytest.mark.parametrize("name", ["mlut_18.dcm", "vlut_04.dcm"])
+def test_reference_luts_match_pydicom(name):
+    path = _file(name)
+    ds = pydicom.dcmread(path)
+    want, meta = _pydicom_v(ds, ds.pixel_array)
+    got = ref.voi(ref.modality(cio.read_dicom(path).pixels, meta), meta)
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+@pytest.mark.parametrize("shape,out", [((100, 77), (33, 25)), ((64, 64), (16, 16)), ((50, 41), (7, 50)),
+                                       ((9, 10), (9, 3))])
+def test_reference_area_is_opencv_inter_area(shape, out):
+    cv2 = pytest.importorskip("cv2")
+    img = np.random.default_rng(2).random(shape).astype(np.float32)
+    want = cv2.resize(img, (out[1], out[0]), interpolation=cv2.INTER_AREA)
+    got = ref.resize_weights(shape[0], out[0]) @ img.astype(np.float64) @ ref.resize_weights(shape[1], out[1]).T
+    if out[0] <= shape[0] and out[1] <= shape[1]:  # INTER_AREA is the area average only when shrinking
+        np.testing.assert_allclose(got, want, atol=2e-6)
+
+
+@pytest.mark.parametrize("shape,out", [((100, 77), (33, 25)), ((40, 30), (70, 45)), ((2500, 13), (224, 5))])
+def test_reference_bilinear_is_torch_antialiased_interpolate(shape, out):
+    img = np.random.default_rng(3).random(shape)
+    want = torch.nn.functional.interpolate(torch.from_numpy(img)[None, None], size=out, mode="bilinear",
+                                           antialias=True, align_corners=False)[0, 0].numpy()
+    got = ref.resize_weights(shape[0], out[0], "bilinear") @ img @ ref.resize_weights(shape[1], out[1], "bilinear").T
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+def test_reference_area_at_integer_factors_is_torch_area():
+    img = np.random.default_rng(4).random((60, 36))
+    want = torch.nn.functional.interpolate(torch.from_numpy(img)[None, None], size=(20, 9), mode="area")[0, 0].numpy()
+    got = ref.resize_weights(60, 20) @ img @ ref.resize_weights(36, 9).T
+    np.testing.assert_allclose(got, want, atol=1e-12)
+
+
+# ---- the C++ pipeline against the definition -----------------------------------------------------------------
+
+CASES = [
+    # shape, bits, signed, attrs, options
+    ((250, 205), 12, False, {"WindowCenter": 2000.0, "WindowWidth": 3000.0}, {}),
+    ((205, 250), 12, False, {"WindowCenter": 2000.0, "WindowWidth": 3000.0}, {"fit": "crop"}),
+    ((97, 131), 16, False, {}, {"voi": "percentile", "percentiles": (2.0, 98.0), "resample": "bilinear"}),
+    ((131, 97), 16, True, {"RescaleSlope": 0.5, "RescaleIntercept": -20.0}, {"voi": "minmax", "fit": "crop",
+                                                                             "resample": "bilinear"}),
+    ((64, 64), 10, True, {}, {"voi": "none", "invert": True}),
+    ((40, 33), 12, False, {"WindowCenter": 900.0, "WindowWidth": 400.0, "VOILUTFunction": "SIGMOID"},
+     {"size": 100}),  # upscaling
+    ((40, 33), 12, False, {"WindowCenter": 900.0, "WindowWidth": 400.0, "VOILUTFunction": "LINEAR_EXACT"},
+     {"size": 100, "resample": "bilinear", "fit": "crop"}),
+    ((1, 57), 8, False, {}, {"size": 16}),  # one row
+    ((301, 2), 8, True, {}, {"voi": "percentile", "size": 16, "fit": "crop"}),  # two columns, cropped
+    ((77, 70), 12, False, {"WindowCenter": 1.0, "WindowWidth": 1.0}, {"size": 31}),  # width-1 window: a threshold
+]
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float16", "float32"])
+@pytest.mark.parametrize("case", range(len(CASES)))
+def test_pipeline_matches_reference(case, dtype, tmp_path):
+    shape, bits, signed, attrs, options = CASES[case]
+    rng = np.random.default_rng(case)
+    arr = _radiograph(rng, shape, bits, signed)
+    path = _dicom(str(tmp_path / "c.dcm"), arr, bits_stored=bits, signed=signed,
+                  photometric="MONOCHROME1" if case % 2 else "MONOCHROME2", **attrs)
+    options = {"size": 29, **options}
+    norm = {"mean": 0.4, "std": 0.2} if dtype.startswith("float") and case % 3 == 0 else {}
+    got = cio.load_radiograph(path, dtype=dtype, **options, **norm)
+    meta = cio.read_dicom(path).meta
+    ro = {("voi_mode" if k == "voi" else k): v for k, v in options.items()}
+    want = ref.radiograph(arr, meta, dtype=dtype, **ro, **norm)
+    _close(got.image, want, dtype)
+    assert got.meta["format"] == "dicom" and got.meta["rows"] == shape[0]
+
+
+def test_pipeline_on_pixels_of_every_sample_width():
+    """radiograph_pixels on uint8/int8/uint16/int16/uint32/int32 arrays (32-bit: the per-sample path)."""
+    rng = np.random.default_rng(5)
+    opts = _options(23, "pad", "minmax", None, None, 0, "minmax", (0.5, 99.5), "auto", "area", "float32", None, None,
+                    0.0)
+    for dtype, bits in [(np.uint8, 8), (np.int8, 8), (np.uint16, 16), (np.int16, 12), (np.uint32, 20),
+                        (np.int32, 32)]:
+        info = np.iinfo(dtype)
+        lo, hi = max(info.min, -(2 ** (bits - 1)) if info.min < 0 else 0), min(info.max, 2 ** bits - 1 if
+                                                                             info.min == 0 else 2 ** (bits - 1) - 1)
+        arr = rng.integers(lo, hi, size=(41, 30), endpoint=True).astype(dtype)
+        meta = {"bits_stored": bits, "pixel_representation": int(info.min < 0)}
+        got = _C.radiograph_pixels(arr, meta, opts)
+        want = ref.radiograph(arr, meta, size=23, voi_mode="minmax", dtype="float32")
+        _close(got, want, "float32")
+        for mode in ("percentile", "none"):
+            got = _C.radiograph_pixels(arr, meta, {**opts, "voi": mode})
+            _close(got, ref.radiograph(arr, meta, size=23, voi_mode=mode, dtype="float32"), "float32")
+
+
+def test_garbage_above_the_high_bit_is_masked(tmp_path):
+    """Raw words with bits set above BitsStored (read in place from the file) read as pydicom reads them."""
+    rng = np.random.default_rng(6)
+    arr = _radiograph(rng, (50, 40), 12)
+    dirty = arr | (rng.integers(0, 16, arr.shape).astype(np.uint16) << 12)
+    path = _dicom(str(tmp_path / "g.dcm"), dirty, bits_stored=12, WindowCenter=2048.0, WindowWidth=4096.0)
+    np.testing.assert_array_equal(pydicom.dcmread(path).pixel_array, arr)
+    got = cio.load_radiograph(path, size=32, dtype="float32").image
+    _close(got, ref.radiograph(arr, cio.read_dicom(path).meta, size=32, dtype="float32"), "float32")
+
+
+def test_float16_output_rounds_like_numpy():
+    """The kernel's own float → half conversion: bit-identical to numpy's on values spanning subnormals,
+    normals, ties and overflow (mean/std stretch v over the whole half range)."""
+    arr = np.arange(0, 4096, dtype=np.uint16).reshape(64, 64)
+    meta = {"bits_stored": 12}
+    for mean, std in [(0.5, 1e-5), (0.0, 1e-8), (0.3, 3e-2), (1.0, 7e-6), (0.25, 4.2e-9)]:
+        opts = _options(64, "pad", "none", None, None, 0, "minmax", (0.5, 99.5), False, "area", "float32", mean, std,
+                        0.0)
+        f32 = _C.radiograph_pixels(arr, meta, opts)
+        f16 = _C.radiograph_pixels(arr, meta, {**opts, "dtype": "float16"})
+        with np.errstate(over="ignore"):  # numpy warns where it rounds to inf, as the kernel must too
+            np.testing.assert_array_equal(f16.view(np.uint16), f32.astype(np.float16).view(np.uint16))
+    big = _C.radiograph_pixels(arr, meta, {**_options(64, "pad", "none", None, None, 0, "minmax", (0.5, 99.5), False,
+                                                       "area", "float16", 0.0, 1e-5, 0.0)})
+    assert np.isinf(big).any() and np.isfinite(big).any(), "values past 65504 must round to inf, as numpy's"
+
+
+def test_library_codec_files_go_through_the_same_pipeline():
+    """A JPEG 2000 chest radiograph (pydicom-data's RG1, decoded by the library codec) and its uncompressed
+    twin give the same image; a JPEG-lossless file matches the reference on pydicom's pixels."""
+    data_store = pytest.importorskip("data_store", reason="pydicom-data carries the real radiographs")
+    folder = os.path.join(os.path.dirname(data_store.__file__), "data")
+    pytest.importorskip("imagecodecs", reason="JPEG 2000 is decoded by imagecodecs")
+    raw = cio.load_radiograph(os.path.join(folder, "RG1_UNCR.dcm"), size=128, dtype="float32")
+    j2k = cio.load_radiograph(os.path.join(folder, "RG1_J2KR.dcm"), size=128, dtype="float32")
+    assert j2k.meta["codec"] == "imagecodecs.jpeg2k" and raw.meta["codec"] == "native"
+    np.testing.assert_array_equal(j2k.image, raw.image)
+    ds = pydicom.dcmread(os.path.join(folder, "RG1_UNCR.dcm"))
+    want = ref.radiograph(ds.pixel_array, raw.meta, size=128, dtype="float32")
+    _close(raw.image, want, "float32")
+
+
+@pytest.mark.parametrize("name", ["CT_small.dcm", "MR_small.dcm", "mlut_18.dcm", "vlut_04.dcm",
+                                  "JPEG-LL.dcm", "MR_small_RLE.dcm"])
+def test_real_files_match_reference_on_pydicoms_pixels(name):
+    path = _file(name)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        arr = pydicom.dcmread(path).pixel_array
+    meta = cio.read_dicom(path).meta
+    for options in ({}, {"voi": "percentile", "fit": "crop", "resample": "bilinear"}):
+        got = cio.load_radiograph(path, size=48, **options)
+        ro = {("voi_mode" if k == "voi" else k): v for k, v in options.items()}
+        _close(got.image, ref.radiograph(arr, meta, size=48, **ro), "uint8")
+
+
+def test_png_and_jpeg_inputs(tmp_path):
+    from PIL import Image
+
+    rng = np.random.default_rng(7)
+    a8 = _radiograph(rng, (60, 45), 8)
+    a16 = _radiograph(rng, (45, 60), 16)
+    Image.fromarray(a8).save(tmp_path / "a.png")
+    Image.fromarray(a16).save(tmp_path / "b.png")
+    Image.fromarray(np.stack([a8] * 3, -1)).save(tmp_path / "c.png")
+    Image.fromarray(a8).save(tmp_path / "d.jpg", quality=95)
+    meta8 = {"bits_stored": 8}
+    for name, arr, bits in [("a.png", a8, 8), ("b.png", a16, 16), ("c.png", a8, 8)]:
+        got = cio.load_radiograph(tmp_path / name, size=20, dtype="float32")
+        want = ref.radiograph(arr, {"bits_stored": bits}, size=20, voi_mode="none", dtype="float32")
+        _close(got.image, want, "float32")
+        assert got.meta["format"] == "png" and got.meta["sop_instance_uid"] == ""
+    jpg = cio.load_radiograph(tmp_path / "d.jpg", size=20, dtype="float32")
+    decoded = np.asarray(Image.open(tmp_path / "d.jpg"))
+    _close(jpg.image, ref.radiograph(decoded, meta8, size=20, voi_mode="none", dtype="float32"), "float32")
+    assert jpg.meta["format"] == "jpeg"
+    # the same PNG as bytes
+    data = (tmp_path / "a.png").read_bytes()
+    np.testing.assert_array_equal(cio.load_radiograph(data, size=20).image, cio.load_radiograph(tmp_path / "a.png",
+                                                                                                 size=20).image)
+
+
+# ---- the batched kernel's computation (cxrfast::radiograph_render on the CPU) ----------------------------------
+
+def _files(tmp_path, n=5):
+    rng = np.random.default_rng(8)
+    paths = []
+    for i in range(n):
+        shape = [(120, 97), (64, 200), (33, 33), (250, 211), (17, 90)][i % 5]
+        signed = i % 2 == 1
+        arr = _radiograph(rng, shape, 12 if i % 3 else 16, signed)
+        attrs = {"WindowCenter": 100.0, "WindowWidth": 900.0} if i % 2 == 0 else {}
+        paths.append(_dicom(str(tmp_path / f"{i}.dcm"), arr, bits_stored=12 if i % 3 else 16, signed=signed,
+                            photometric="MONOCHROME1" if i == 1 else "MONOCHROME2", **attrs))
+    return paths
+
+
+@pytest.mark.parametrize("dtype", ["uint8", "float32", "float16"])
+@pytest.mark.parametrize("options", [{}, {"fit": "crop", "resample": "bilinear", "voi": "percentile"}])
+def test_render_op_matches_the_cpu_pipeline(dtype, options, tmp_path):
+    """Staging + the op the CUDA kernel implements, run on the CPU, equal the fast CPU path on a batch of
+    images of different sizes, signedness, bit depths and VOI sources."""
+    paths = _files(tmp_path)
+    norm = {"mean": 0.5, "std": 0.25} if dtype != "uint8" else {}
+    opts = _options(**{**dict(size=37, fit="pad", voi="auto", window=None, voi_function=None, voi_index=0,
+                              fallback="minmax", percentiles=(0.5, 99.5), invert="auto", resample="area", dtype=dtype,
+                              mean=None, std=None, pad_value=0.1), **options, **norm})
+    prepared = [_prepare(p, opts, 0) for p in paths]
+    out = _render(prepared, opts, "cpu", 2)
+    assert out.shape == (len(paths), 37, 37)
+    want = cio.load_radiographs(paths, 37, workers=2, pad_value=0.1, dtype=dtype, **options, **norm).images
+    _close(out.numpy(), want, dtype)
+
+
+def test_render_op_checks_descriptors_and_opcheck(tmp_path):
+    paths = _files(tmp_path, 2)
+    opts = _options(16, "pad", "auto", None, None, 0, "minmax", (0.5, 99.5), "auto", "area", "float32", None, None,
+                    0.0)
+    prepared = [_prepare(p, opts, 0) for p in paths]
+    n_samples = sum(p.sample_count for p in prepared)
+    samples = torch.empty(n_samples, dtype=torch.int16)
+    tables = torch.empty(sum(p.table_count for p in prepared), dtype=torch.float32)
+    off_s = off_t = 0
+    for p in prepared:
+        p.write(samples.data_ptr(), off_s, tables.data_ptr(), off_t)
+        off_s, off_t = off_s + p.sample_count, off_t + p.table_count
+    images = torch.frombuffer(bytearray(b"".join(p.descriptor() for p in prepared)), dtype=torch.uint8).view(2, -1)
+    op = torch.ops.cxrfast.radiograph_render
+    torch.library.opcheck(op, (samples, tables, images, 16, 0, 3, 0.0, 1.0))
+    with pytest.raises(RuntimeError, match="inconsistent with the buffers"):
+        op(samples[: n_samples - 1], tables, images, 16, 0, 3, 0.0, 1.0)
+    with pytest.raises(RuntimeError, match="out_type"):
+        op(samples, tables, images, 16, 0, 7, 0.0, 1.0)
+    with pytest.raises(RuntimeError, match="image descriptors"):
+        op(samples, tables, images[:, :-1].contiguous(), 16, 0, 3, 0.0, 1.0)
+
+
+def test_load_radiographs_cpu_batch_and_errors(tmp_path):
+    paths = _files(tmp_path)
+    batch = cio.load_radiographs(paths, 40, workers=3, dtype="float32")
+    assert batch.images.shape == (5, 40, 40) and batch.indices == list(range(5)) and not batch.failed
+    for i, p in enumerate(paths):
+        np.testing.assert_array_equal(batch.images[i], cio.load_radiograph(p, 40, dtype="float32").image)
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not a dicom file at all" * 10)
+    with pytest.raises(cio.DicomError, match="bad.dcm"):
+        cio.load_radiographs([paths[0], bad], 40)
+    skipped = cio.load_radiographs([paths[0], bad, paths[1]], 40, errors="skip")
+    assert skipped.indices == [0, 2] and list(skipped.failed) == [1] and "bad.dcm" in skipped.failed[1]
+    assert skipped.images.shape == (2, 40, 40)
+
+
+# ---- errors -----------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("kwargs,match", [
+    ({"size": 0}, "size must be"), ({"fit": "stretch"}, "fit must be"), ({"voi": "fancy"}, "voi must be"),
+    ({"window": (1, 0)}, "width > 0"), ({"window": "wide"}, "window must be"), ({"voi_function": "LOG"}, "voi_function"),
+    ({"percentiles": (50, 10)}, "percentiles"), ({"invert": "yes"}, "invert must be"),
+    ({"resample": "cubic"}, "resample must be"), ({"dtype": "int32"}, "dtype must be"),
+    ({"mean": 0.5}, "mean and std go together"), ({"mean": 0.5, "std": 0.2}, "needs a float dtype"),
+    ({"dtype": "float32", "mean": 0.5, "std": 0.0}, "std finite and > 0"), ({"pad_value": 2}, "pad_value"),
+    ({"frame": -1}, "frame must be"), ({"fallback": "lut"}, "fallback must be"),
+])
+def test_bad_arguments_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        cio.load_radiograph(_file("CT_small.dcm"), **kwargs)
+
+
+def test_bad_files_raise_errors_naming_the_file_and_problem(tmp_path):
+    rng = np.random.default_rng(9)
+    arr = _radiograph(rng, (20, 20), 12)
+    nowin = _dicom(str(tmp_path / "nowin.dcm"), arr)
+    with pytest.raises(cio.DicomError, match=r"nowin.dcm: voi='window': the file has no Window Center"):
+        cio.load_radiograph(nowin, voi="window")
+    with pytest.raises(cio.DicomError, match=r"no VOI LUT Sequence"):
+        cio.load_radiograph(nowin, voi="lut")
+    badw = _dicom(str(tmp_path / "badw.dcm"), arr, WindowCenter=10.0, WindowWidth=0.5)
+    with pytest.raises(cio.DicomError, match=r"badw.dcm: window width \(0028,1051\) 0.5.* LINEAR \(needs >= 1\)"):
+        cio.load_radiograph(badw)
+    with pytest.raises(cio.DicomError, match=r"voi_index 3 out of range: the file has 1 window"):
+        cio.load_radiograph(badw, voi_index=3, voi_function="SIGMOID")
+    with pytest.raises(cio.DicomError, match=r"frame 1 out of range for 1 frame"):
+        cio.load_radiograph(nowin, frame=1)
+    with pytest.raises(cio.DicomError, match=r"SC_rgb.dcm: Photometric Interpretation \(0028,0004\) RGB"):
+        cio.load_radiograph(_file("SC_rgb.dcm"))
+    png = tmp_path / "broken.png"
+    png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
+    with pytest.raises(cio.ImageError, match="broken.png: cannot decode the PNG"):
+        cio.load_radiograph(png)
+    with pytest.raises(cio.ImageError, match="missing.dcm: cannot read the file"):
+        cio.load_radiograph(tmp_path / "missing.dcm")
+    with pytest.raises(cio.DicomError, match="trunc.dcm"):
+        data = open(nowin, "rb").read()
+        (tmp_path / "trunc.dcm").write_bytes(data[: len(data) - 100])
+        cio.load_radiograph(tmp_path / "trunc.dcm")
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["uint8", "float16", "float32"])
+def test_cuda_batch_matches_cpu(dtype, tmp_path):
+    """The CUDA kernel against the CPU pipeline on a mixed batch (uint8 within 1 level, floats within 1e-3)."""
+    paths = _files(tmp_path, 10)
+    for options in ({}, {"fit": "crop", "resample": "bilinear", "voi": "percentile"}):
+        norm = {"mean": 0.5, "std": 0.25} if dtype != "uint8" else {}
+        gpu = cio.load_radiographs(paths, 64, device="cuda", dtype=dtype, **options, **norm)
+        cpu = cio.load_radiographs(paths, 64, dtype=dtype, **options, **norm)
+        assert gpu.images.is_cuda and gpu.images.shape == (10, 64, 64)
+        _close(gpu.images.cpu().numpy(), cpu.images, dtype)
