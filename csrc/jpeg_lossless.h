@@ -23,7 +23,10 @@ FrameInfo probe(const std::uint8_t* data, std::size_t size);
 
 // Decode one JPEG Lossless stream into `out`: rows × columns × components samples, interleaved, each
 // `bytes_per_sample` (1 or 2) bytes in host byte order. The stream's frame must match rows/columns/
-// components; throws DecodeError naming the marker and byte offset otherwise.
+// components; throws DecodeError naming the marker and byte offset otherwise. A stream whose entropy-coded
+// data end before every sample is decoded, or whose restart interval leaves whole bytes unread before its
+// RSTn marker (samples decoded from corrupt data), is an error too, never a silently wrong image. Restart
+// intervals must be whole lines. Reads nothing outside [data, data + size) and writes exactly the samples.
 void decode(const std::uint8_t* data, std::size_t size, int rows, int columns, int components, int bytes_per_sample,
             std::uint8_t* out);
 
