@@ -129,6 +129,15 @@ py::array new_image(const px::Options& o) {
   return py::array(out_dtype(o.out_type), std::vector<py::ssize_t>{o.size, o.size});
 }
 
+// pixels as a C-contiguous array in native byte order (a '>u2' array holds the same values as a '<u2' one).
+py::array native_c_array(const py::array& pixels) {
+  py::object a = pixels;
+  if (!pixels.dtype().attr("isnative").cast<bool>()) a = pixels.attr("astype")(pixels.dtype().attr("newbyteorder")("="));
+  py::array c = py::array::ensure(a, py::array::c_style);
+  if (!c) throw px::PipelineError("pixels cannot be made a C-contiguous array");
+  return c;
+}
+
 py::array radiograph_pixels(py::array pixels, py::dict meta, py::dict options) {
   if (pixels.ndim() != 2)
     throw px::PipelineError("pixels must be 2-D [rows, columns], got " + std::to_string(pixels.ndim()) + " dimensions");
@@ -136,7 +145,7 @@ py::array radiograph_pixels(py::array pixels, py::dict meta, py::dict options) {
   if ((kind != 'u' && kind != 'i') || (pixels.itemsize() != 1 && pixels.itemsize() != 2 && pixels.itemsize() != 4))
     throw px::PipelineError("pixels must hold 8-, 16- or 32-bit integers, got dtype " +
                             py::str(pixels.dtype()).cast<std::string>());
-  const py::array c = py::array::ensure(pixels, py::array::c_style);
+  const py::array c = native_c_array(pixels);
   px::Source s = source_from_meta(meta);
   s.rows = int(c.shape(0)), s.columns = int(c.shape(1));
   if (s.bits_stored == 0) s.bits_stored = int(8 * c.itemsize());
@@ -158,8 +167,10 @@ py::array radiograph_pixels(py::array pixels, py::dict meta, py::dict options) {
 const void* frame_samples(const std::uint8_t* data, std::size_t size, const dcm::Parsed& p, int frame,
                           std::vector<std::uint8_t>& buffer) {
   const std::size_t frame_bytes = dcm::native_frame_bytes(p);
-  const bool in_place = dcm::codec(p) == dcm::Codec::Native && !p.big_endian && p.samples_per_pixel == 1 &&
-                        (p.bits_allocated == 8 || p.bits_allocated == 16);
+  // Not for the deflated syntax: its offsets count in the inflated dataset, not in `data`. (HighBit does not
+  // matter: the decoder and the table both take the low BitsStored bits, as pydicom does.)
+  const bool in_place = dcm::codec(p) == dcm::Codec::Native && !p.deflated && !p.big_endian &&
+                        p.samples_per_pixel == 1 && (p.bits_allocated == 8 || p.bits_allocated == 16);
   if (in_place) {
     const std::uint8_t* ptr = data + p.pixel_offset + std::size_t(frame) * frame_bytes;
     if (p.bits_allocated == 8 || reinterpret_cast<std::uintptr_t>(ptr) % 2 == 0) return ptr;
@@ -219,6 +230,11 @@ struct Prepared {
   std::int64_t count = 0;           // rows · columns
   py::object meta;
 
+  Prepared() = default;
+  Prepared(Prepared&&) = default;  // moves keep `owned`'s buffer, so `src` stays valid
+  Prepared(const Prepared&) = delete;
+  Prepared& operator=(const Prepared&) = delete;
+
   std::int64_t table_count() const { return std::int64_t(table.size()); }
 
   // Copy the samples (widened to 16-bit patterns) and the table into host buffers of at least
@@ -245,9 +261,22 @@ struct Prepared {
 
 // Fill r's table and geometry for samples of r.bytes bytes at r.src. Without the GIL.
 void ready(Prepared& r, const px::Source& s, const px::Options& o) {
-  if (r.bytes > 2 || s.bits_stored > 16)
+  if (s.bits_stored > 16)
     throw px::PipelineError("the batched kernel takes samples of at most 16 bits, got Bits Stored (0028,0101) " +
                             std::to_string(s.bits_stored));
+  if (r.bytes == 4) {
+    // 32-bit words holding at most 16 stored bits: their low 16 bits are the pattern the kernel masks (and
+    // sign-extends) as it does 16-bit words; narrowed into `owned` (decoded there, or copied from src).
+    const std::size_t n = std::size_t(s.rows) * std::size_t(s.columns);
+    std::vector<std::uint8_t> narrow(2 * n);
+    const auto* w = static_cast<const std::uint32_t*>(r.src);
+    auto* d = reinterpret_cast<std::uint16_t*>(narrow.data());
+    for (std::size_t i = 0; i < n; ++i) d[i] = std::uint16_t(w[i]);
+    r.owned = std::move(narrow);
+    r.src = r.owned.data(), r.bytes = 2;
+  }
+  if (r.bytes != 1 && r.bytes != 2)
+    throw px::PipelineError("the batched kernel takes 8-, 16- or 32-bit samples, got " + std::to_string(8 * r.bytes));
   r.count = std::int64_t(s.rows) * s.columns;
   r.table = px::image_table(r.src, r.bytes, std::size_t(r.count), s, o);
   px::plan(s.rows, s.columns, o, &r.image.ay, &r.image.ax);
@@ -284,9 +313,12 @@ Prepared prepare_dicom(py::bytes data, int frame, py::dict options) {
 }
 
 Prepared prepare_pixels(py::array pixels, py::dict meta, py::dict options) {
-  if (pixels.ndim() != 2 || (pixels.dtype().kind() != 'u' && pixels.dtype().kind() != 'i') || pixels.itemsize() > 2)
-    throw px::PipelineError("pixels for the batched kernel must be 2-D 8- or 16-bit integers");
-  const py::array c = py::array::ensure(pixels, py::array::c_style);
+  if (pixels.ndim() != 2 || (pixels.dtype().kind() != 'u' && pixels.dtype().kind() != 'i') ||
+      (pixels.itemsize() != 1 && pixels.itemsize() != 2 && pixels.itemsize() != 4))
+    throw px::PipelineError("pixels for the batched kernel must be 2-D 8-, 16- or 32-bit integers (at most 16 bits "
+                            "stored), got " + std::to_string(pixels.ndim()) + "-D " +
+                            py::str(pixels.dtype()).cast<std::string>());
+  const py::array c = native_c_array(pixels);
   px::Source s = source_from_meta(meta);
   s.rows = int(c.shape(0)), s.columns = int(c.shape(1));
   if (s.bits_stored == 0) s.bits_stored = int(8 * c.itemsize());
@@ -350,7 +382,7 @@ void register_pixels(py::module_& m) {
   m.def("radiograph_prepare", &prepare_dicom, py::arg("data"), py::arg("frame"), py::arg("options"),
         "DICOM bytes → Prepared (ready is False when the pixel data needs a library codec).");
   m.def("radiograph_prepare_pixels", &prepare_pixels, py::arg("pixels"), py::arg("meta"), py::arg("options"),
-        "Decoded 8/16-bit stored values → Prepared.");
+        "Decoded 8/16/32-bit stored values (at most 16 bits stored) → Prepared.");
   m.attr("radiograph_descriptor_bytes") = py::int_(sizeof(px::Image));
 }
 
@@ -386,16 +418,21 @@ std::vector<pixels::Image> check_inputs(const at::Tensor& samples, const at::Ten
               "radiograph_render: `tables` must be a contiguous 1-D float32 tensor");
   std::vector<px::Image> out(std::size_t(images.size(0)));
   if (!out.empty()) std::memcpy(out.data(), images.data_ptr(), out.size() * sizeof(px::Image));
+  // An axis as plan() writes it: n >= 1 resized samples placed at an offset in [-n, size] (so i - offset
+  // cannot overflow), scale = in / n (anything else could index outside the image).
+  auto axis_ok = [&](const px::Axis& a, std::int32_t in) {
+    return a.in == in && a.n >= 1 && a.offset >= -a.n && a.offset <= size &&
+           std::abs(a.scale * a.n - a.in) <= 1e-6 * a.in;
+  };
   for (std::size_t b = 0; b < out.size(); ++b) {
     const px::Image& im = out[b];
+    // offset + count compared as count <= numel - offset: the sum of a huge offset could wrap past numel
     const bool ok = im.rows >= 1 && im.cols >= 1 && im.bits_stored >= 1 && im.bits_stored <= 16 &&
-                    im.sample_offset >= 0 &&
-                    im.sample_offset + std::int64_t(im.rows) * im.cols <= samples.numel() && im.table_offset >= 0 &&
-                    im.table_offset + (std::int64_t(1) << im.bits_stored) <= tables.numel() && im.ay.in == im.rows &&
-                    im.ax.in == im.cols && im.ay.n >= 1 && im.ax.n >= 1 &&
-                    // scale is in / n (what plan() writes): anything else could index outside the image
-                    std::abs(im.ay.scale * im.ay.n - im.ay.in) <= 1e-6 * im.ay.in &&
-                    std::abs(im.ax.scale * im.ax.n - im.ax.in) <= 1e-6 * im.ax.in;
+                    im.sample_offset >= 0 && im.sample_offset <= samples.numel() &&
+                    std::int64_t(im.rows) * im.cols <= samples.numel() - im.sample_offset &&
+                    im.table_offset >= 0 && im.table_offset <= tables.numel() &&
+                    (std::int64_t(1) << im.bits_stored) <= tables.numel() - im.table_offset &&
+                    axis_ok(im.ay, im.rows) && axis_ok(im.ax, im.cols);
     TORCH_CHECK(ok, "radiograph_render: image descriptor ", b, " is inconsistent with the buffers (",
                 samples.numel(), " samples, ", tables.numel(), " table entries)");
   }

@@ -55,7 +55,8 @@ struct Parsed {
   std::string photometric_interpretation;
   // modality / VOI
   double rescale_slope = 1.0, rescale_intercept = 0.0;
-  bool has_rescale = false;
+  bool has_rescale = false;  // both Rescale Intercept (0028,1052) and Rescale Slope (0028,1053) present
+  int rescale_seen = 0;      // bit 0: intercept, bit 1: slope
   std::vector<double> window_center, window_width;
   std::string voi_lut_function;
   bool has_modality_lut_sequence = false, has_voi_lut_sequence = false;

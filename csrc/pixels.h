@@ -68,7 +68,8 @@ struct Options {
   float pad_value = 0.0f;         // v of the padding, before the mean/std normalisation
 };
 
-// The output geometry of a rows × cols source: the two axes of the square of side o.size.
+// The output geometry of a rows × cols source: the two axes of the square of side o.size. Throws
+// PipelineError when a resized length would not fit an int (a centre crop of an absurdly elongated image).
 void plan(int rows, int cols, const Options& o, Axis* ay, Axis* ax);
 
 // The table of v for every stored value of an image (2^bits_stored floats, indexed by table_index), for samples

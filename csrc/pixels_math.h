@@ -99,7 +99,8 @@ struct Output {
   float mean, inv_std;  // float outputs: (v - mean) · inv_std (mean 0, inv_std 1 when not normalising)
 };
 
-CXR_HD float clamp01(float v) { return v < 0.f ? 0.f : (v > 1.f ? 1.f : v); }
+// NaN → 0: a NaN reaching the float → integer conversion would be undefined behaviour.
+CXR_HD float clamp01(float v) { return v > 0.f ? (v < 1.f ? v : 1.f) : 0.f; }
 
 // v ∈ [0, 1] as an integer of `levels` (255 or 65535), rounded to nearest (ties to even, like numpy).
 CXR_HD float quantize(float v, float levels) {
@@ -125,8 +126,10 @@ struct Image {
 // the fast CPU path (csrc/cpu/pixels.cpp) computes the same sums separably.
 CXR_HD float render_pixel(const std::uint16_t* samples, const float* tables, const Image& im, int filter, int i,
                           int j) {
-  const int ri = i - im.ay.offset, rj = j - im.ax.offset;
-  if (ri < 0 || ri >= im.ay.n || rj < 0 || rj >= im.ax.n) return im.pad;
+  // (in 64 bits: i - offset cannot overflow whatever a descriptor holds)
+  const std::int64_t ri64 = std::int64_t(i) - im.ay.offset, rj64 = std::int64_t(j) - im.ax.offset;
+  if (ri64 < 0 || ri64 >= im.ay.n || rj64 < 0 || rj64 >= im.ax.n) return im.pad;
+  const int ri = int(ri64), rj = int(rj64);
   const Taps ty = taps(filter, im.ay, ri), tx = taps(filter, im.ax, rj);
   const std::uint16_t* src = samples + im.sample_offset;
   const float* table = tables + im.table_offset;

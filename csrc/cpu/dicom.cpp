@@ -369,8 +369,8 @@ void on_element(const Reader& r, const Header& h, Parsed& p) {
     case 0x00280006u: p.planar_configuration = us_value(r, h); break;
     case 0x00280008u: p.number_of_frames = is_value(r, h); break;
     case 0x00280004u: p.photometric_interpretation = str_value(r, h); break;
-    case 0x00281052u: { auto v = numbers(r, h); if (!v.empty()) { p.rescale_intercept = v[0]; p.has_rescale = true; } break; }
-    case 0x00281053u: { auto v = numbers(r, h); if (!v.empty()) { p.rescale_slope = v[0]; p.has_rescale = true; } break; }
+    case 0x00281052u: { auto v = numbers(r, h); if (!v.empty()) { p.rescale_intercept = v[0]; p.rescale_seen |= 1; } break; }
+    case 0x00281053u: { auto v = numbers(r, h); if (!v.empty()) { p.rescale_slope = v[0]; p.rescale_seen |= 2; } break; }
     case 0x00281050u: p.window_center = numbers(r, h); break;
     case 0x00281051u: p.window_width = numbers(r, h); break;
     case 0x00281056u: p.voi_lut_function = str_value(r, h); break;
@@ -529,6 +529,8 @@ Parsed parse(const std::uint8_t* data, std::size_t size, std::size_t max_inflate
     }
   }
   if (p.high_bit < 0) p.high_bit = p.bits_stored - 1;
+  // A rescale needs both attributes, as pydicom's apply_modality_lut reads them (one alone is ignored).
+  p.has_rescale = p.rescale_seen == 3;
   // the first mapped value of an ambiguous ("US or SS") LUT Descriptor follows PixelRepresentation
   auto resolve = [&](Lut& l) {
     const bool is_signed = l.sign == Lut::Sign::Signed || (l.sign == Lut::Sign::Ambiguous && p.pixel_representation == 1);
@@ -541,11 +543,12 @@ Parsed parse(const std::uint8_t* data, std::size_t size, std::size_t max_inflate
 
 namespace {
 
-// The stored value of a raw sample: bits above BitsStored (below the high bit's window) dropped,
-// sign-extended for PixelRepresentation 1.
-std::uint32_t stored_value(std::uint32_t v, int bytes, int stored, int shift, bool is_signed) {
+// The stored value of a raw sample: its low BitsStored bits, sign-extended for PixelRepresentation 1.
+// HighBit (0028,0102) does not move them: pydicom, whose pixel_array is read_dicom's oracle, takes the low
+// BitsStored bits whatever HighBit says (and current DICOM requires HighBit = BitsStored - 1), so files that
+// set HighBit higher read as pydicom reads them.
+std::uint32_t stored_value(std::uint32_t v, int bytes, int stored, bool is_signed) {
   if (stored < bytes * 8) {
-    v >>= shift;
     v &= (std::uint32_t(1) << stored) - 1u;
     if (is_signed && (v >> (stored - 1)) & 1u) v |= ~((std::uint32_t(1) << stored) - 1u);
   }
@@ -561,11 +564,11 @@ std::size_t native_frame_bytes(const Parsed& p) {
 
 namespace {
 
-// In place, branch-free (vectorisable) over n samples of type T: byte swap (swap), shift the stored bits down
-// (shift = HighBit + 1 - BitsStored), mask to BitsStored and sign-extend. Used by the native fast path and,
-// with no swap and no shift, by finish_decoded (a per-sample memcpy loop there cost ~35 ms per 2500x2048 frame).
+// stored_value in place, branch-free (vectorisable), over n samples of type T, after a byte swap when `swap`.
+// Used by the native fast path and, without the swap, by finish_decoded (a per-sample memcpy loop there cost
+// ~35 ms per 2500x2048 frame).
 template <typename T>
-void fix_samples(T* o, std::size_t n, int stored, int shift, bool swap, bool is_signed) {
+void fix_samples(T* o, std::size_t n, int stored, bool swap, bool is_signed) {
   constexpr int width = int(8 * sizeof(T));
   swap = swap && sizeof(T) > 1;
   const bool trim = stored < width;
@@ -575,7 +578,7 @@ void fix_samples(T* o, std::size_t n, int stored, int shift, bool swap, bool is_
   for (std::size_t k = 0; k < n; ++k) {
     std::uint32_t v = o[k];
     if (swap) v = sizeof(T) == 2 ? ((v & 0xFFu) << 8 | v >> 8) : __builtin_bswap32(v);
-    v = (v >> shift) & mask;
+    v &= mask;
     v = (v ^ sign) - sign;  // sign extension (sign = 0: none)
     o[k] = T(v);
   }
@@ -586,8 +589,8 @@ void fix_samples(T* o, std::size_t n, int stored, int shift, bool swap, bool is_
 template <typename T>
 void native_fast(const std::uint8_t* src, std::size_t n_bytes, const Parsed& p, std::uint8_t* out) {
   std::memcpy(out, src, n_bytes);
-  fix_samples(reinterpret_cast<T*>(out), n_bytes / sizeof(T), p.bits_stored, p.high_bit + 1 - p.bits_stored,
-              p.big_endian, p.pixel_representation == 1);  // out: numpy's allocation, aligned for T
+  fix_samples(reinterpret_cast<T*>(out), n_bytes / sizeof(T), p.bits_stored, p.big_endian,
+              p.pixel_representation == 1);  // out: numpy's allocation, aligned for T
 }
 
 }  // namespace
@@ -607,7 +610,6 @@ void decode_native_frame(const std::uint8_t* file, std::size_t file_size, const 
   const int bytes = p.bits_allocated / 8;
   const std::size_t n_values = n_bytes / std::size_t(bytes);
   const int stored = p.bits_stored;
-  const int shift = p.high_bit + 1 - stored;  // bits stored sit at high_bit .. high_bit − stored + 1
   const std::uint8_t* src = data + start;
   const int spp = p.samples_per_pixel;
   const std::size_t plane = std::size_t(p.rows) * std::size_t(p.columns);
@@ -629,7 +631,7 @@ void decode_native_frame(const std::uint8_t* file, std::size_t file_size, const 
                        : (std::uint32_t(b[0]) | std::uint32_t(b[1]) << 8 | std::uint32_t(b[2]) << 16 |
                           std::uint32_t(b[3]) << 24);
     }
-    v = stored_value(v, bytes, stored, shift, p.pixel_representation == 1);
+    v = stored_value(v, bytes, stored, p.pixel_representation == 1);
     // planar configuration 1 (RRR…GGG…BBB…) → interleaved, as pydicom returns it
     std::size_t dst = k;
     if (spp > 1 && p.planar_configuration == 1) {
@@ -710,12 +712,12 @@ void decode_rle_frame(const std::uint8_t* file, std::size_t file_size, const Par
     if (!unpack_segment(src + start, end - start, planes.data() + k * plane, plane))
       fail(kPixelData, offset + start, "RLE segment " + std::to_string(k) + " decodes to fewer than Rows × Columns bytes");
   }
-  const int stored = p.bits_stored, shift = p.high_bit + 1 - stored;
+  const int stored = p.bits_stored;
   for (std::size_t px = 0; px < plane; ++px) {
     for (int s = 0; s < spp; ++s) {
       std::uint32_t v = 0;
       for (int b = 0; b < bytes; ++b) v = v << 8 | planes[(std::size_t(s) * bytes + b) * plane + px];  // MSB first
-      v = stored_value(v, bytes, stored, shift, p.pixel_representation == 1);
+      v = stored_value(v, bytes, stored, p.pixel_representation == 1);
       std::memcpy(out + (px * std::size_t(spp) + std::size_t(s)) * std::size_t(bytes), &v, std::size_t(bytes));
     }
   }
@@ -788,10 +790,10 @@ std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* file, std::size
 
 void finish_decoded(const Parsed& p, std::uint8_t* out, std::size_t n) {
   const bool is_signed = p.pixel_representation == 1;
-  if (p.bits_allocated == 8) return fix_samples(out, n, p.bits_stored, 0, false, is_signed);
+  if (p.bits_allocated == 8) return fix_samples(out, n, p.bits_stored, false, is_signed);
   if (p.bits_allocated == 16)  // out: aligned for the sample type (numpy's allocation, or a vector's)
-    return fix_samples(reinterpret_cast<std::uint16_t*>(out), n, p.bits_stored, 0, false, is_signed);
-  return fix_samples(reinterpret_cast<std::uint32_t*>(out), n, p.bits_stored, 0, false, is_signed);
+    return fix_samples(reinterpret_cast<std::uint16_t*>(out), n, p.bits_stored, false, is_signed);
+  return fix_samples(reinterpret_cast<std::uint32_t*>(out), n, p.bits_stored, false, is_signed);
 }
 
 Codec codec(const Parsed& p) {

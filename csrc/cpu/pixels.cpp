@@ -4,13 +4,22 @@
 #include "pixels.h"
 
 #include <algorithm>
+#include <climits>
 #include <cmath>
+#include <cstdio>
 #include <cstring>
 #include <tuple>
 #include <utility>
 
 namespace cxrfast::pixels {
 namespace {
+
+// A number for an error message: 0.5, 10, 1e+300, nan (std::to_string gives 0.500000 and 0.000000 for 1e-9).
+std::string num(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%.10g", v);
+  return buf;
+}
 
 enum Function { kLinear, kLinearExact, kSigmoid };
 
@@ -60,7 +69,7 @@ struct Transfer {
 
   float operator()(double stored) const {
     double v = voi(modality(stored));
-    v = std::min(std::max(v, 0.0), 1.0);
+    v = v > 0.0 ? (v < 1.0 ? v : 1.0) : 0.0;  // NaN (a modality output past the double range) → 0
     return float(invert ? 1.0 - v : v);
   }
 };
@@ -97,12 +106,14 @@ Transfer resolve(const Source& s, const Options& o) {
     else if (f == "SIGMOID") t.function = kSigmoid;
     else
       throw PipelineError("VOI LUT Function (0028,1056) '" + f + "' is not LINEAR, LINEAR_EXACT or SIGMOID");
-    if (!std::isfinite(t.center) || !std::isfinite(t.width))
-      throw PipelineError("window center/width (0028,1050)/(0028,1051) must be finite, got " +
-                          std::to_string(t.center) + " / " + std::to_string(t.width));
+    // an explicit window=(center, width) is named as the argument, the file's as its tags
+    const std::string which = o.has_window ? "window=(" + num(t.center) + ", " + num(t.width) + ")"
+                                           : "window center/width (0028,1050)/(0028,1051) " + num(t.center) + " / " +
+                                                 num(t.width);
+    if (!std::isfinite(t.center) || !std::isfinite(t.width)) throw PipelineError(which + ": must be finite");
     if (t.function == kLinear ? t.width < 1.0 : t.width <= 0.0)
-      throw PipelineError(std::string("window width (0028,1051) ") + std::to_string(t.width) + " is invalid for " + f +
-                          (t.function == kLinear ? " (needs >= 1)" : " (needs > 0)"));
+      throw PipelineError((o.has_window ? which + ": width " : "window width (0028,1051) ") + num(t.width) +
+                          " is invalid for " + f + (t.function == kLinear ? " (needs >= 1)" : " (needs > 0)"));
   } else if (mode == Voi::Lut) {
     if (s.voi_luts.empty())
       throw PipelineError("voi='lut': the file has no VOI LUT Sequence (0028,3010)");
@@ -121,7 +132,8 @@ Transfer resolve(const Source& s, const Options& o) {
       lo = -std::ldexp(1.0, s.bits_stored - 1), hi = std::ldexp(1.0, s.bits_stored - 1) - 1.0;
     }
     if (s.has_rescale && !s.has_modality_lut) lo = lo * s.slope + s.intercept, hi = hi * s.slope + s.intercept;
-    t.lo = lo, t.hi = hi;
+    // ordered, so v rises with the modality value as in every other mode (a negative slope swaps the ends)
+    t.lo = std::min(lo, hi), t.hi = std::max(lo, hi);
   }
   return t;
 }
@@ -156,10 +168,29 @@ void check(const Source& s, const Options& o) {
                         std::to_string(o.p_hi) + ")");
   if (o.filter != kArea && o.filter != kBilinear) throw PipelineError("unknown resample filter");
   if (o.out_type < kU8 || o.out_type > kF32) throw PipelineError("unknown output type");
+  if (s.has_rescale && !s.has_modality_lut && !(std::isfinite(s.slope) && std::isfinite(s.intercept)))
+    throw PipelineError("Rescale Slope (0028,1053) " + num(s.slope) + " / Rescale Intercept (0028,1052) " +
+                        num(s.intercept) + ": both must be finite");
   if (s.has_modality_lut && s.modality_lut.data.empty())
     throw PipelineError("Modality LUT Sequence (0028,3000) item has no LUT Data (0028,3006)");
   for (const Lut& l : s.voi_luts)
     if (l.data.empty()) throw PipelineError("VOI LUT Sequence (0028,3010) item has no LUT Data (0028,3006)");
+  // (the parser guarantees these; the meta dict of radiograph_pixels may not)
+  if (s.has_modality_lut && (s.modality_lut.bits < 1 || s.modality_lut.bits > 16))
+    throw PipelineError("Modality LUT Sequence (0028,3000): LUT Descriptor (0028,3002) gives " +
+                        std::to_string(s.modality_lut.bits) + " bits per entry, 1..16 expected");
+  for (const Lut& l : s.voi_luts)
+    if (l.bits < 1 || l.bits > 16)
+      throw PipelineError("VOI LUT Sequence (0028,3010): LUT Descriptor (0028,3002) gives " + std::to_string(l.bits) +
+                          " bits per entry, 1..16 expected");
+}
+
+void check_width(const Source& s, int sample_bytes) {
+  if (sample_bytes != 1 && sample_bytes != 2 && sample_bytes != 4)
+    throw PipelineError("samples of " + std::to_string(sample_bytes) + " bytes");
+  if (s.bits_stored > 8 * sample_bytes)
+    throw PipelineError("Bits Stored (0028,0101) " + std::to_string(s.bits_stored) + " exceeds the " +
+                        std::to_string(8 * sample_bytes) + "-bit samples");
 }
 
 // One output axis: the valid output positions [first, last), and for each its source taps.
@@ -223,11 +254,11 @@ void resample(const Axis& ay, const Axis& ax, int size, int filter, float pad, M
   }
   // Horizontal: a short dot product per output pixel.
   for (int ii = 0; ii < rows_out; ++ii) {
-    const float* a = acc.data() + std::size_t(ii) * width - c0;
+    const float* a = acc.data() + std::size_t(ii) * width;  // column c0 of the source
     float* o = vout + std::size_t(py.first + ii) * size;
     for (int jj = 0; jj < px.last - px.first; ++jj) {
       const float* w = px.w.data() + px.woff[std::size_t(jj)];
-      const float* src = a + px.k0[std::size_t(jj)];
+      const float* src = a + (px.k0[std::size_t(jj)] - c0);
       float sum = 0.0f;
       for (int t = 0; t < px.count[std::size_t(jj)]; ++t) sum += w[t] * src[t];
       o[px.first + jj] = sum;
@@ -317,7 +348,12 @@ int out_bytes(int out_type) { return out_type == kU8 ? 1 : out_type == kF32 ? 4 
 void plan(int rows, int cols, const Options& o, Axis* ay, Axis* ax) {
   const double f = double(o.size) / double(o.fit == Fit::Pad ? std::max(rows, cols) : std::min(rows, cols));
   auto axis = [&](int in) {
-    const int n = std::max(1, int(std::lround(double(in) * f)));
+    // (a centre crop of a very elongated image: 1 × 70000 cropped to 32768 would be 2.3e9 wide)
+    const double len = std::floor(double(in) * f + 0.5);
+    if (!(len <= double(INT_MAX / 2)))
+      throw PipelineError("a " + std::to_string(rows) + " x " + std::to_string(cols) + " image resized to fit " +
+                          std::to_string(o.size) + " would be " + num(len) + " pixels long: too elongated to crop");
+    const int n = std::max(1, int(len));
     // The excess (pad) or the overhang (crop) is split with its smaller half first.
     const int offset = n <= o.size ? (o.size - n) / 2 : -((n - o.size) / 2);
     return Axis{in, n, offset, double(in) / double(n)};
@@ -330,6 +366,7 @@ std::vector<float> image_table(const void* samples, int sample_bytes, std::size_
                                const Options& o) {
   check(s, o);
   if (s.bits_stored > 16 || sample_bytes > 2) throw PipelineError("image_table: samples above 16 bits have no table");
+  check_width(s, sample_bytes);
   const Voi mode = resolve(s, o).mode;
   if (mode == Voi::Percentile || (mode == Voi::MinMax && s.has_modality_lut)) {
     std::vector<std::uint64_t> hist(std::size_t(1) << s.bits_stored, 0);
@@ -346,11 +383,7 @@ std::vector<float> image_table(const void* samples, int sample_bytes, std::size_
 
 void process(const void* samples, int sample_bytes, const Source& s, const Options& o, void* out) {
   check(s, o);
-  if (sample_bytes != 1 && sample_bytes != 2 && sample_bytes != 4)
-    throw PipelineError("samples of " + std::to_string(sample_bytes) + " bytes");
-  if (s.bits_stored > 8 * sample_bytes)
-    throw PipelineError("Bits Stored (0028,0101) " + std::to_string(s.bits_stored) + " exceeds the " +
-                        std::to_string(8 * sample_bytes) + "-bit samples");
+  check_width(s, sample_bytes);
   Axis ay, ax;
   plan(s.rows, s.columns, o, &ay, &ax);
   const std::size_t npix = std::size_t(s.rows) * s.columns, nout = std::size_t(o.size) * o.size;

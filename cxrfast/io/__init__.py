@@ -15,6 +15,10 @@ Transfer syntaxes (TRANSFER_SYNTAXES: native pixel data; COMPRESSED: encapsulate
   `.pixels` equals pydicom's pixel_array (exactly for the lossless syntaxes, JPEG-LS near-lossless and
   lossy JPEG 2000; within a few grey levels for lossy JPEG, whose IDCT differs from pydicom's libjpeg: ±1
   on pydicom's files). Without imagecodecs these raise DicomError saying so.
+Model inputs (cxrfast/io/radiograph.py): load_radiograph(path, size=512, ...) runs the whole pixel pipeline
+(Modality LUT / rescale, VOI, MONOCHROME1 inversion, antialiased resize, pad / crop, output dtype) in C++;
+load_radiographs(paths, ..., device="cuda") does a batch of any sizes in one fused CUDA kernel.
+
 Files with or without the 128-byte preamble, undefined-length sequences and items, multi-frame (one frame or
 all), encapsulated frames located by the extended offset table, the basic offset table, or one fragment per
 frame. Malformed files raise DicomError naming the file, the tag and the problem; the parser never reads

@@ -14,7 +14,7 @@ The pipeline (its definition, in float64: cxrfast.reference.pixels):
    "window" (the file's, or ``window=(center, width)``), "lut", "minmax", "percentile" (``percentiles``),
    "none" (the full range of the stored bits). PNG/JPEG files take "none" under "auto";
 3. MONOCHROME1 inversion (``invert="auto"``), so bone is bright in every output;
-4. aspect-preserving antialiased resize (``resample="area"``: exact area average, OpenCV's INTER_AREA;
+4. aspect-preserving antialiased resize (``resample="area"``: exact area average, OpenCV's INTER_AREA when shrinking;
    ``"bilinear"``: torch's antialiased bilinear) with ``fit="pad"`` (pad to a square with ``pad_value``) or
    ``fit="crop"`` (centre crop);
 5. ``dtype`` uint8 (round(v · 255)), uint16, float16 or float32 (v, or (v - mean) / std).
@@ -62,6 +62,8 @@ class RadiographBatch:
 
 
 def _dtype_name(dtype) -> str:
+    if isinstance(dtype, type) and issubclass(dtype, np.generic):  # np.uint8: a scalar type, not a dtype
+        dtype = np.dtype(dtype)
     name = getattr(dtype, "name", None) or str(dtype)
     name = {"torch.uint8": "uint8", "torch.uint16": "uint16", "torch.float16": "float16", "torch.float32": "float32",
             "half": "float16", "float": "float32"}.get(name, name)
@@ -228,9 +230,13 @@ def load_radiograph(source, size: int = 512, *, fit: str = "pad", voi: str = "au
     """
     opts = _options(size, fit, voi, window, voi_function, voi_index, fallback, percentiles, invert, resample, dtype,
                     mean, std, pad_value)
+    return _load_one(source, opts, _frame(frame))
+
+
+def _frame(frame) -> int:
     if isinstance(frame, bool) or not isinstance(frame, (int, np.integer)) or frame < 0:
         raise ValueError(f"frame must be an int >= 0, got {frame!r}")
-    return _load_one(source, opts, int(frame))
+    return int(frame)
 
 
 def _prepare(source, opts: dict, frame: int):
@@ -298,7 +304,11 @@ def load_radiographs(sources, size: int = 512, *, device="cpu", workers: int | N
     """
     import torch
 
+    unknown = sorted(set(options) - set(_defaults()))
+    if unknown:
+        raise TypeError(f"load_radiographs() got an unexpected keyword argument {unknown[0]!r}")
     opts = _options(size, **{**_defaults(), **options})
+    frame = _frame(frame)
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
     sources = list(sources)
@@ -339,7 +349,9 @@ def load_radiographs(sources, size: int = 512, *, device="cpu", workers: int | N
         raise RuntimeError(f"load_radiographs needs the compiled extension: {_ext.unavailable_reason()}")
     prepared, indices, failed = run(lambda s: _prepare(s, opts, frame))
     if not prepared:
-        images = torch.empty((0, opts["size"], opts["size"]), device=dev)
+        dtype = {"uint8": torch.uint8, "uint16": torch.uint16, "float16": torch.float16,
+                 "float32": torch.float32}[opts["dtype"]]
+        images = torch.empty((0, opts["size"], opts["size"]), dtype=dtype, device=dev)
     else:
         images = _render(prepared, opts, dev, workers)
     return RadiographBatch(images, [dict(p.meta) for p in prepared], indices, failed)

@@ -100,8 +100,8 @@ def voi(y: np.ndarray, meta: dict, *, mode: str = "auto", window=None, function:
             lo, hi = float(y.min()), float(y.max())
         elif mode == "percentile":
             lo, hi = (float(p) for p in np.percentile(y, percentiles))
-        elif mode == "none":
-            lo, hi = natural_range(meta)
+        elif mode == "none":  # ordered: a negative slope swaps natural_range's ends
+            lo, hi = sorted(natural_range(meta))
         else:
             raise ValueError(f"unknown voi mode {mode!r}")
         v = (y - lo) / (hi - lo) if hi != lo else np.zeros_like(y)

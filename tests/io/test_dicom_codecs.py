@@ -669,3 +669,42 @@ def test_lut_sequence_errors_name_the_tag():
     empty.PixelData = b"\0" * 32
     meta = io.read_dicom(_save(empty)).meta
     assert meta["has_modality_lut_sequence"] and meta["modality_lut"] is None  # pydicom then rescales
+
+
+@pytest.mark.parametrize("syntax", ["1.2.840.10008.1.2.1", "1.2.840.10008.1.2.5"])
+@pytest.mark.parametrize("signed", [False, True])
+def test_high_bit_above_bits_stored_reads_as_pydicom_reads_it(syntax, signed):
+    """HighBit 15 with BitsStored 12: pydicom (the oracle) takes the low 12 bits, whatever HighBit says."""
+    rng = np.random.default_rng(11)
+    words = rng.integers(0, 65536, size=(9, 7), dtype=np.uint16)
+    ds = _dataset("1.2.840.10008.1.2.1", words.view(np.int16) if signed else words, 12, signed)
+    ds.HighBit = 15
+    ds.PixelData = words.tobytes()
+    if syntax == "1.2.840.10008.1.2.5":
+        ds.compress(UID(syntax), encoding_plugin="pydicom")
+        ds.HighBit = 15
+    else:
+        ds.file_meta.TransferSyntaxUID = UID(syntax)
+    data = _save(ds)
+    ref = _pydicom(data)[1]
+    got = io.read_dicom(data).pixels
+    np.testing.assert_array_equal(got, ref)
+    assert got.dtype == ref.dtype.newbyteorder("=")
+
+
+def test_rescale_needs_both_slope_and_intercept_like_pydicom():
+    from pydicom.pixels import apply_modality_lut
+
+    img = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    for attrs, expect in [({"RescaleSlope": 2.0}, False), ({"RescaleIntercept": -5.0}, False),
+                          ({"RescaleSlope": 2.0, "RescaleIntercept": -5.0}, True)]:
+        ds = _dataset("1.2.840.10008.1.2.1", img, 12)
+        ds.PixelData = img.tobytes()
+        for k, v in attrs.items():
+            setattr(ds, k, v)
+        data = _save(ds)
+        meta = io.read_dicom(data).meta
+        assert meta["has_rescale"] is expect, attrs
+        pyds, arr = _pydicom(data)
+        ours = arr * meta["rescale_slope"] + meta["rescale_intercept"] if meta["has_rescale"] else arr
+        np.testing.assert_array_equal(ours, apply_modality_lut(arr, pyds))

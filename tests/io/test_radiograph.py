@@ -116,15 +116,16 @@ def test_reference_luts_match_pydicom(name):
     np.testing.assert_allclose(got, want, atol=1e-12)
 
 
-@pytest.mark.parametrize("shape,out", [((100, 77), (33, 25)), ((64, 64), (16, 16)), ((50, 41), (7, 50)),
-                                       ((9, 10), (9, 3))])
+@pytest.mark.parametrize("shape,out", [((100, 77), (33, 25)), ((64, 64), (16, 16)), ((50, 41), (7, 13)),
+                                       ((9, 10), (9, 3)), ((2500, 2048), (224, 184))])
 def test_reference_area_is_opencv_inter_area(shape, out):
+    """(INTER_AREA is the area average only when shrinking: every case shrinks or keeps each axis.)"""
     cv2 = pytest.importorskip("cv2")
+    assert out[0] <= shape[0] and out[1] <= shape[1]
     img = np.random.default_rng(2).random(shape).astype(np.float32)
     want = cv2.resize(img, (out[1], out[0]), interpolation=cv2.INTER_AREA)
     got = ref.resize_weights(shape[0], out[0]) @ img.astype(np.float64) @ ref.resize_weights(shape[1], out[1]).T
-    if out[0] <= shape[0] and out[1] <= shape[1]:  # INTER_AREA is the area average only when shrinking
-        np.testing.assert_allclose(got, want, atol=2e-6)
+    np.testing.assert_allclose(got, want, atol=2e-6)
 
 
 @pytest.mark.parametrize("shape,out", [((100, 77), (33, 25)), ((40, 30), (70, 45)), ((2500, 13), (224, 5))])
@@ -231,7 +232,7 @@ def test_float16_output_rounds_like_numpy():
 
 def test_library_codec_files_go_through_the_same_pipeline():
     """A JPEG 2000 chest radiograph (pydicom-data's RG1, decoded by the library codec) and its uncompressed
-    twin give the same image; a JPEG-lossless file matches the reference on pydicom's pixels."""
+    twin give the same image, and the uncompressed one matches the reference on pydicom's pixels."""
     data_store = pytest.importorskip("data_store", reason="pydicom-data carries the real radiographs")
     folder = os.path.join(os.path.dirname(data_store.__file__), "data")
     pytest.importorskip("imagecodecs", reason="JPEG 2000 is decoded by imagecodecs")
@@ -400,13 +401,206 @@ def test_bad_files_raise_errors_naming_the_file_and_problem(tmp_path):
 
 
 @pytest.mark.gpu
-@pytest.mark.parametrize("dtype", ["uint8", "float16", "float32"])
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float16", "float32"])
 def test_cuda_batch_matches_cpu(dtype, tmp_path):
     """The CUDA kernel against the CPU pipeline on a mixed batch (uint8 within 1 level, floats within 1e-3)."""
     paths = _files(tmp_path, 10)
     for options in ({}, {"fit": "crop", "resample": "bilinear", "voi": "percentile"}):
-        norm = {"mean": 0.5, "std": 0.25} if dtype != "uint8" else {}
+        norm = {"mean": 0.5, "std": 0.25} if dtype.startswith("float") else {}
         gpu = cio.load_radiographs(paths, 64, device="cuda", dtype=dtype, **options, **norm)
         cpu = cio.load_radiographs(paths, 64, dtype=dtype, **options, **norm)
         assert gpu.images.is_cuda and gpu.images.shape == (10, 64, 64)
         _close(gpu.images.cpu().numpy(), cpu.images, dtype)
+
+
+# ---- review findings (each test failed before its fix) ---------------------------------------------------------
+
+def _opts(**kw):
+    base = dict(size=16, fit="pad", voi="minmax", window=None, voi_function=None, voi_index=0, fallback="minmax",
+                percentiles=(0.5, 99.5), invert="auto", resample="area", dtype="float32", mean=None, std=None,
+                pad_value=0.0)
+    return _options(**{**base, **kw})
+
+
+def _both_paths(path, size, **options):
+    """The image of `path` from the CPU pipeline and from staging + the batched op (run on the CPU)."""
+    cpu = cio.load_radiograph(path, size, dtype="float32", **options).image
+    opts = _opts(size=size, **options)
+    return cpu, _render([_prepare(path, opts, 0)], opts, "cpu", 1)[0].numpy()
+
+
+def test_deflated_file_is_rendered_from_the_inflated_samples():
+    """Deflated explicit VR LE: the pixel offset counts in the inflated dataset, so the samples cannot be read
+    in place from the file's (compressed) bytes; they used to be, giving a garbage image (and reading past the
+    end of the file when the inflated offset exceeds the file size)."""
+    path = _file("image_dfl.dcm")
+    img = cio.read_dicom(path)
+    np.testing.assert_array_equal(img.pixels, pydicom.dcmread(path).pixel_array)
+    want = ref.radiograph(img.pixels, img.meta, size=64, dtype="float32")
+    for got in _both_paths(path, 64):
+        _close(got, want, "float32")
+
+
+def test_high_bit_above_bits_stored_reads_like_the_decoder(tmp_path):
+    """BitsStored 12 at HighBit 15: read_dicom takes the low 12 bits of each word, as pydicom does, and the
+    pipeline reads those same stored values whether the samples are read in place or decoded."""
+    arr = _radiograph(np.random.default_rng(10), (50, 40), 12)
+    words = arr | (np.random.default_rng(11).integers(0, 16, arr.shape).astype(np.uint16) << 12)
+    path = _dicom(str(tmp_path / "hb.dcm"), words, bits_stored=12)
+    ds = pydicom.dcmread(path)
+    ds.HighBit = 15
+    ds.save_as(path)
+    img = cio.read_dicom(path)
+    np.testing.assert_array_equal(img.pixels, pydicom.dcmread(path).pixel_array)
+    np.testing.assert_array_equal(img.pixels, arr)
+    want = ref.radiograph(arr, img.meta, size=32, voi_mode="minmax", dtype="float32")
+    for got in _both_paths(path, 32, voi="minmax"):
+        _close(got, want, "float32")
+
+
+def test_render_op_rejects_descriptors_whose_offsets_overflow(tmp_path):
+    """A descriptor whose sample / table offset is near 2^63 (offset + count wraps) or whose placement offset
+    is absurd must be refused, not read outside the buffers."""
+    import struct
+
+    a = np.arange(100, dtype=np.uint16).reshape(10, 10)
+    p = _C.radiograph_prepare_pixels(a, {"bits_stored": 12}, _opts())
+    samples, tables = torch.zeros(100, dtype=torch.int16), torch.zeros(4096, dtype=torch.float32)
+    p.write(samples.data_ptr(), 0, tables.data_ptr(), 0)
+    good = p.descriptor()
+    op = torch.ops.cxrfast.radiograph_render
+    op(samples, tables, torch.frombuffer(bytearray(good), dtype=torch.uint8).view(1, -1), 16, 0, 3, 0.0, 1.0)
+    # Image: int64 sample_offset @0, int64 table_offset @8, ..., Axis ay @32 (in, n, offset @40), ax @56 (@64)
+    assert _C.radiograph_descriptor_bytes == len(good) == 88
+    for fmt, at, value in [("<q", 0, 2 ** 63 - 50), ("<q", 8, 2 ** 63 - 1000), ("<q", 0, -1),
+                           ("<i", 40, -2 ** 31), ("<i", 64, 2 ** 31 - 1)]:
+        d = bytearray(good)
+        struct.pack_into(fmt, d, at, value)
+        with pytest.raises(RuntimeError, match="inconsistent with the buffers"):
+            op(samples, tables, torch.frombuffer(d, dtype=torch.uint8).view(1, -1), 16, 0, 3, 0.0, 1.0)
+
+
+def test_pixels_in_non_native_byte_order():
+    """A big-endian numpy array holds the same values: it must give the same image (it used to be read as
+    native words)."""
+    a = np.random.default_rng(11).integers(0, 4096, (20, 30)).astype(np.uint16)
+    meta = {"bits_stored": 12}
+    want = _C.radiograph_pixels(a, meta, _opts())
+    np.testing.assert_array_equal(_C.radiograph_pixels(a.astype(">u2"), meta, _opts()), want)
+    prepared = _C.radiograph_prepare_pixels(a.astype(">u2"), meta, _opts())
+    _close(_render([prepared], _opts(), "cpu", 1)[0].numpy(), want, "float32")
+
+
+@pytest.mark.parametrize("key,value", [("rescale_slope", float("nan")), ("rescale_slope", float("inf")),
+                                       ("rescale_intercept", float("-inf"))])
+def test_non_finite_rescale_is_an_error(key, value):
+    """A Rescale Slope / Intercept of NaN or inf (DS strings 'NaN', 'inf' parse as such) made every table entry
+    NaN: NaN float outputs and an undefined float → uint8 conversion. It is refused, naming the tag."""
+    a = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    meta = {"bits_stored": 12, "has_rescale": True, "rescale_slope": 1.0, "rescale_intercept": 0.0, key: value}
+    with pytest.raises(_C.PipelineError, match=r"Rescale (Slope|Intercept) \(0028,105[23]\)"):
+        _C.radiograph_pixels(a, meta, _opts(dtype="uint8"))
+    with pytest.raises(_C.PipelineError, match=r"Rescale"):
+        _C.radiograph_prepare_pixels(a, meta, _opts())
+
+
+def test_prepared_pixels_check_bits_stored_against_the_sample_width():
+    """Staging takes what the CPU pipeline takes: 8-bit samples with Bits Stored 12 are refused by both (the
+    kernel would have read the zero-extended byte pattern as a 12-bit value)."""
+    a = np.full((4, 4), -3, dtype=np.int8)
+    meta = {"bits_stored": 12, "pixel_representation": 1}
+    with pytest.raises(_C.PipelineError, match="exceeds the 8-bit samples"):
+        _C.radiograph_pixels(a, meta, _opts())
+    with pytest.raises(_C.PipelineError, match="exceeds the 8-bit samples"):
+        _C.radiograph_prepare_pixels(a, meta, _opts())
+
+
+def test_resized_length_that_does_not_fit_an_int_is_an_error():
+    """1 × 70000 centre-cropped to 32768: the resized width 2.3e9 overflowed int (a silent 1-pixel image)."""
+    a = np.zeros((1, 70000), dtype=np.uint8)
+    with pytest.raises(_C.PipelineError, match="resized"):
+        _C.radiograph_prepare_pixels(a, {"bits_stored": 8}, _opts(size=32768, fit="crop"))
+
+
+def test_explicit_window_too_narrow_for_linear_names_the_argument():
+    a = np.arange(64, dtype=np.uint16).reshape(8, 8)
+    with pytest.raises(_C.PipelineError, match=r"window=\(10, 0.5\): width 0.5 is invalid for LINEAR"):
+        _C.radiograph_pixels(a, {"bits_stored": 12}, _opts(voi="window", window=(10, 0.5)))
+
+
+@pytest.mark.parametrize("dtype,name", [(np.uint8, "uint8"), (np.float32, "float32"), (np.dtype("<u2"), "uint16"),
+                                        (torch.float16, "float16"), ("float32", "float32")])
+def test_dtype_spellings(dtype, name):
+    """numpy scalar types (np.uint8 — the usual spelling) are accepted like np.dtype objects and torch dtypes."""
+    out = cio.load_radiograph(_file("CT_small.dcm"), 8, dtype=dtype).image
+    assert out.dtype == np.dtype(name)
+
+
+@pytest.mark.parametrize("voi", ["none", "minmax", "percentile", "window"])
+def test_negative_rescale_slope_keeps_v_increasing_with_the_modality_value(voi):
+    """With Rescale Slope -1 the stored value 0 is the largest modality value: every VOI mode maps it to v = 1
+    (window, min-max and percentile did; "none" mapped the natural range unordered and inverted the image)."""
+    a = np.array([[0, 4095]], dtype=np.uint16)
+    meta = {"bits_stored": 12, "has_rescale": True, "rescale_slope": -1.0, "rescale_intercept": 100.0}
+    kw = {"window": (100 - 2047.5, 4096.0)} if voi == "window" else {}
+    got = _C.radiograph_pixels(a, meta, _opts(size=2, voi=voi, percentiles=(0, 100), **kw))[0]
+    want = ref.radiograph(a, meta, size=2, voi_mode=voi, percentiles=(0, 100), dtype="float32", **kw)[0]
+    for v in (got, want):
+        assert v[0] > 0.99 and v[1] < 0.01, v
+
+
+def test_lut_bits_outside_1_16_in_a_meta_dict_are_refused():
+    """(The parser refuses them; a hand-made meta dict could carry bits 0, and v = LUT / (2^0 - 1) was NaN.)"""
+    a = np.arange(16, dtype=np.uint16).reshape(4, 4)
+    lut = {"first_mapped": 0, "bits": 0, "data": np.arange(16, dtype=np.uint16)}
+    with pytest.raises(_C.PipelineError, match=r"VOI LUT Sequence \(0028,3010\).* 0 bits per entry"):
+        _C.radiograph_pixels(a, {"bits_stored": 4, "voi_luts": [lut]}, _opts(voi="lut"))
+    with pytest.raises(_C.PipelineError, match=r"Modality LUT Sequence \(0028,3000\).* 0 bits per entry"):
+        _C.radiograph_pixels(a, {"bits_stored": 4, "modality_lut": lut}, _opts(voi="none"))
+
+
+@pytest.mark.parametrize("signed", [False, True])
+def test_32_bit_allocated_samples_of_at_most_16_bits_stage_for_the_kernel(signed, tmp_path):
+    """BitsAllocated 32 with BitsStored 12: the CPU pipeline takes it, and so does staging for the kernel (the
+    decoded values fit 16-bit patterns); it used to refuse it as "at most 16 bits, got Bits Stored 12"."""
+    arr = _radiograph(np.random.default_rng(12), (30, 41), 12, signed).astype(np.int32 if signed else np.uint32)
+    path = _dicom(str(tmp_path / "w32.dcm"), arr, bits_stored=12, signed=signed)
+    cpu, staged = _both_paths(path, 24)
+    _close(staged, cpu, "float32")
+    _close(cpu, ref.radiograph(arr, cio.read_dicom(path).meta, size=24, dtype="float32"), "float32")
+    wide = _dicom(str(tmp_path / "w20.dcm"), arr, bits_stored=20, signed=signed)
+    with pytest.raises(cio.DicomError, match=r"w20.dcm: .*at most 16 bits.*Bits Stored \(0028,0101\) 20"):
+        _prepare(wide, _opts(), 0)
+
+
+def test_prepared_pixels_of_32_bit_arrays():
+    a = np.random.default_rng(13).integers(-2048, 2048, (9, 14)).astype(np.int32)
+    meta = {"bits_stored": 12, "pixel_representation": 1}
+    staged = _render([_C.radiograph_prepare_pixels(a, meta, _opts())], _opts(), "cpu", 1)[0].numpy()
+    _close(staged, _C.radiograph_pixels(a, meta, _opts()), "float32")
+    with pytest.raises(_C.PipelineError, match="at most 16 bits"):
+        _C.radiograph_prepare_pixels(a, {"bits_stored": 32, "pixel_representation": 1}, _opts())
+
+
+def test_load_radiographs_checks_frame_and_keywords_up_front():
+    """frame=-1 used to become one DicomError per file (with errors="skip": every file silently "failed"),
+    frame=1.5 a pybind TypeError; an unknown keyword was reported against the private _options()."""
+    path = _file("CT_small.dcm")
+    for frame in (-1, 1.5, True):
+        with pytest.raises(ValueError, match="frame must be an int >= 0"):
+            cio.load_radiographs([path], 8, frame=frame, errors="skip")
+    with pytest.raises(TypeError, match=r"load_radiographs\(\) got an unexpected keyword argument 'sise'"):
+        cio.load_radiographs([path], sise=8)
+
+
+@pytest.mark.gpu
+@pytest.mark.parametrize("dtype", ["uint8", "uint16", "float16"])
+def test_cuda_batch_keeps_the_dtype_when_empty_or_all_failed(dtype, tmp_path):
+    """An empty batch (or one whose files all failed with errors="skip") used to come back float32 on CUDA."""
+    bad = tmp_path / "bad.dcm"
+    bad.write_bytes(b"not a dicom file at all" * 10)
+    for sources in ([], [bad]):
+        b = cio.load_radiographs(sources, 16, device="cuda", dtype=dtype, errors="skip")
+        assert b.images.is_cuda and b.images.shape == (0, 16, 16) and b.images.dtype == getattr(torch, dtype)
+    b = cio.load_radiographs(_files(tmp_path, 2), 16, device="cuda", dtype=dtype)
+    assert b.images.dtype == getattr(torch, dtype) and b.images.shape == (2, 16, 16)
