@@ -6,7 +6,12 @@ directory given as the only argument: what pydicom's own test files lack or hold
   8-bit table packed two entries per word;
 - a deflated dataset (12-bit image, both LUT sequences), re-deflated after mutation by the driver;
 - multi-frame encapsulated data located by an extended offset table (7FE0,0001/0002), RLE (decoded by the
-  target) and JPEG-LS (located only: what cxrfast.io hands to imagecodecs).
+  target) and JPEG-LS (located only: what cxrfast.io hands to imagecodecs);
+- one-component JPEG Lossless (process 14) streams, written by the tests' encoder (tests/io/
+  jpeg_lossless_encoder.py), which reach the decoder's one-component fast path (pydicom's only lossless file
+  is RGB, decoded by the interleaved path): 8-bit predictor 7 with a restart every 3 lines, 12-bit SV1,
+  16-bit predictor 4 with a restart every line, and streams whose Huffman tables have codes of 13–16 bits
+  used by their samples (16-bit with categories up to 16, 12-bit, 8-bit): the lookup table's slow paths.
 """
 
 import os
@@ -17,8 +22,15 @@ import numpy as np
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.encaps import encapsulate_extended
 from pydicom.sequence import Sequence
+from pydicom.encaps import encapsulate
 from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndian, ExplicitVRLittleEndian,
-                         ImplicitVRLittleEndian, JPEGLSLossless, RLELossless)
+                         ImplicitVRLittleEndian, JPEGLosslessSV1, JPEGLSLossless, RLELossless)
+
+# the tests' JPEG Lossless encoder
+sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "io"))
+import jpeg_lossless_encoder as jpegll  # noqa: E402
+
+JPEG_LOSSLESS_ANY_PREDICTOR = "1.2.840.10008.1.2.4.57"  # process 14, any predictor (SV1: predictor 1)
 
 
 def image(syntax, rows=12, columns=10, bits_stored=12, signed=False, frames=1):
@@ -98,6 +110,41 @@ def main(out):
     ds.PixelData, ds.ExtendedOffsetTable, ds.ExtendedOffsetTableLengths = encapsulate_extended(streams)
     ds["PixelData"].VR = "OB"
     write(ds, os.path.join(out, "eot_jpegls.dcm"))
+
+    jpeg_lossless_seeds(out)
+
+
+def jpeg_lossless_seeds(out):
+    """Small one-component JPEG Lossless files: (name, precision, rows, columns, predictor, restart lines,
+    code lengths or None for the optimal table). Noise, a flat band and the range's ends; the long-code
+    streams use every category of their table at random."""
+    cases = [
+        ("jpegll_8bit_p7_rst3.dcm", 8, 12, 10, 7, 3, None),
+        ("jpegll_12bit_sv1.dcm", 12, 14, 11, 1, 0, None),
+        ("jpegll_16bit_p4_rst1.dcm", 16, 8, 10, 4, 1, None),
+        ("jpegll_16bit_long_codes_rst4.dcm", 16, 12, 21, 1, 4, jpegll.LONG_CODE_LENGTHS[16]["tail"]),
+        ("jpegll_12bit_long_codes_p5.dcm", 12, 10, 17, 5, 0, jpegll.LONG_CODE_LENGTHS[12]["head"]),
+        ("jpegll_8bit_long_codes.dcm", 8, 9, 13, 1, 0, jpegll.LONG_CODE_LENGTHS[8]["tail"]),
+    ]
+    for k, (name, precision, rows, columns, predictor, restart_lines, lengths) in enumerate(cases):
+        rng = np.random.default_rng(100 + k)
+        if lengths is None:
+            img = rng.integers(0, 1 << precision, (rows, columns))
+            img[rows // 3:rows // 2] = (1 << precision) - 1 if k % 2 else 0
+            img[-1, : columns // 2] = img[-1, 0]
+        else:
+            cats = rng.integers(0, len(lengths), (rows, columns))
+            img = jpegll.image_with_categories(cats, precision=precision, predictor=predictor,
+                                               restart_lines=restart_lines, seed=k)
+        stream = jpegll.encode(img, precision=precision, predictor=predictor, restart_lines=restart_lines,
+                               code_lengths=lengths)
+        ds, _ = image(ExplicitVRLittleEndian, rows=rows, columns=columns, bits_stored=precision)
+        ds.file_meta.TransferSyntaxUID = JPEGLosslessSV1 if predictor == 1 else UID(JPEG_LOSSLESS_ANY_PREDICTOR)
+        if precision <= 8:
+            ds.BitsAllocated = 8
+        ds.PixelData = encapsulate([stream])
+        ds["PixelData"].VR = "OB"
+        write(ds, os.path.join(out, name))
 
 
 def _rle_frames(ds):

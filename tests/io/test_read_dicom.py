@@ -178,7 +178,8 @@ def test_random_truncation_and_corruption_never_crash():
 # ------------------------------------------------------------------------------------ JPEG lossless
 
 def _jpeg_ll_dicom(frames, precision, signed, tmp_path, *, bits_stored=None, basic_offset_table=False,
-                   syntax="1.2.840.10008.1.2.4.70", **encode_kw):
+                   syntax="1.2.840.10008.1.2.4.70", edit=None, **encode_kw):
+    """A DICOM file of `frames` encoded by the tests' encoder; edit(stream) -> stream alters each stream."""
     from jpeg_lossless_encoder import encode
     from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
@@ -197,6 +198,8 @@ def _jpeg_ll_dicom(frames, precision, signed, tmp_path, *, bits_stored=None, bas
     ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.NumberOfFrames = 1, "MONOCHROME2", len(frames)
     mask = (1 << precision) - 1
     streams = [encode(f.astype(np.int64) & mask, precision=precision, **encode_kw) for f in frames]
+    if edit is not None:
+        streams = [edit(s) for s in streams]
     ds.PixelData = encapsulate(streams, has_bot=basic_offset_table)
     ds["PixelData"].VR = "OB"
     return _write(ds, tmp_path / "jpegll.dcm", enforce_file_format=True)
@@ -264,3 +267,125 @@ def test_jpeg_lossless_errors(tmp_path):
     bad[sos + 7] = 9  # Ss, the predictor: FF DA, length (2), Ns, Cs, Td/Ta, then Ss
     with pytest.raises(io.DicomError, match="predictor 9 outside 1..7"):
         io.read_dicom(bytes(bad))
+
+
+def _stream_code_lengths(stream: bytes) -> list:
+    """The code lengths of the first Huffman table (DHT) of a stream, one per code."""
+    at = stream.find(b"\xff\xc4")
+    counts = stream[at + 5:at + 21]  # FF C4, length (2), Tc/Th, then 16 counts
+    return [n + 1 for n in range(16) for _ in range(counts[n])]
+
+
+def _categories(img, precision, predictor, restart_lines):
+    """The difference category of every sample, as the encoder codes it."""
+    from jpeg_lossless_encoder import _predict
+
+    d = (img.astype(np.int64) - _predict(img, predictor, precision, restart_lines)) % 65536
+    d = np.where(d >= 32768, d - 65536, d)
+    c = np.where(d == 0, 0, np.floor(np.log2(np.maximum(np.abs(d), 1))).astype(np.int64) + 1)
+    return np.where(d == 32768, 16, c)
+
+
+@pytest.mark.parametrize("table", ["tail", "head", "all16"])
+@pytest.mark.parametrize("precision", [8, 12, 16])
+def test_jpeg_lossless_codes_and_magnitudes_beyond_the_lookup_table(precision, table, tmp_path):
+    """Huffman codes of 13 to 16 bits (T.81 allows 16; the decoder's lookup resolves 12 bits of code +
+    magnitude) and codes of ≤ 12 bits whose magnitude bits reach past 12 (category 15 after a 2-bit code at
+    precision 16; category 16, no magnitude bits, with a 2-bit and a 16-bit code): every category of the
+    table used at random, so that slow samples fall in each position of the fast path's groups of four, in
+    the first column and the last ones (37 columns: a tail of 3 after the groups), and after restarts; rows
+    where the slowest sample (up to 16 + 15 bits) is followed by the largest fast ones. "all16": no code in
+    the lookup at all. The tables: LONG_CODE_LENGTHS in tests/io/jpeg_lossless_encoder.py."""
+    from jpeg_lossless_encoder import LONG_CODE_LENGTHS, image_with_categories
+
+    lengths = LONG_CODE_LENGTHS[precision][table]
+    dtype = np.uint16 if precision > 8 else np.uint8
+    # the slow sample of most bits, and the fast one (code + magnitude ≤ 12 bits) of most bits
+    total = [n + (c % 16) for c, n in enumerate(lengths)]
+    slowest = max(range(len(lengths)), key=lambda c: total[c])
+    fast = [c for c in range(len(lengths)) if total[c] <= 12]
+    for predictor, restart_lines in ((1, 0), (7, 4), (4, 5)):
+        wanted = np.random.default_rng(precision + predictor).integers(0, len(lengths), (19, 37))
+        if fast:  # every third row: the slowest sample, then four of the largest fast ones, over and over (a
+            # group of four fast samples must start after a slow one: the bits left after it may not hold four)
+            wanted[1::3] = np.resize([slowest] + [max(fast, key=lambda c: total[c])] * 4, 37)
+        img = image_with_categories(wanted, precision=precision, predictor=predictor, restart_lines=restart_lines,
+                                    seed=predictor).astype(dtype)
+        cats = _categories(img, precision, predictor, restart_lines)
+        if predictor != 4:  # predictor 4 may leave the range: there image_with_categories picks the nearest value
+            np.testing.assert_array_equal(cats, wanted)
+        long_codes = np.isin(cats, [c for c, n in enumerate(lengths) if n > 12]).sum()
+        past_lookup = np.isin(cats, [c for c, n in enumerate(lengths) if n + (c % 16) > 12]).sum()
+        assert long_codes > 80 and past_lookup > 150  # the slow paths are taken, many times
+        streams = []
+        path = _jpeg_ll_dicom([img], precision, False, tmp_path, predictor=predictor, restart_lines=restart_lines,
+                              code_lengths=lengths, edit=lambda s: streams.append(s) or s)
+        assert max(_stream_code_lengths(streams[0])) == 16
+        got = io.read_dicom(path).pixels
+        assert got.dtype == img.dtype
+        np.testing.assert_array_equal(got, img, err_msg=f"predictor {predictor}, restart every {restart_lines} lines")
+
+
+def _rst_markers(stream: bytes) -> list:
+    """Offsets of the RSTn markers (FF D0–D7) in a stream's entropy-coded data."""
+    sos = stream.find(b"\xff\xda")
+    data_start = sos + 2 + int.from_bytes(stream[sos + 2:sos + 4], "big")
+    return [i for i in range(data_start, len(stream) - 1) if stream[i] == 0xFF and 0xD0 <= stream[i + 1] <= 0xD7]
+
+
+@pytest.mark.parametrize("interval,extra", [(0, b"\x00"), (0, b"\x5a\x00\x12"), (2, b"\x81\x7f"), (7, b"\xfe"),
+                                            (8, b"\x01")])
+def test_jpeg_lossless_restart_interval_with_whole_bytes_left_over_is_an_error(interval, extra, tmp_path):
+    """Bytes after an interval's last sample, before its RSTn marker: the samples decode as before (the
+    interval's bits are unchanged), but whole unread bytes mean corrupt data (jpeg_lossless.h), an error that
+    names the count and the marker (interval 8 ends with RST0 again: n modulo 8). The controls pass: the same
+    stream unedited (its intervals padded to a whole byte with 1-bits), and with fill bytes FF FF before every
+    RSTn."""
+    rng = np.random.default_rng(5)
+    img = rng.integers(0, 4096, (20, 9)).astype(np.uint16)
+    img[6:10] = 1234  # intervals of nearly no bits too
+    path = _jpeg_ll_dicom([img], 12, False, tmp_path, restart_lines=2)
+    np.testing.assert_array_equal(io.read_dicom(path).pixels, img)
+
+    def fill(stream):  # fill bytes FF before every RSTn (T.81 B.1.1.2): part of the marker, not data left over
+        for at in reversed(_rst_markers(stream)):
+            stream = stream[:at] + b"\xff\xff" + stream[at:]
+        return stream
+
+    path = _jpeg_ll_dicom([img], 12, False, tmp_path, restart_lines=2, edit=fill)
+    np.testing.assert_array_equal(io.read_dicom(path).pixels, img)
+
+    def insert(stream):
+        at = _rst_markers(stream)[interval]
+        assert stream[at + 1] == 0xD0 + (interval & 7)
+        return stream[:at] + extra + stream[at:]
+
+    path = _jpeg_ll_dicom([img], 12, False, tmp_path, restart_lines=2, edit=insert)
+    with pytest.raises(io.DicomError, match=rf"JPEG lossless stream, byte \d+: {len(extra)} bytes of entropy-coded "
+                                            rf"data left over before RST{interval & 7}"):
+        io.read_dicom(path)
+
+
+def test_jpeg_lossless_restart_interval_must_be_whole_lines(tmp_path):
+    """jpeg_lossless.h: restart intervals must be whole lines (what lossless encoders write). A DRI of part
+    of a line or of a line and a part is refused by name before any decoding; a whole-line DRI that disagrees
+    with the stream's RSTn markers fails on the markers, never decodes a wrong image."""
+    rng = np.random.default_rng(6)
+    img = rng.integers(0, 256, (12, 10)).astype(np.uint8)
+
+    def with_dri(samples):
+        def edit(stream):
+            dri = stream.find(b"\xff\xdd\x00\x04")
+            assert int.from_bytes(stream[dri + 4:dri + 6], "big") == 20  # encoded: a restart every 2 lines
+            return stream[:dri + 4] + samples.to_bytes(2, "big") + stream[dri + 6:]
+        return _jpeg_ll_dicom([img], 8, False, tmp_path, predictor=5, restart_lines=2, edit=edit)
+
+    np.testing.assert_array_equal(io.read_dicom(with_dri(20)).pixels, img)
+    for samples in (5, 15, 21, 1):
+        with pytest.raises(io.DicomError, match=rf"restart interval of {samples} samples is not a whole number of "
+                                                rf"lines"):
+            io.read_dicom(with_dri(samples))
+    with pytest.raises(io.DicomError, match=r"\d+ bytes of entropy-coded data left over before RST0"):
+        io.read_dicom(with_dri(10))  # one line: the first interval's data hold two
+    with pytest.raises(io.DicomError, match="entropy-coded data ends before every sample is decoded"):
+        io.read_dicom(with_dri(40))  # four lines: the first interval's data hold two
