@@ -18,7 +18,7 @@ _LAZY = {
     "local_triplet_loss": ("cxrfast.ops.local", "local_triplet_loss"),
     "lovt_local_loss": ("cxrfast.ops.lovt", "lovt_local_loss"),
 }
-_SUBMODULES = {"ops", "nn", "reference", "distributed", "cli", "kernels", "viz", "io"}
+_SUBMODULES = {"ops", "nn", "reference", "distributed", "cli", "kernels", "viz", "io", "data"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 

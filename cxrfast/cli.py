@@ -2,12 +2,18 @@
 
     cxrfast bench losses [--device auto|cpu|cuda] [--dtype bf16|fp16|fp32] [--shapes NAME] [--json PATH]
                          [--compile] [--rounds N] [--no-memory] [--list-shapes]
+    cxrfast prepare SRC OUT [--size 512] [--workers N] [--shard-size 1024] [--fit pad|crop] [--no-progress]
 
 `bench losses` times cxrfast's InfoNCE, triplet and local (word–region) losses (forward + backward)
 against the baselines users run today (open_clip's ClipLoss pattern, VSE++'s ContrastiveLoss, GLoRIA's
 looped local loss) on the same inputs, and prints
-the times, their ratio and the peak extra memory of each. `python -m cxrfast ...` is the same command.
-torch is imported only when a command runs, so `cxrfast --help` is instant.
+the times, their ratio and the peak extra memory of each.
+
+`prepare` loads every DICOM / PNG / JPEG of a folder or an index CSV with cxrfast.io.load_radiograph,
+writes them resized into memory-mappable uint8 shards plus a metadata table, skips and reports bad
+files, and resumes after an interruption (cxrfast/data/prepare.py).
+
+`python -m cxrfast ...` is the same command. torch is imported only when a command runs, so `cxrfast --help` is instant.
 """
 
 from __future__ import annotations
@@ -43,7 +49,54 @@ def build_parser() -> argparse.ArgumentParser:
     losses.add_argument("--list-shapes", action="store_true", help="list the shape sets and exit")
     losses.set_defaults(func=bench_losses)
     bench.set_defaults(func=lambda args: _usage(bench))
+    _add_prepare(commands)
     return parser
+
+
+def _int_at_least(low: int):
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
+        if value < low:
+            raise argparse.ArgumentTypeError(f"must be >= {low}, got {value}")
+        return value
+
+    return parse
+
+
+def _add_prepare(commands) -> None:
+    # Defaults are spelled here rather than imported: parsing (and --help) must not import cxrfast.data.
+    p = commands.add_parser(
+        "prepare", help="radiographs (DICOM/PNG/JPEG) -> memory-mappable uint8 shards + metadata table",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Load every image of SRC with cxrfast.io.load_radiograph (window, MONOCHROME1 inversion, "
+                    "aspect-preserving\narea resize, pad or crop to SIZE x SIZE, uint8) and write them to OUT:\n"
+                    "  OUT/shards/shard-NNNNNN.npy   uint8 [n, SIZE, SIZE], np.load(..., mmap_mode='r')\n"
+                    "  OUT/metadata.csv              index, shard, offset, path, DICOM UIDs, patient id, view, "
+                    "original size, ...\n"
+                    "  OUT/bad_files.csv             skipped files and why\n"
+                    "  OUT/manifest.json             size, counts, options, shard list\n"
+                    "Read them back with cxrfast.data.ShardedImages(OUT). Bad files are skipped and the run "
+                    "goes on.\nAn interrupted run (even kill -9) is resumed by the same command: no image is "
+                    "lost or written twice.\nA rerun with other settings is refused.",
+        epilog="SRC is a folder (searched recursively for *.dcm, *.dicom, *.png, *.jpg, *.jpeg and files with "
+               "a DICOM\npreamble) or an index CSV with a `path` column (relative to the CSV's folder or "
+               "absolute) whose\nother columns (subject_id, study_id, split, ...) are carried into "
+               "metadata.csv.")
+    p.add_argument("src", metavar="SRC", help="a folder of images or an index CSV")
+    p.add_argument("out", metavar="OUT", help="output folder (created; a rerun resumes it)")
+    p.add_argument("--size", type=_int_at_least(1), default=512, metavar="N",
+                   help="side of the square output images in pixels (default: 512)")
+    p.add_argument("--workers", type=_int_at_least(0), default=None, metavar="N",
+                   help="processes loading images (default: the CPUs this process may use; 0: in this process)")
+    p.add_argument("--shard-size", type=_int_at_least(1), default=1024, metavar="N",
+                   help="images per shard file (default: 1024, 256 MiB at 512 px)")
+    p.add_argument("--fit", choices=("pad", "crop"), default="pad",
+                   help="pad the long side's square (default) or centre-crop the short side's")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=prepare_command)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -57,6 +110,28 @@ def main(argv=None) -> int:
     if getattr(args, "func", None) is None:
         return _usage(parser)
     return args.func(args)
+
+
+# --------------------------------------------------------------------------------------------------
+# prepare
+
+
+def prepare_command(args) -> int:
+    from cxrfast.data.prepare import PrepareError, prepare
+    from cxrfast.data.shards import ShardFormatError
+
+    try:
+        summary = prepare(args.src, args.out, size=args.size, workers=args.workers, shard_size=args.shard_size,
+                          fit=args.fit, progress=not args.no_progress)
+    except (PrepareError, ShardFormatError) as exc:
+        print(f"cxrfast prepare: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ncxrfast prepare: interrupted; the committed shards are kept: run the same command again to "
+              "resume", file=sys.stderr)
+        return 130
+    print("\n".join(summary.lines()), flush=True)
+    return 0
 
 
 # --------------------------------------------------------------------------------------------------

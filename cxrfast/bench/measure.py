@@ -621,55 +621,12 @@ def rss_peak_subprocess(shape: Shape, impl: str, dtype: str = "fp32", *, limit_b
 # progress
 
 
-class _Bar:
-    """A progress bar on stderr with rate and ETA (redrawn in place on a terminal, a line per step
-    otherwise)."""
-
-    def __init__(self, total: int, desc: str):
-        self.total, self.desc, self.n, self.t0 = total, desc, 0, time.perf_counter()
-        self.tty = sys.stderr.isatty()
-
-    def step(self, label: str = "") -> None:
-        self.n += 1
-        elapsed = time.perf_counter() - self.t0
-        rate = self.n / elapsed if elapsed > 0 else 0.0
-        eta = (self.total - self.n) / rate if rate > 0 else 0.0
-        width = 24
-        filled = int(width * self.n / max(self.total, 1))
-        text = (f"{self.desc} [{'#' * filled}{'.' * (width - filled)}] {self.n}/{self.total} "
-                f"{rate:.2f} case/s ETA {int(eta) // 60}:{int(eta) % 60:02d} {label}")
-        if self.tty:
-            sys.stderr.write("\r" + text[:150].ljust(150))
-        else:
-            sys.stderr.write(text + "\n")
-        sys.stderr.flush()
-
-    def close(self) -> None:
-        if self.tty:
-            sys.stderr.write("\n")
-            sys.stderr.flush()
-
-
-class _Tqdm:
-    def __init__(self, total: int, desc: str):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=desc, file=sys.stderr, unit="case")
-
-    def step(self, label: str = "") -> None:
-        self.bar.set_postfix_str(label, refresh=False)
-        self.bar.update(1)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def progress(total: int, desc: str):
-    """tqdm when installed, else `_Bar`; both have step(label) and close()."""
-    try:
-        return _Tqdm(total, desc)
-    except ImportError:
-        return _Bar(total, desc)
+    """The shared bar (cxrfast._progress: tqdm when installed, else its own), counting cases; it has
+    step(label) and close()."""
+    from cxrfast._progress import progress as _progress
+
+    return _progress(total, desc, unit="case")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,37 @@
+"""Data: radiographs prepared into memory-mappable shards, and reading them back.
+
+    cxrfast prepare SRC OUT --size 512                  # the command
+    from cxrfast.data.prepare import prepare            # the same from Python: prepare(SRC, OUT, size=512)
+    ds = cxrfast.data.ShardedImages("OUT")              # len(ds); image, row = ds[i]
+
+Names are resolved on first use, so importing this package imports neither the readers nor the DICOM
+decoder. See cxrfast/data/shards.py for the format and cxrfast/data/prepare.py for the command.
+"""
+
+_LAZY = {
+    "ShardedImages": ("cxrfast.data.shards", "ShardedImages"),
+    "ShardFormatError": ("cxrfast.data.shards", "ShardFormatError"),
+    "PrepareError": ("cxrfast.data.prepare", "PrepareError"),
+    "find_sources": ("cxrfast.data.prepare", "find_sources"),
+}
+_SUBMODULES = {"prepare", "shards"}
+
+__all__ = sorted(_LAZY) + sorted(_SUBMODULES)
+
+
+def __getattr__(name):
+    import importlib
+
+    if name in _LAZY:
+        module, attr = _LAZY[name]
+        value = getattr(importlib.import_module(module), attr)
+    elif name in _SUBMODULES:
+        value = importlib.import_module(f"cxrfast.data.{name}")
+    else:
+        raise AttributeError(f"module 'cxrfast.data' has no attribute {name!r}")
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return __all__

@@ -1,0 +1,579 @@
+"""`cxrfast prepare`: radiographs (DICOM, PNG, JPEG) into memory-mappable uint8 shards and a metadata table.
+
+    from cxrfast.data import ShardedImages
+    from cxrfast.data.prepare import prepare
+
+    summary = prepare("mimic-cxr/files", "out/", size=512, workers=16)
+    print("\\n".join(summary.lines()))
+    image, row = ShardedImages("out/")[0]
+
+Sources (`find_sources`): SRC is either
+  - a folder, searched recursively: *.dcm, *.dicom, *.png, *.jpg, *.jpeg (any case), and any other file
+    that carries the DICOM preamble ("DICM" at byte 128: extensionless or UID-named DICOM files). The
+    list is sorted by path; the path relative to SRC is the image's `path` in the metadata. An OUT
+    inside SRC is not searched.
+  - an index CSV: a `path` column (relative to the CSV's folder, or absolute) and any other columns,
+    which are carried into the metadata table (a name that clashes with a built-in column gets a `csv_`
+    prefix). Rows are taken in file order; the same path twice is an error.
+
+Each image is `cxrfast.io.load_radiograph(file, size=SIZE, fit=FIT, dtype="uint8")`, so the shards hold
+exactly what that function returns. A file it refuses (DicomError / ImageError / OSError: unreadable,
+not DICOM, unsupported syntax, truncated, no pixel data) is skipped and listed with the reason in
+OUT/bad_files.csv; the run goes on. A worker process that dies on a file (a crash in a decoder) has
+the same effect for that file, and is replaced. Any other exception is a bug and stops the run (what
+was committed stays; a rerun resumes).
+
+Workers: `workers` processes (0 = load in this process), started by multiprocessing's "forkserver"
+(torch is loaded here and fork is unsafe with its threads; the fork server is a fresh process that
+imports the loader once, then forks the workers, so N workers cost one torch import, not N) or
+"spawn" where there is no fork server. Each holds at most two files in flight; results are written in
+source order, so the output does not depend on the worker count. A script that calls prepare() with
+workers > 0 needs the usual ``if __name__ == "__main__":`` guard of these start methods.
+
+Resuming: see cxrfast.data.shards for the commit protocol. A rerun with the same SRC and settings skips
+every source already committed (as an image or as a bad file) and continues; a rerun whose settings
+differ from OUT's manifest (size, shard size, fit, source, columns) is refused. A lock file (OUT/.lock,
+flock) keeps two runs from writing one OUT.
+
+Test hook: CXRFAST_PREPARE_TEST_HOOK (comma-separated) is read by the tests only. ``delay=S`` makes each
+load sleep S seconds; ``die=NAME`` makes a worker process exit when it is handed the file NAME (a decoder
+crash); ``crash=tmp:K`` / ``crash=npy:K`` makes the writing process os._exit(137) when
+shard K's temporary files are written / after its .npy was renamed but before its commit.
+"""
+
+from __future__ import annotations
+
+import csv
+import datetime
+import os
+import sys
+import time
+import traceback
+from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from cxrfast.data import shards
+
+__all__ = ["prepare", "find_sources", "PrepareError", "Source", "Sources", "Summary", "DEFAULT_SHARD_SIZE",
+           "DEFAULT_SIZE"]
+
+DEFAULT_SIZE = 512
+DEFAULT_SHARD_SIZE = 1024
+SUFFIXES = {".dcm": "dicom", ".dicom": "dicom", ".png": "png", ".jpg": "jpeg", ".jpeg": "jpeg"}
+FITS = ("pad", "crop")
+TEST_HOOK = "CXRFAST_PREPARE_TEST_HOOK"
+IN_FLIGHT = 2  # files per worker: the next one is queued while a result travels back
+META_COLUMNS = ("format", "sop_instance_uid", "study_instance_uid", "series_instance_uid", "patient_id",
+                "study_date", "view_position", "modality", "rows", "columns")
+
+
+class PrepareError(ValueError):
+    """A run that cannot start: bad arguments, no sources, an OUT prepared with other settings, a lock."""
+
+
+# --------------------------------------------------------------------------------------------------
+# sources
+
+
+@dataclass(frozen=True)
+class Source:
+    key: str  # the `path` in the metadata: relative to SRC (folder), or as written in the index CSV
+    file: str  # what is opened
+    extra: tuple = ()  # the index CSV's other columns
+
+
+@dataclass
+class Sources:
+    kind: str  # "folder" | "index"
+    root: str  # absolute path of the folder or of the CSV
+    items: list = field(default_factory=list)
+    extra_columns: list = field(default_factory=list)
+
+
+def has_dicom_preamble(path) -> bool:
+    try:
+        with open(path, "rb") as f:
+            head = f.read(132)
+    except OSError:
+        return False
+    return len(head) == 132 and head[128:] == b"DICM"
+
+
+def _walk(root: Path, exclude: Path | None) -> list[Source]:
+    items = []
+    excluded = os.path.realpath(exclude) if exclude is not None else None
+    for dirpath, dirnames, filenames in os.walk(root):
+        if excluded is not None:
+            dirnames[:] = [d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) != excluded]
+        for name in filenames:
+            full = os.path.join(dirpath, name)
+            if os.path.splitext(name)[1].lower() in SUFFIXES or has_dicom_preamble(full):
+                items.append(Source(Path(os.path.relpath(full, root)).as_posix(), full))
+    items.sort(key=lambda s: s.key)
+    return items
+
+
+def _read_index(path: Path) -> tuple[list[Source], list[str]]:
+    try:
+        f = open(path, newline="", encoding="utf-8-sig")
+    except OSError as exc:
+        raise PrepareError(f"{path}: cannot read the index CSV: {exc.strerror or exc}") from None
+    with f:
+        reader = csv.DictReader(f)
+        fields = reader.fieldnames or []
+        if "path" not in fields:
+            raise PrepareError(f"{path}: the index CSV has no `path` column (columns: {', '.join(fields) or 'none'})")
+        extras = [c for c in fields if c != "path"]
+        base = path.parent
+        items, seen = [], {}
+        for row in reader:
+            p = (row.get("path") or "").strip()
+            if not p:
+                raise PrepareError(f"{path}: line {reader.line_num}: empty `path`")
+            if p in seen:
+                raise PrepareError(f"{path}: line {reader.line_num}: {p} is listed twice (first on line {seen[p]})")
+            seen[p] = reader.line_num
+            items.append(Source(p, p if os.path.isabs(p) else str(base / p),
+                                tuple(row.get(c) or "" for c in extras)))
+    names = []
+    for c in extras:  # carried columns, renamed where they would shadow a built-in one
+        name = c if c not in shards.COLUMNS else f"csv_{c}"
+        while name in shards.COLUMNS or name in names:
+            name = f"csv_{name}"
+        names.append(name)
+    return items, names
+
+
+def find_sources(src, *, exclude=None) -> Sources:
+    """The images `prepare` would read from `src` (a folder or an index CSV), in order."""
+    src = Path(src)
+    if src.is_dir():
+        return Sources("folder", os.path.abspath(src), _walk(src, Path(exclude) if exclude else None))
+    if src.is_file():
+        items, extras = _read_index(src)
+        return Sources("index", os.path.abspath(src), items, extras)
+    raise PrepareError(f"{src}: no such folder or index CSV")
+
+
+# --------------------------------------------------------------------------------------------------
+# loading one image (in a worker or in this process)
+
+
+def _hook() -> dict:
+    spec = os.environ.get(TEST_HOOK, "")
+    return dict(item.partition("=")[::2] for item in spec.split(",") if item)
+
+
+def _reason(exc: BaseException, file: str) -> str:
+    msg = str(exc) if not isinstance(exc, OSError) or not exc.strerror else exc.strerror
+    for prefix in (f"{file}: ", f"{os.path.abspath(file)}: "):
+        if msg.startswith(prefix):
+            msg = msg[len(prefix):]
+    return msg or type(exc).__name__
+
+
+def _load(file: str, opts: dict, delay: float = 0.0):
+    """("ok", image, meta) | ("bad", None, reason) | ("error", None, traceback)."""
+    from cxrfast.io import load_radiograph
+
+    if delay:
+        time.sleep(delay)
+    try:
+        res = load_radiograph(file, size=opts["size"], fit=opts["fit"], voi=opts["voi"],
+                              resample=opts["resample"], dtype="uint8", frame=opts["frame"])
+    except (ValueError, OSError) as exc:  # DicomError and ImageError are ValueErrors
+        return "bad", None, _reason(exc, file)
+    except Exception:
+        return "error", None, traceback.format_exc()
+    image, size = res.image, opts["size"]
+    if getattr(image, "shape", None) != (size, size) or str(getattr(image, "dtype", "")) != "uint8":
+        return "error", None, (f"load_radiograph returned {getattr(image, 'dtype', type(image).__name__)} "
+                               f"{list(getattr(image, 'shape', []))}, expected uint8 [{size}, {size}]")
+    meta = {k: res.meta.get(k, "") for k in META_COLUMNS}
+    return "ok", image, meta
+
+
+def _worker_main(conn, opts: dict) -> None:
+    """A worker: (i, file) in, (i, result) out, in order, until the pipe closes or None arrives."""
+    import signal
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    import torch
+
+    torch.set_num_threads(1)  # one image per process: no nested thread pools
+    try:
+        import cv2
+
+        cv2.setNumThreads(1)
+    except ImportError:
+        pass
+    from cxrfast.io import load_radiograph  # fail here, before "ready", if the loader cannot be imported
+
+    del load_radiograph
+
+    hook = opts.get("hook", {})
+    delay = float(hook.get("delay") or 0)
+    try:
+        conn.send(("ready", None))
+        while True:
+            msg = conn.recv()
+            if msg is None:
+                return
+            i, file = msg
+            if hook.get("die") and os.path.basename(file) == hook["die"]:
+                os._exit(139)  # test hook: a decoder crash on this file
+            conn.send((i, _load(file, opts, delay)))
+    except (EOFError, BrokenPipeError, ConnectionResetError):
+        return  # the parent is gone
+
+
+class _Workers:
+    """`n` worker processes (forkserver, else spawn) and an ordered map of `_load` over files."""
+
+    def __init__(self, n: int, opts: dict):
+        import multiprocessing
+
+        if "forkserver" in multiprocessing.get_all_start_methods():
+            self.ctx = multiprocessing.get_context("forkserver")
+            self.ctx.set_forkserver_preload(["cxrfast.data.prepare", "cxrfast.io"])
+        else:
+            self.ctx = multiprocessing.get_context("spawn")
+        self.opts = opts
+        self.workers = []
+        for _ in range(n):
+            self._start()
+
+    def _start(self):
+        parent, child = self.ctx.Pipe(duplex=True)
+        proc = self.ctx.Process(target=_worker_main, args=(child, self.opts), daemon=True,
+                                name="cxrfast-prepare-worker")
+        proc.start()
+        child.close()  # only the worker holds its end: its death reads as EOF here
+        w = {"proc": proc, "conn": parent, "tasks": deque(), "ready": False}
+        self.workers.append(w)
+        return w
+
+    def map(self, files: list):
+        """Yields (i, result) for i = 0, 1, ... in order."""
+        from multiprocessing.connection import wait
+
+        retry: deque = deque()
+        next_task, next_out, results = 0, 0, {}
+        window = IN_FLIGHT * len(self.workers) + 8  # results held back for order, at most
+        while next_out < len(files):
+            for w in self.workers:
+                while len(w["tasks"]) < IN_FLIGHT and (retry or (next_task < len(files)
+                                                               and next_task - next_out < window)):
+                    if retry:
+                        i = retry.popleft()
+                    else:
+                        i, next_task = next_task, next_task + 1
+                    w["tasks"].append(i)
+                    try:
+                        w["conn"].send((i, files[i]))
+                    except OSError:  # it died: wait() reports its end of the pipe closed, see _died
+                        break
+            busy = [w["conn"] for w in self.workers if w["tasks"] or not w["ready"]]
+            assert busy, "nothing in flight but results missing"  # cannot happen: see the window
+            for conn in wait(busy):
+                w = next(w for w in self.workers if w["conn"] is conn)
+                try:
+                    i, res = conn.recv()
+                except (EOFError, OSError):
+                    self._died(w, results, retry)
+                    continue
+                if i == "ready":
+                    w["ready"] = True
+                    continue
+                w["tasks"].popleft()
+                results[i] = res
+            while next_out in results:
+                yield next_out, results.pop(next_out)
+                next_out += 1
+
+    def _died(self, w, results, retry):
+        """A worker is gone: the file it was reading is bad, the ones queued behind it go to another."""
+        w["proc"].join(timeout=5)
+        code = w["proc"].exitcode
+        w["conn"].close()
+        self.workers.remove(w)
+        if not w["ready"]:
+            self.close()
+            raise RuntimeError(f"a cxrfast prepare worker process failed to start (exit code {code}); "
+                               "its error is printed above")
+        how = f"killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
+        if w["tasks"]:
+            culprit = w["tasks"].popleft()
+            results[culprit] = ("bad", None, f"the reading process died on this file ({how})")
+            retry.extend(w["tasks"])
+        self._start()
+
+    def close(self):
+        for w in self.workers:
+            try:
+                w["conn"].send(None)
+            except OSError:
+                pass
+        for w in self.workers:
+            w["proc"].join(timeout=2)
+            if w["proc"].is_alive():
+                w["proc"].kill()
+                w["proc"].join()
+            w["conn"].close()
+        self.workers = []
+
+
+def _ordered_results(todo: list[Source], workers: int, opts: dict):
+    """(source, result) in source order, loaded by `workers` processes (0: here)."""
+    if workers == 0:
+        delay = float(opts.get("hook", {}).get("delay") or 0)
+        for s in todo:
+            yield s, _load(s.file, opts, delay)
+        return
+    pool = _Workers(min(workers, len(todo)), opts)
+    try:
+        for i, res in pool.map([s.file for s in todo]):
+            yield todo[i], res
+    finally:
+        pool.close()
+
+
+# --------------------------------------------------------------------------------------------------
+# the run
+
+
+@dataclass
+class Summary:
+    out: Path
+    size: int
+    count: int  # images in OUT
+    skipped: int  # bad files listed in OUT/bad_files.csv
+    shards: int
+    written: int  # images written by this run
+    skipped_now: int  # bad files met by this run
+    seconds: float  # this run, from the call to the summary
+    workers: int
+    first_s: float | None = None  # when the first file's result arrived (worker start-up before it)
+    last_s: float | None = None  # when the last one did
+
+    @property
+    def steady_images_per_s(self) -> float | None:
+        """Files per second between the first result and the last: the rate once started."""
+        n = self.written + self.skipped_now
+        if n < 2 or self.first_s is None or self.last_s <= self.first_s:
+            return None
+        return (n - 1) / (self.last_s - self.first_s)
+
+    @property
+    def images_per_s(self) -> float:
+        return self.written / self.seconds if self.seconds > 0 else 0.0
+
+    @property
+    def resumed(self) -> int:
+        return self.count - self.written
+
+    def lines(self) -> list[str]:
+        bad = os.path.join(str(self.out), shards.BAD_FILES)
+        first = f"{self.count} images written, {self.skipped} skipped"
+        if self.skipped:
+            first += f" (see {bad})"
+        earlier = f"{self.resumed} images and {self.skipped - self.skipped_now} skipped were already done"
+        if not self.written and not self.skipped_now:
+            run = f"nothing left to do: {earlier}"
+        else:
+            run = f"this run: {self.written} images, {self.skipped_now} skipped; {earlier}" \
+                if self.resumed or self.skipped - self.skipped_now else "this run"
+            how = f"{self.workers} worker{'s' if self.workers != 1 else ''}" if self.workers else "in this process"
+            start = f" (first result after {self.first_s:.1f} s)" if self.first_s is not None else ""
+            run += f" -- {self.seconds:.1f} s{start}, {self.images_per_s:.1f} images/s, {how}"
+        return [first, run,
+                f"{self.out}: {self.shards} shard{'s' if self.shards != 1 else ''} of {self.size}x{self.size} "
+                f"uint8 in {shards.SHARD_DIR}/, metadata in {shards.METADATA}, manifest.json"]
+
+
+def _now() -> str:
+    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+
+
+IDENTITY = ("size", "dtype", "shard_size", "options", "source", "columns")
+
+
+def _open_manifest(out: Path, identity: dict) -> dict:
+    """OUT's manifest, created for a new OUT; refused when OUT was prepared with other settings."""
+    if (out / shards.MANIFEST).exists():
+        doc = shards.read_manifest(out)
+        diffs = [f"{k}: {out} has {doc.get(k)!r}, this run asks for {identity[k]!r}"
+                 for k in IDENTITY if doc.get(k) != identity[k]]
+        if diffs:
+            raise PrepareError(f"{out} was prepared with other settings, refusing to mix them:\n  "
+                               + "\n  ".join(diffs) + "\nrerun with the same arguments to resume it, or "
+                               "write to another (or an emptied) folder")
+        return doc
+    doc = {"format": shards.FORMAT, "format_version": shards.FORMAT_VERSION, "cxrfast": _version(), **identity,
+           "complete": False, "count": 0, "skipped": 0, "shards": [],
+           "metadata": shards.METADATA, "bad_files": shards.BAD_FILES, "created_utc": _now()}
+    shards.replace_json(out / shards.MANIFEST, doc)
+    return doc
+
+
+@contextmanager
+def _locked(out: Path):
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one writer is the user's business
+        yield
+        return
+    fd = os.open(out / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise PrepareError(f"{out}: another `cxrfast prepare` is writing it (it holds {out / '.lock'})") from None
+        yield
+    finally:
+        os.close(fd)  # releases the lock; a killed process releases it too
+
+
+def _crash_hook():
+    target = _hook().get("crash")
+    if not target:
+        return None
+    stage, _, k = target.partition(":")
+
+    def crash_at(at: str, shard: int):
+        if at == stage and shard == int(k):
+            os._exit(137)
+
+    return crash_at
+
+
+def default_workers() -> int:
+    """The CPUs this process may run on (os.cpu_count() where affinity is unknown)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count() or 1
+
+
+def prepare(src, out, size: int = DEFAULT_SIZE, *, workers: int | None = None,
+            shard_size: int = DEFAULT_SHARD_SIZE, fit: str = "pad", progress: bool = True) -> Summary:
+    """Load every image of `src` (a folder or an index CSV) with cxrfast.io.load_radiograph at `size`,
+    write them to uint8 shards in `out` with a metadata table, skip and report bad files. Resumes an
+    interrupted run of the same settings. Returns a Summary; raises PrepareError when it cannot start.
+
+    workers: processes that load the images (default: `default_workers()`; 0: load in this process).
+    shard_size: images per shard (the last one has fewer). fit: "pad" or "crop" to the square.
+    progress: a bar on stderr with images/s and ETA."""
+    t0 = time.perf_counter()
+    for name, value, low in (("size", size, 1), ("shard_size", shard_size, 1), ("workers", workers, 0)):
+        if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < low):
+            raise PrepareError(f"{name} must be an int >= {low}, got {value!r}")
+    if fit not in FITS:
+        raise PrepareError(f"fit must be one of {', '.join(FITS)}, got {fit!r}")
+    workers = default_workers() if workers is None else workers
+    out = Path(os.path.abspath(out))
+    if out.exists() and not out.is_dir():
+        raise PrepareError(f"{out}: exists and is not a folder")
+    src_path = Path(src)
+    if src_path.exists() and os.path.realpath(src_path) == os.path.realpath(out):
+        raise PrepareError(f"{out}: OUT must not be SRC")
+    sources = find_sources(src_path, exclude=out)
+    if not sources.items:
+        raise PrepareError(f"{src}: no DICOM, PNG or JPEG files found")
+    columns = list(shards.COLUMNS) + sources.extra_columns
+    options = {"fit": fit, "voi": "auto", "resample": "area", "frame": 0}
+    identity = {"size": size, "dtype": "uint8", "shard_size": shard_size, "options": options,
+                "source": {"kind": sources.kind, "path": sources.root}, "columns": columns}
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / shards.MANIFEST).exists() and any(e.name != ".lock" for e in os.scandir(out)):
+        raise PrepareError(f"{out}: not empty and has no {shards.MANIFEST}: not an output of `cxrfast prepare`, "
+                           "refusing to write into it")
+
+    with _locked(out):
+        manifest = _open_manifest(out, identity)
+        (out / shards.SHARD_DIR).mkdir(exist_ok=True)
+        parts = shards.scan(out, size, repair=True)
+        done = {r["path"] for p in parts for r in p.rows} | {b["path"] for p in parts for b in p.bad}
+        todo = [s for s in sources.items if s.key not in done]
+        if todo and manifest.get("complete"):  # new sources: metadata.csv is stale until this run ends
+            manifest.update(complete=False, updated_utc=_now())
+            shards.replace_json(out / shards.MANIFEST, manifest)
+        k, index = len(parts), sum(p.count for p in parts)
+        written = skipped = 0
+        opts = {"size": size, **options, "hook": _hook()}  # read here: workers may be forked from elsewhere
+        crash_at = _crash_hook()
+        bar = None
+        if progress and todo:
+            from cxrfast._progress import progress as make_bar
+
+            bar = make_bar(len(todo), "prepare", unit="images", min_interval=0.2 if sys.stderr.isatty() else 2.0)
+        writer, rows, bad = None, [], []
+        first_s = last_s = None
+        results = _ordered_results(todo, workers, opts)
+        try:
+            for src_item, (status, image, info) in results:
+                last_s = time.perf_counter() - t0
+                first_s = last_s if first_s is None else first_s
+                if status == "ok":
+                    if writer is None:
+                        writer = shards.ShardWriter(out, k, size, shard_size)
+                    offset = writer.append(image)
+                    rows.append({"index": index, "shard": k, "offset": offset, "path": src_item.key, **info,
+                                 **dict(zip(sources.extra_columns, src_item.extra))})
+                    index += 1
+                    written += 1
+                    if writer.n == shard_size:
+                        shards.commit(out, k, writer, rows, bad, columns, crash_at)
+                        k, writer, rows, bad = k + 1, None, [], []
+                elif status == "bad":
+                    bad.append({"path": src_item.key, "reason": info})
+                    skipped += 1
+                else:
+                    raise RuntimeError(f"{src_item.file}: unexpected error in cxrfast.io.load_radiograph "
+                                       f"(the shards committed so far are kept; a rerun resumes):\n{info}")
+                if bar is not None:
+                    bar.step(f"{k} shard{'s' if k != 1 else ''} done, {skipped} skipped")
+            if writer is not None or bad:
+                shards.commit(out, k, writer, rows, bad, columns, crash_at)
+                writer = None
+        finally:
+            results.close()  # stops the workers now, not when the generator is collected
+            if writer is not None:
+                writer.discard()
+            if bar is not None:
+                bar.close()
+
+        parts = shards.scan(out, size)
+        all_rows = [r for p in parts for r in p.rows]
+        all_bad = [b for p in parts for b in p.bad]
+        shards.replace_csv(out / shards.METADATA, columns, all_rows)
+        shards.replace_csv(out / shards.BAD_FILES, shards.BAD_COLUMNS, all_bad)
+        first, listed = 0, []
+        for p in parts:
+            if p.count:
+                listed.append({"file": f"{shards.SHARD_DIR}/{shards.shard_name(p.k)}.npy", "count": p.count,
+                               "first_index": first})
+                first += p.count
+        summary = Summary(out=out, size=size, count=len(all_rows), skipped=len(all_bad), shards=len(listed),
+                          written=written, skipped_now=skipped, seconds=time.perf_counter() - t0,
+                          workers=min(workers, len(todo)), first_s=first_s, last_s=last_s)
+        steady = summary.steady_images_per_s
+        runs = manifest.get("runs", []) + [{  # the finished runs (an interrupted one finishes in the next)
+            "finished_utc": _now(), "seconds": round(summary.seconds, 3), "images": written, "skipped": skipped,
+            "workers": summary.workers, "images_per_s": round(summary.images_per_s, 2),
+            "first_result_s": None if first_s is None else round(first_s, 3),
+            "last_result_s": None if last_s is None else round(last_s, 3),
+            "steady_files_per_s": None if steady is None else round(steady, 2)}]
+        manifest.update(cxrfast=_version(), complete=True, count=len(all_rows), skipped=len(all_bad),
+                        shards=listed, runs=runs, updated_utc=_now())
+        shards.replace_json(out / shards.MANIFEST, manifest)
+        shards.fsync_dir(out)
+    return summary
+
+
+def _version() -> str:
+    from cxrfast import __version__
+
+    return __version__
