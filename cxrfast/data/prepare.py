@@ -20,8 +20,9 @@ Each image is `cxrfast.io.load_radiograph(file, size=SIZE, fit=FIT, dtype="uint8
 exactly what that function returns. A file it refuses (DicomError / ImageError / OSError: unreadable,
 not DICOM, unsupported syntax, truncated, no pixel data) is skipped and listed with the reason in
 OUT/bad_files.csv; the run goes on. A worker process that dies on a file (a crash in a decoder) has
-the same effect for that file, and is replaced. Any other exception is a bug and stops the run (what
-was committed stays; a rerun resumes).
+the same effect for that file, and is replaced, and so does any other exception the loader raises on
+a file (the reason names its type: a loader bug, to report). MemoryError and a loader that returns
+the wrong shape stop the run (what was committed stays; a rerun resumes).
 
 Workers: `workers` processes (0 = load in this process), started by multiprocessing's "forkserver"
 (torch is loaded here and fork is unsafe with its threads; the fork server is a fresh process that
@@ -101,10 +102,16 @@ def has_dicom_preamble(path) -> bool:
     return len(head) == 132 and head[128:] == b"DICM"
 
 
+def _unlistable(exc: OSError):
+    # os.walk skips a folder it cannot list unless told: its images would vanish without a word.
+    raise PrepareError(f"{exc.filename}: cannot list the folder: {exc.strerror or exc}; no image under it would "
+                       "be read (fix its permissions, or list the wanted files in an index CSV)")
+
+
 def _walk(root: Path, exclude: Path | None) -> list[Source]:
     items = []
     excluded = os.path.realpath(exclude) if exclude is not None else None
-    for dirpath, dirnames, filenames in os.walk(root):
+    for dirpath, dirnames, filenames in os.walk(root, onerror=_unlistable):
         if excluded is not None:
             dirnames[:] = [d for d in dirnames if os.path.realpath(os.path.join(dirpath, d)) != excluded]
         for name in filenames:
@@ -117,26 +124,33 @@ def _walk(root: Path, exclude: Path | None) -> list[Source]:
 
 def _read_index(path: Path) -> tuple[list[Source], list[str]]:
     try:
-        f = open(path, newline="", encoding="utf-8-sig")
+        # paths that are not UTF-8 keep their bytes (surrogate escapes), so they open as written
+        f = open(path, newline="", encoding="utf-8-sig", errors=shards.CSV_ERRORS)
     except OSError as exc:
         raise PrepareError(f"{path}: cannot read the index CSV: {exc.strerror or exc}") from None
     with f:
-        reader = csv.DictReader(f)
-        fields = reader.fieldnames or []
-        if "path" not in fields:
-            raise PrepareError(f"{path}: the index CSV has no `path` column (columns: {', '.join(fields) or 'none'})")
-        extras = [c for c in fields if c != "path"]
-        base = path.parent
-        items, seen = [], {}
-        for row in reader:
-            p = (row.get("path") or "").strip()
-            if not p:
-                raise PrepareError(f"{path}: line {reader.line_num}: empty `path`")
-            if p in seen:
-                raise PrepareError(f"{path}: line {reader.line_num}: {p} is listed twice (first on line {seen[p]})")
-            seen[p] = reader.line_num
-            items.append(Source(p, p if os.path.isabs(p) else str(base / p),
-                                tuple(row.get(c) or "" for c in extras)))
+        try:
+            return _index_rows(path, csv.DictReader(f))
+        except csv.Error as exc:
+            raise PrepareError(f"{path}: not a readable CSV: {exc}") from None
+
+
+def _index_rows(path: Path, reader) -> tuple[list[Source], list[str]]:
+    fields = reader.fieldnames or []
+    if "path" not in fields:
+        raise PrepareError(f"{path}: the index CSV has no `path` column (columns: {', '.join(fields) or 'none'})")
+    extras = [c for c in fields if c != "path"]
+    base = path.parent
+    items, seen = [], {}
+    for row in reader:
+        p = (row.get("path") or "").strip()
+        if not p:
+            raise PrepareError(f"{path}: line {reader.line_num}: empty `path`")
+        if p in seen:
+            raise PrepareError(f"{path}: line {reader.line_num}: {p} is listed twice (first on line {seen[p]})")
+        seen[p] = reader.line_num
+        items.append(Source(p, p if os.path.isabs(p) else str(base / p),
+                            tuple(row.get(c) or "" for c in extras)))
     names = []
     for c in extras:  # carried columns, renamed where they would shadow a built-in one
         name = c if c not in shards.COLUMNS else f"csv_{c}"
@@ -185,8 +199,10 @@ def _load(file: str, opts: dict, delay: float = 0.0):
                               resample=opts["resample"], dtype="uint8", frame=opts["frame"])
     except (ValueError, OSError) as exc:  # DicomError and ImageError are ValueErrors
         return "bad", None, _reason(exc, file)
-    except Exception:
+    except MemoryError:  # the machine, not the file: stop (a rerun resumes)
         return "error", None, traceback.format_exc()
+    except Exception as exc:  # a loader bug met on one file: skip it (as a decoder crash), say what it was
+        return "bad", None, f"unexpected {type(exc).__name__} in cxrfast.io.load_radiograph: {_reason(exc, file)}"
     image, size = res.image, opts["size"]
     if getattr(image, "shape", None) != (size, size) or str(getattr(image, "dtype", "")) != "uint8":
         return "error", None, (f"load_radiograph returned {getattr(image, 'dtype', type(image).__name__)} "
@@ -209,9 +225,12 @@ def _worker_main(conn, opts: dict) -> None:
         cv2.setNumThreads(1)
     except ImportError:
         pass
+    from cxrfast import _ext
     from cxrfast.io import load_radiograph  # fail here, before "ready", if the loader cannot be imported
 
     del load_radiograph
+    if not _ext.load():  # else every file would be reported bad
+        raise RuntimeError(f"cxrfast prepare needs the compiled extension: {_ext.unavailable_reason()}")
 
     hook = opts.get("hook", {})
     delay = float(hook.get("delay") or 0)
@@ -415,6 +434,7 @@ def _open_manifest(out: Path, identity: dict) -> dict:
            "complete": False, "count": 0, "skipped": 0, "shards": [],
            "metadata": shards.METADATA, "bad_files": shards.BAD_FILES, "created_utc": _now()}
     shards.replace_json(out / shards.MANIFEST, doc)
+    shards.fsync_dir(out)  # before any shard: committed shards without a manifest would be refused
     return doc
 
 
@@ -486,8 +506,13 @@ def prepare(src, out, size: int = DEFAULT_SIZE, *, workers: int | None = None,
     options = {"fit": fit, "voi": "auto", "resample": "area", "frame": 0}
     identity = {"size": size, "dtype": "uint8", "shard_size": shard_size, "options": options,
                 "source": {"kind": sources.kind, "path": sources.root}, "columns": columns}
+    from cxrfast import _ext
+
+    if not _ext.load():  # else every file would be reported bad (and never retried)
+        raise PrepareError(f"cxrfast prepare needs the compiled extension: {_ext.unavailable_reason()}")
     out.mkdir(parents=True, exist_ok=True)
-    if not (out / shards.MANIFEST).exists() and any(e.name != ".lock" for e in os.scandir(out)):
+    ours = (".lock", f".{shards.MANIFEST}.tmp")  # what a run killed before its first manifest leaves
+    if not (out / shards.MANIFEST).exists() and any(e.name not in ours for e in os.scandir(out)):
         raise PrepareError(f"{out}: not empty and has no {shards.MANIFEST}: not an output of `cxrfast prepare`, "
                            "refusing to write into it")
 

@@ -15,7 +15,8 @@ and columns), then the extra columns of an index CSV.
 
 Commit protocol (why a kill -9 at any moment loses and duplicates nothing): a shard is written under
 a temporary name (``.shard-K.npy.tmp``, its two CSV parts likewise), flushed and fsync'ed, then renamed
-with os.replace in the order .npy, .skipped.csv, .csv; the rename of ``shard-K.csv`` is the commit. A
+with os.replace in the order .npy, .skipped.csv, (directory fsync), .csv; the rename of ``shard-K.csv``
+is the commit. A
 source is done when it is a row of a committed ``shard-K.csv`` or ``shard-K.skipped.csv``. On restart
 `scan(..., repair=True)` deletes the temporary files and any ``shard-K.npy`` / ``.skipped.csv`` whose
 ``shard-K.csv`` is missing (a commit torn between its renames), so the next run rewrites that shard
@@ -94,9 +95,15 @@ def fsync_dir(path) -> None:
         os.close(fd)
 
 
+# File names are bytes on POSIX: one that is not UTF-8 reaches Python as a str with surrogate escapes
+# (os.fsdecode). The CSVs keep such a name's own bytes (surrogateescape both ways), so it round-trips to
+# the same str, and a rerun recognises the source as done; valid UTF-8 is unaffected.
+CSV_ERRORS = "surrogateescape"
+
+
 def write_csv(path, header, rows, *, sync: bool = True) -> None:
-    """rows (dicts keyed by header) to `path` as UTF-8 CSV, flushed and optionally fsync'ed."""
-    with open(path, "w", newline="", encoding="utf-8") as f:
+    """rows (dicts keyed by header) to `path` as UTF-8 CSV (see CSV_ERRORS), flushed and optionally fsync'ed."""
+    with open(path, "w", newline="", encoding="utf-8", errors=CSV_ERRORS) as f:
         w = csv.DictWriter(f, fieldnames=list(header), extrasaction="raise")
         w.writeheader()
         w.writerows(rows)
@@ -125,7 +132,7 @@ def replace_json(path, doc: dict) -> None:
 
 
 def read_csv(path) -> tuple[list[str], list[dict]]:
-    with open(path, newline="", encoding="utf-8") as f:
+    with open(path, newline="", encoding="utf-8", errors=CSV_ERRORS) as f:
         r = csv.DictReader(f)
         rows = list(r)
         return list(r.fieldnames or []), rows
@@ -215,6 +222,7 @@ def commit(root, k: int, writer: ShardWriter | None, rows: list[dict], bad: list
     if crash_at:
         crash_at("npy", k)
     os.replace(bad_tmp, d / f"{name}.skipped.csv")
+    fsync_dir(d)  # the parts' renames reach the disk before the marker's can (a power cut, not only kill -9)
     os.replace(csv_tmp, d / f"{name}.csv")  # the commit
     fsync_dir(d)
 

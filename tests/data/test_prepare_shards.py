@@ -7,6 +7,7 @@ import fcntl
 import json
 import os
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -257,3 +258,120 @@ def test_reader_refuses_unfinished_and_inconsistent_outputs(tmp_path):
         ShardedImages(out, allow_partial=True)
     with pytest.raises(ShardFormatError, match="no manifest"):
         ShardedImages(tmp_path)
+
+
+# ---------------------------------------------------------------------------------------------------
+# review findings: each test failed before its fix
+
+
+def test_odd_and_non_utf8_file_names_round_trip(tmp_path):
+    """A POSIX file name is bytes: one that is not UTF-8 (or holds a newline, a comma, a quote) must not
+    abort the commit (it did: UnicodeEncodeError writing the shard CSV, on every rerun), and a rerun must
+    recognise it as done (the CSVs keep the name's bytes)."""
+    src = os.fsencode(tmp_path / "src")
+    os.makedirs(src)
+    names = [b"caf\xe9.dcm", b"new\nline,comma\"quote.dcm", "ok \u00e9t\u00e9.dcm".encode()]
+    for i, name in enumerate(names):
+        with open(os.path.join(src, name), "wb") as f:
+            f.write(rf.dicom_bytes(rf.radiograph(40, 40, i), i))
+    with open(os.path.join(src, b"bad\xff.dcm"), "wb") as f:
+        f.write(b"not a DICOM file")
+    out = tmp_path / "out"
+    s = prepare(os.fsdecode(src), out, size=16, workers=0, shard_size=2, progress=False)
+    assert (s.count, s.skipped) == (3, 1)
+    ds = ShardedImages(out)
+    assert sorted(os.fsencode(r["path"]) for r in ds.metadata) == sorted(names)
+    assert [os.fsencode(b["path"]) for b in ds.bad_files] == [b"bad\xff.dcm"]
+    assert b"caf\xe9.dcm" in (out / "metadata.csv").read_bytes()  # the name's own bytes
+    for image, row in ds:
+        np.testing.assert_array_equal(image, rf.direct(os.fsdecode(src), row["path"], 16))
+    again = prepare(os.fsdecode(src), out, size=16, workers=0, shard_size=2, progress=False)
+    assert (again.count, again.written, again.skipped, again.skipped_now) == (3, 0, 1, 0)
+
+
+def test_index_csv_in_another_encoding_keeps_the_path_bytes(tmp_path):
+    """An index CSV written in Latin-1 naming Latin-1 file names: the paths open (no UnicodeDecodeError
+    traceback without the CSV's name)."""
+    d = tmp_path / "data"
+    d.mkdir()
+    with open(os.path.join(os.fsencode(d), b"M\xfcller.dcm"), "wb") as f:
+        f.write(rf.dicom_bytes(rf.radiograph(40, 40, 5), 5))
+    index = tmp_path / "index.csv"
+    index.write_bytes(b"path,name\ndata/M\xfcller.dcm,J\xfcrgen\n")
+    s = prepare(index, tmp_path / "out", size=16, workers=0, progress=False)
+    assert (s.count, s.skipped) == (1, 0)
+    row = ShardedImages(tmp_path / "out").metadata[0]
+    assert os.fsencode(row["path"]) == b"data/M\xfcller.dcm" and os.fsencode(row["name"]) == b"J\xfcrgen"
+
+
+def test_an_unexpected_exception_on_one_file_skips_that_file(tmp_path, monkeypatch):
+    """The issue: bad files are skipped with the reason and the run goes on. An exception type the loader
+    was not expected to raise used to stop the run, and every rerun stopped on the same file."""
+    import cxrfast.io
+
+    src = tmp_path / "src"
+    rf.make_tree(src, n_dicom=4, bad=False, extras=False)
+    real = cxrfast.io.load_radiograph
+
+    def flaky(file, **kw):
+        if file.endswith("img0002.dcm"):
+            raise RuntimeError("decoder bug: negative stride")
+        return real(file, **kw)
+
+    monkeypatch.setattr(cxrfast.io, "load_radiograph", flaky)
+    s = prepare(src, tmp_path / "out", size=16, workers=0, shard_size=2, progress=False)
+    assert (s.count, s.skipped) == (3, 1)
+    bad = ShardedImages(tmp_path / "out").bad_files
+    assert [b["path"] for b in bad] == ["study_b/img0002.dcm"]
+    assert "RuntimeError" in bad[0]["reason"] and "negative stride" in bad[0]["reason"]
+
+
+def test_a_folder_that_cannot_be_listed_is_not_silently_left_out(tmp_path, monkeypatch):
+    """os.walk drops folders it cannot list unless told otherwise: their images vanished without a word."""
+    src = tmp_path / "src"
+    rf.make_tree(src, n_dicom=4, bad=False, extras=False)
+    locked = str(src / "study_a")
+    real = os.scandir
+
+    def scandir(path="."):
+        if os.fspath(path) == locked:
+            raise PermissionError(13, "Permission denied", locked)
+        return real(path)
+
+    monkeypatch.setattr(os, "scandir", scandir)
+    with pytest.raises(PrepareError, match="study_a.*cannot list the folder.*Permission denied"):
+        find_sources(src)
+    with pytest.raises(PrepareError, match="study_a"):
+        prepare(src, tmp_path / "out", size=16, workers=0, progress=False)
+
+
+def test_a_kill_while_the_first_manifest_is_written_does_not_lock_out_reruns(tree, tmp_path):
+    """kill -9 between the first manifest's temporary write and its rename leaves OUT holding `.lock` and
+    `.manifest.json.tmp`: that used to be refused forever as 'not an output of cxrfast prepare'."""
+    root, made = tree
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / ".lock").write_bytes(b"")
+    (out / ".manifest.json.tmp").write_text('{"format": "cxrfast-sha')  # half written
+    s = prepare(root, out, size=16, workers=0, shard_size=8, progress=False)
+    assert s.count == len(made["good"]) and not (out / ".manifest.json.tmp").exists()
+
+
+def test_commit_makes_its_parts_durable_before_the_marker(tmp_path, monkeypatch):
+    """For a power cut (not only kill -9): the renames of .npy and .skipped.csv must reach the disk (a
+    directory fsync) before the marker's rename can, else a committed marker may name a missing .npy."""
+    from cxrfast.data import shards as sh
+
+    (tmp_path / "shards").mkdir()
+    events = []
+    real_replace = os.replace
+    monkeypatch.setattr(sh.os, "replace", lambda a, b: (events.append(("rename", Path(b).name)), real_replace(a, b)))
+    monkeypatch.setattr(sh, "fsync_dir", lambda d: events.append(("fsync_dir", Path(d).name)))
+    w = sh.ShardWriter(tmp_path, 0, 4, 2)
+    w.append(np.zeros((4, 4), np.uint8))
+    sh.commit(tmp_path, 0, w, [{c: 0 for c in COLUMNS}], [], COLUMNS)
+    marker = events.index(("rename", "shard-000000.csv"))
+    assert events.index(("rename", "shard-000000.npy")) < marker
+    assert events.index(("rename", "shard-000000.skipped.csv")) < marker
+    assert ("fsync_dir", "shards") in events[marker - 1:marker], events  # right before the commit
+    assert events[-1] == ("fsync_dir", "shards"), events
