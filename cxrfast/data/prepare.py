@@ -146,11 +146,12 @@ def _index_rows(path: Path, reader) -> tuple[list[Source], list[str]]:
         p = (row.get("path") or "").strip()
         if not p:
             raise PrepareError(f"{path}: line {reader.line_num}: empty `path`")
-        if p in seen:
-            raise PrepareError(f"{path}: line {reader.line_num}: {p} is listed twice (first on line {seen[p]})")
-        seen[p] = reader.line_num
-        items.append(Source(p, p if os.path.isabs(p) else str(base / p),
-                            tuple(row.get(c) or "" for c in extras)))
+        resolved = p if os.path.isabs(p) else str(base / p)
+        key = os.path.normpath(resolved)  # `a.dcm` and `./a.dcm` are one file: it would be written twice
+        if key in seen:
+            raise PrepareError(f"{path}: line {reader.line_num}: {p} is listed twice (first on line {seen[key]})")
+        seen[key] = reader.line_num
+        items.append(Source(p, resolved, tuple(row.get(c) or "" for c in extras)))
     names = []
     for c in extras:  # carried columns, renamed where they would shadow a built-in one
         name = c if c not in shards.COLUMNS else f"csv_{c}"

@@ -166,6 +166,7 @@ def test_index_csv(tree, tmp_path):
 @pytest.mark.parametrize("text, message", [
     ("file,x\na.dcm,1\n", "no `path` column"),
     ("path,x\na.dcm,1\nb.dcm,2\na.dcm,3\n", "a.dcm is listed twice"),
+    ("path,x\na.dcm,1\n./sub/../a.dcm,2\n", r"\./sub/\.\./a.dcm is listed twice \(first on line 2\)"),
     ("path\na.dcm\n\"\"\n", "empty `path`"),
 ])
 def test_bad_index_csv_is_refused(tmp_path, text, message):
