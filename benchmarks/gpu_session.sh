@@ -2,11 +2,13 @@
 # One call per stage on a lent GPU machine (each stage fits the device tool's 10-minute limit):
 #
 #   bash benchmarks/gpu_session.sh check   # build cxrfast._C with CUDA, GPU tests (compiled kernels at the
-#                                          # papers' shapes, compile/opcheck of the Triton path, memory bound)
+#                                          # papers' shapes, compile/opcheck of the Triton path, memory bound,
+#                                          # the radiograph kernel against the CPU pipeline)
 #   bash benchmarks/gpu_session.sh ops     # the whole CPU-interpreted op suite (B = 1, odd shapes, poisoned
 #                                          # outputs, fp16/bf16/fp32) on compiled kernels on the GPU
 #   bash benchmarks/gpu_session.sh bench   # ceilings, then the benchmark suites (losses: InfoNCE/triplet;
-#                                          # local: the word–region loss) and the report
+#                                          # local: the word–region loss; radiograph: decode + resize, the
+#                                          # CUDA batch end to end vs the pinned H2D bound) and the report
 #   bash benchmarks/gpu_session.sh big     # B = 2^20: the slow test
 #
 # Extra arguments go to pytest, e.g. `bench -k infonce` to split a stage that would exceed 10 minutes;
