@@ -172,6 +172,17 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
 #endif
       },
       "True when the CUDA kernels (csrc/cuda) were compiled into this extension.");
+  m.def(
+      "zlib_compiled",
+      []() {
+#ifdef CXRFAST_WITH_ZLIB
+        return true;
+#else
+        return false;
+#endif
+      },
+      "True when zlib was linked (setup.py found zlib.h): the deflated DICOM transfer syntax is read; without "
+      "it, such files raise a DicomError saying so.");
 
   py::register_exception<cxrfast::dicom::ParseError>(m, "DicomParseError", PyExc_ValueError);
   cxrfast::bind::register_pixels(m);

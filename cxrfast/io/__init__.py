@@ -82,8 +82,8 @@ def read_dicom(source, *, frame: int | None = None) -> DicomImage:
       "RGB" for JPEG 2000's YBR_ICT / YBR_RCT (OpenJPEG inverts them); else the file's;
     - codec: the decoder used: "native", "rle", "jpeg-lossless" (cxrfast._C), "imagecodecs.jpeg8",
       "imagecodecs.jpegls", "imagecodecs.jpeg2k";
-    - rescale_slope, rescale_intercept (float; 1 and 0 when absent), has_rescale (bool: either present;
-      pydicom's apply_modality_lut rescales only when both are, and never when there is a Modality LUT);
+    - rescale_slope, rescale_intercept (float; 1 and 0 when absent), has_rescale (bool: both present, as
+      pydicom's apply_modality_lut requires to rescale; it never rescales when there is a Modality LUT);
     - window_center, window_width (list[float], all values), voi_lut_function (str, "" when absent);
     - has_modality_lut_sequence, has_voi_lut_sequence (bool: the sequence is present, possibly empty);
     - modality_lut: None, or the first item of a non-empty Modality LUT Sequence (0028,3000) as a dict:
@@ -121,8 +121,13 @@ def read_dicom(source, *, frame: int | None = None) -> DicomImage:
                 data = f.read()
         except OSError as exc:
             raise DicomError(f"{name}: cannot read the file: {exc.strerror or exc}") from exc
-    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, int)):
+    if frame is not None and (isinstance(frame, bool) or not isinstance(frame, (int, np.integer))):
         raise TypeError(f"read_dicom: `frame` must be an int or None, got {type(frame).__name__}")
+    if frame is not None:
+        frame = int(frame)
+        # the binding's frame -1 means "all frames": a negative index must not reach it
+        if frame < 0:
+            raise DicomError(f"{name}: frame {frame} out of range (frames are numbered from 0)")
     try:
         meta, pixels = _C.dicom_read(data, -1 if frame is None else frame)
     except _C.DicomParseError as exc:

@@ -39,6 +39,12 @@ except ImportError:  # the codec tests skip; the refusal test below still runs
     imagecodecs = None
 needs_imagecodecs = pytest.mark.skipif(imagecodecs is None, reason="needs the optional package imagecodecs")
 
+# setup.py links zlib only where it finds zlib.h; a build without it refuses the deflated syntax (that refusal is
+# tested in tests/csrc/test_dicom_no_zlib.py), so the tests that inflate skip there instead of failing
+WITH_ZLIB = bool(getattr(_C, "zlib_compiled", lambda: True)())
+needs_zlib = pytest.mark.skipif(not WITH_ZLIB, reason="cxrfast._C was built without zlib (setup.py found no zlib.h): "
+                                                      "the deflated syntax is refused, see test_dicom_no_zlib.py")
+
 TEST_FILES = os.path.join(os.path.dirname(pydicom.data.__file__), "test_files")
 try:
     import data_store
@@ -58,6 +64,7 @@ LOSSY_JPEG = {JPEG_BASELINE, JPEG_EXTENDED}
 
 # what read_dicom refuses among the files pydicom decodes, and why (the message must say it)
 REFUSED = {
+    **({} if WITH_ZLIB else {"image_dfl.dcm": "is not supported by this build (built without zlib)"}),
     "liver.dcm": "BitsAllocated 1 is not supported",  # bit-packed segmentation-style images, not radiographs
     "liver_1frame.dcm": "BitsAllocated 1 is not supported",
     "liver_expb.dcm": "BitsAllocated 1 is not supported",
@@ -137,7 +144,7 @@ def test_every_file_pydicom_decodes_matches_it_or_is_refused_for_a_stated_reason
         {"imagecodecs.jpeg8", "imagecodecs.jpegls", "imagecodecs.jpeg2k"} if imagecodecs else set())
     assert expected <= codecs, codecs
     assert len(matched) >= (120 if imagecodecs else 75), (len(matched), refused)
-    assert "image_dfl.dcm" in matched  # pydicom's deflated file
+    assert ("image_dfl.dcm" in matched) == WITH_ZLIB  # pydicom's deflated file (else refused, saying why)
     if imagecodecs and PYDICOM_DATA:
         for name in ("RG1_J2KR.dcm", "RG1_J2KI.dcm", "RG1_UNCR.dcm", "RG3_J2KR.dcm", "RG3_J2KI.dcm", "RG3_UNCI.dcm",
                      "JPEG-LL.dcm", "emri_small_jpeg_ls_lossless.dcm", "JPGExtended.dcm", "mlut_18.dcm", "vlut_04.dcm"):
@@ -399,6 +406,20 @@ def _deflated_radiograph(frames=1):
     return _save(ds), stored[0] if frames == 1 else stored
 
 
+def test_the_build_says_whether_it_inflates():
+    """_C.zlib_compiled() (like _C.cuda_compiled()) tells a build that reads the deflated syntax from one
+    that refuses it, which is what the skips above rely on."""
+    assert isinstance(_C.zlib_compiled(), bool)
+    try:
+        io.read_dicom(_file("image_dfl.dcm"))
+        inflates = True
+    except io.DicomError as exc:
+        assert "built without zlib" in str(exc), str(exc)
+        inflates = False
+    assert _C.zlib_compiled() is inflates
+
+
+@needs_zlib
 def test_deflated_12_bit_radiograph_written_by_pydicom():
     data, stored = _deflated_radiograph()
     img = io.read_dicom(data)
@@ -414,6 +435,7 @@ def test_deflated_12_bit_radiograph_written_by_pydicom():
     np.testing.assert_array_equal(io.read_dicom(data).pixels, stored)
 
 
+@needs_zlib
 def test_deflated_errors_bomb_truncation_corruption():
     import zlib
 
@@ -571,7 +593,7 @@ LUT_CASES = [
     (IMPLICIT, 0, "US", 40000, 600, 16, "OW"),   # ... and unsigned (40000 > 32767) when it is 0
     (BIG, 1, "SS", -5, 300, 12, "OW"),
     (BIG, 0, "US", 7, 300, 8, "US"),             # 8-bit entries, one per 16-bit word
-    (DEFLATED, 0, "US", 9, 257, 8, "OW"),
+    pytest.param(DEFLATED, 0, "US", 9, 257, 8, "OW", marks=needs_zlib),
 ]
 
 

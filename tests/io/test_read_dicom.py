@@ -51,6 +51,16 @@ def test_frames_and_meta():
     assert meta["has_preamble"] and meta["transfer_syntax"] == ds.file_meta.TransferSyntaxUID
 
 
+def test_negative_frame_is_out_of_range_not_all_frames():
+    """frame=-1 used to reach the binding's "all frames" sentinel and return every frame of a multi-frame file
+    (frame=-2 was refused): a negative index is out of range, whichever; numpy integers are indices too."""
+    path = _file("rtdose.dcm")
+    for frame in (-1, -2, np.int64(-1)):
+        with pytest.raises(io.DicomError, match=rf"rtdose\.dcm: frame {int(frame)} out of range"):
+            io.read_dicom(path, frame=frame)
+    np.testing.assert_array_equal(io.read_dicom(path, frame=np.int64(3)).pixels, _pydicom(path)[1][3])
+
+
 def _write(ds, path, **kw):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
