@@ -110,17 +110,7 @@ def read_dicom(source, *, frame: int | None = None) -> DicomImage:
 
     if not _ext.load():
         raise RuntimeError(f"cxrfast.io.read_dicom needs the compiled extension: {_ext.unavailable_reason()}")
-    from cxrfast import _C
-
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        name, data = "<bytes>", bytes(source)
-    else:
-        name = os.fspath(source)
-        try:
-            with open(name, "rb") as f:
-                data = f.read()
-        except OSError as exc:
-            raise DicomError(f"{name}: cannot read the file: {exc.strerror or exc}") from exc
+    name, data = read_source(source, DicomError)
     if frame is not None and (isinstance(frame, bool) or not isinstance(frame, (int, np.integer))):
         raise TypeError(f"read_dicom: `frame` must be an int or None, got {type(frame).__name__}")
     if frame is not None:
@@ -128,6 +118,25 @@ def read_dicom(source, *, frame: int | None = None) -> DicomImage:
         # the binding's frame -1 means "all frames": a negative index must not reach it
         if frame < 0:
             raise DicomError(f"{name}: frame {frame} out of range (frames are numbered from 0)")
+    return decode_dicom(name, data, frame)
+
+
+def read_source(source, error: type) -> tuple[str, bytes]:
+    """(name for messages, bytes) of a path or of bytes; an unreadable file raises `error` naming it."""
+    if isinstance(source, (bytes, bytearray, memoryview)):
+        return "<bytes>", bytes(source)
+    name = os.fspath(source)
+    try:
+        with open(name, "rb") as f:
+            return name, f.read()
+    except OSError as exc:
+        raise error(f"{name}: cannot read the file: {exc.strerror or exc}") from exc
+
+
+def decode_dicom(name: str, data: bytes, frame: int | None) -> DicomImage:
+    """read_dicom on a file's bytes (frame: None or >= 0); `name` is what its errors call the file."""
+    from cxrfast import _C
+
     try:
         meta, pixels = _C.dicom_read(data, -1 if frame is None else frame)
     except _C.DicomParseError as exc:

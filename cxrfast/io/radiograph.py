@@ -123,14 +123,9 @@ def _options(size, fit, voi, window, voi_function, voi_index, fallback, percenti
 
 
 def _read(source) -> tuple[str, bytes]:
-    if isinstance(source, (bytes, bytearray, memoryview)):
-        return "<bytes>", bytes(source)
-    name = os.fspath(source)
-    try:
-        with open(name, "rb") as f:
-            return name, f.read()
-    except OSError as exc:
-        raise ImageError(f"{name}: cannot read the file: {exc.strerror or exc}") from exc
+    from cxrfast.io import read_source
+
+    return read_source(source, ImageError)
 
 
 def _is_image(data: bytes) -> str | None:
@@ -179,10 +174,15 @@ def _decode_image(name: str, data: bytes, fmt: str) -> tuple[np.ndarray, dict]:
 
 def _library_pixels(name: str, data: bytes, frame: int) -> tuple[np.ndarray, dict]:
     """Pixel data the C++ decoders do not take (library codecs): read_dicom's decode, errors included."""
-    from cxrfast.io import read_dicom
+    from cxrfast.io import decode_dicom
 
-    img = read_dicom(data, frame=frame)
+    img = decode_dicom(name, data, frame)
     return img.pixels, img.meta
+
+
+def _image_options(opts: dict) -> dict:
+    """PNG / JPEG inputs have no VOI of their own: "auto" is their full stored range."""
+    return {**opts, "voi": "none"} if opts["voi"] == "auto" else opts
 
 
 def _load_one(source, opts: dict, frame: int) -> Radiograph:
@@ -197,19 +197,14 @@ def _load_one(source, opts: dict, frame: int) -> Radiograph:
     fmt = _is_image(data)
     if fmt is not None:
         pixels, meta = _decode_image(name, data, fmt)
-        if opts["voi"] == "auto":
-            opts = {**opts, "voi": "none"}
         try:
-            return Radiograph(_C.radiograph_pixels(pixels, meta, opts), meta)
+            return Radiograph(_C.radiograph_pixels(pixels, meta, _image_options(opts)), meta)
         except _C.PipelineError as exc:
             raise ImageError(f"{name}: {exc}") from None
     try:
         meta, image = _C.radiograph_dicom(data, frame, opts)
         if image is None:
-            try:
-                pixels, meta = _library_pixels(name, data, frame)
-            except DicomError as exc:
-                raise DicomError(str(exc).replace("<bytes>", name, 1)) from None
+            pixels, meta = _library_pixels(name, data, frame)
             image = _C.radiograph_pixels(pixels, meta, opts)
     except (_C.DicomParseError, _C.PipelineError, IndexError) as exc:
         raise DicomError(f"{name}: {exc}") from None
@@ -249,13 +244,10 @@ def _prepare(source, opts: dict, frame: int):
     try:
         if fmt is not None:
             pixels, meta = _decode_image(name, data, fmt)
-            return _C.radiograph_prepare_pixels(pixels, meta, {**opts, "voi": "none"} if opts["voi"] == "auto" else opts)
+            return _C.radiograph_prepare_pixels(pixels, meta, _image_options(opts))
         prepared = _C.radiograph_prepare(data, frame, opts)
         if not prepared.ready:
-            try:
-                pixels, meta = _library_pixels(name, data, frame)
-            except DicomError as exc:
-                raise DicomError(str(exc).replace("<bytes>", name, 1)) from None
+            pixels, meta = _library_pixels(name, data, frame)
             prepared = _C.radiograph_prepare_pixels(pixels, meta, opts)
         prepared.meta["format"] = "dicom"
         return prepared
