@@ -102,6 +102,14 @@ py::dict dicom_meta(const cxrfast::dicom::Parsed& p) {
   return d;
 }
 
+ParsedBytes parse_bytes(const py::bytes& bytes, std::size_t max_inflated) {
+  const std::string_view view = bytes;
+  ParsedBytes r{reinterpret_cast<const std::uint8_t*>(view.data()), view.size(), {}};
+  py::gil_scoped_release release;
+  r.p = cxrfast::dicom::parse(r.data, r.size, max_inflated);
+  return r;
+}
+
 }  // namespace cxrfast::bind
 
 namespace {
@@ -109,14 +117,7 @@ namespace {
 using cxrfast::bind::dicom_meta;
 
 py::tuple dicom_read(py::bytes data, int frame, std::size_t max_inflated) {
-  std::string_view view = data;  // the bytes object stays alive for the whole call
-  const auto* ptr = reinterpret_cast<const std::uint8_t*>(view.data());
-  const std::size_t size = view.size();
-  cxrfast::dicom::Parsed p;
-  {
-    py::gil_scoped_release release;
-    p = cxrfast::dicom::parse(ptr, size, max_inflated);
-  }
+  const auto [ptr, size, p] = cxrfast::bind::parse_bytes(data, max_inflated);  // `data` lives for the whole call
   py::dict meta = dicom_meta(p);
   if (cxrfast::dicom::codec(p) == cxrfast::dicom::Codec::None) return py::make_tuple(meta, py::none());
   cxrfast::dicom::check_decodable(p);

@@ -192,19 +192,30 @@ void check_frame(const dcm::Parsed& p, int frame) {
                           " frame(s)");
 }
 
-py::tuple radiograph_dicom(py::bytes data, int frame, py::dict options) {
-  std::string_view view = data;
-  const auto* ptr = reinterpret_cast<const std::uint8_t*>(view.data());
-  const std::size_t size = view.size();
-  dcm::Parsed p;
-  {
-    py::gil_scoped_release release;
-    p = dcm::parse(ptr, size);
+// A DICOM file parsed for the pipeline: its meta dict, and whether this extension decodes its pixel data (then
+// the pixel description and `frame` are checked); when not, cxrfast.io decodes it with a library or raises.
+struct PipelineFile {
+  ParsedBytes f;
+  py::dict meta;
+  bool decodes;
+};
+
+PipelineFile open_frame(const py::bytes& data, int frame) {
+  PipelineFile r{parse_bytes(data), {}, false};
+  r.meta = dicom_meta(r.f.p);
+  r.decodes = decoded_here(r.f.p);
+  if (r.decodes) {
+    dcm::check_decodable(r.f.p);
+    check_frame(r.f.p, frame);
   }
-  py::dict meta = dicom_meta(p);
-  if (!decoded_here(p)) return py::make_tuple(meta, py::none());
-  dcm::check_decodable(p);
-  check_frame(p, frame);
+  return r;
+}
+
+py::tuple radiograph_dicom(py::bytes data, int frame, py::dict options) {
+  const PipelineFile file = open_frame(data, frame);
+  if (!file.decodes) return py::make_tuple(file.meta, py::none());
+  const auto& [ptr, size, p] = file.f;
+  const py::dict& meta = file.meta;
   const px::Source s = source_from_meta(meta);
   const px::Options o = options_from(options);
   py::array out = new_image(o);
@@ -286,21 +297,12 @@ void ready(Prepared& r, const px::Source& s, const px::Options& o) {
 }
 
 Prepared prepare_dicom(py::bytes data, int frame, py::dict options) {
-  std::string_view view = data;
-  const auto* ptr = reinterpret_cast<const std::uint8_t*>(view.data());
-  const std::size_t size = view.size();
-  dcm::Parsed p;
-  {
-    py::gil_scoped_release release;
-    p = dcm::parse(ptr, size);
-  }
+  const PipelineFile file = open_frame(data, frame);
   Prepared r;
-  py::dict meta = dicom_meta(p);
-  r.meta = meta;
-  if (!decoded_here(p)) return r;  // no samples: cxrfast.io decodes with a library (or raises the error)
-  dcm::check_decodable(p);
-  check_frame(p, frame);
-  const px::Source s = source_from_meta(meta);
+  r.meta = file.meta;
+  if (!file.decodes) return r;  // no samples: cxrfast.io decodes with a library (or raises the error)
+  const auto& [ptr, size, p] = file.f;
+  const px::Source s = source_from_meta(file.meta);
   const px::Options o = options_from(options);
   r.keep = data;
   r.bytes = p.bits_allocated / 8;
