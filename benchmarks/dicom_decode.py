@@ -47,24 +47,12 @@ JPEG_LOSSLESS = "1.2.840.10008.1.2.4.57"  # any predictor
 
 
 def _dataset(shape, syntax, pixel_data, bits_stored=12):
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import UID
+    from cxrfast.io.testing import grayscale_dataset, to_bytes
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = UID(syntax)
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.7"
-    ds.SOPInstanceUID = "1.2.3.7"
-    ds.Rows, ds.Columns = shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    ds = grayscale_dataset(shape, syntax=syntax, bits_stored=bits_stored, photometric="MONOCHROME1",
+                           sop_instance_uid="1.2.3.7")
     ds.PixelData = pixel_data
-    buf = pyio.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.save_as(buf, enforce_file_format=True)
-    return buf.getvalue()
+    return to_bytes(ds)
 
 
 def _radiograph(shape, seed=0, bits=12):

@@ -19,7 +19,6 @@ Writes benchmarks/results/<device>/prepare.json (device, CPU count, commit: cxrf
 from __future__ import annotations
 
 import argparse
-import io as pyio
 import json
 import os
 import shutil
@@ -28,7 +27,6 @@ import subprocess
 import sys
 import tempfile
 import time
-import warnings
 
 import numpy as np
 
@@ -43,28 +41,16 @@ ROWS, COLS = 2000, 2500
 
 def _header(seed: int) -> bytes:
     """The DICOM file up to the Pixel Data value: a dataset with a placeholder, cut before the pixels."""
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import ExplicitVRLittleEndian
+    from cxrfast.io.testing import DIGITAL_XRAY, grayscale_dataset, to_bytes
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID = f"1.2.826.0.1.3680043.98.{seed}.3"
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
+    ds = grayscale_dataset((ROWS, COLS), sop_instance_uid=f"1.2.826.0.1.3680043.98.{seed}.3",
+                           sop_class_uid=DIGITAL_XRAY)
     ds.StudyInstanceUID = f"1.2.826.0.1.3680043.98.{seed // 2}.1"
     ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.98.{seed}.2"
     ds.PatientID, ds.StudyDate, ds.ViewPosition, ds.Modality = f"p{seed:05d}", "20240101", "PA", "DX"
-    ds.Rows, ds.Columns = ROWS, COLS
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
     ds.WindowCenter, ds.WindowWidth = 2048, 4096
     ds.PixelData = b"\0\0"
-    buf = pyio.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.save_as(buf, enforce_file_format=True)
-    data = buf.getvalue()
+    data = to_bytes(ds)
     assert data.endswith(b"\xe0\x7f\x10\x00OW\0\0\x02\0\0\0\0\0")  # (7FE0,0010) OW, length 2, value
     return data[:-6] + (ROWS * COLS * 2).to_bytes(4, "little")
 

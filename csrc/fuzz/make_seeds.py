@@ -19,7 +19,7 @@ import sys
 import warnings
 
 import numpy as np
-from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.dataset import Dataset
 from pydicom.encaps import encapsulate_extended
 from pydicom.sequence import Sequence
 from pydicom.encaps import encapsulate
@@ -30,6 +30,8 @@ from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndia
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "io"))
 import jpeg_lossless_encoder as jpegll  # noqa: E402
 
+from cxrfast.io.testing import grayscale_dataset  # noqa: E402
+
 JPEG_LOSSLESS_ANY_PREDICTOR = "1.2.840.10008.1.2.4.57"  # process 14, any predictor (SV1: predictor 1)
 
 
@@ -37,15 +39,7 @@ def image(syntax, rows=12, columns=10, bits_stored=12, signed=False, frames=1):
     rng = np.random.default_rng(rows * columns + bits_stored)
     lo, hi = (-(1 << (bits_stored - 1)), 1 << (bits_stored - 1)) if signed else (0, 1 << bits_stored)
     pixels = rng.integers(lo, hi, (frames, rows, columns)).astype(np.int16 if signed else np.uint16)
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = UID(syntax)
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
-    ds.SOPInstanceUID = "1.2.3.4"
-    ds.Rows, ds.Columns, ds.NumberOfFrames = rows, columns, frames
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, int(signed)
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds = grayscale_dataset((rows, columns), syntax=syntax, bits_stored=bits_stored, signed=signed, frames=frames)
     big = syntax == ExplicitVRBigEndian
     ds.PixelData = pixels.astype(">i2" if big and signed else ">u2" if big else "<i2" if signed else "<u2").tobytes()
     return ds, pixels

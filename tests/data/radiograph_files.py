@@ -27,25 +27,16 @@ def radiograph(rows: int, cols: int, seed: int, bits: int = 12) -> np.ndarray:
 
 def dicom_bytes(pixels: np.ndarray, seed: int, *, syntax: str = EXPLICIT_LE, photometric: str = "MONOCHROME2",
                 bits_stored: int = 12, preamble: bool = True, with_pixels: bool = True) -> bytes:
-    from pydicom.dataset import Dataset, FileMetaDataset
-    from pydicom.uid import UID
+    from cxrfast.io.testing import DIGITAL_XRAY, grayscale_dataset
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = UID(syntax)
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = f"1.2.826.0.1.3680043.99.{seed}.3"
-    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.SOPInstanceUID = f"1.2.826.0.1.3680043.99.{seed}.3"
+    ds = grayscale_dataset(pixels.shape, syntax=syntax, bits_stored=bits_stored, photometric=photometric,
+                           sop_instance_uid=f"1.2.826.0.1.3680043.99.{seed}.3", sop_class_uid=DIGITAL_XRAY)
     ds.StudyInstanceUID = f"1.2.826.0.1.3680043.99.{seed // 2}.1"
     ds.SeriesInstanceUID = f"1.2.826.0.1.3680043.99.{seed}.2"
     ds.PatientID = f"p{seed // 4:04d}"
     ds.StudyDate = f"2020{1 + seed % 12:02d}{1 + seed % 28:02d}"
     ds.ViewPosition = ("PA", "AP", "LATERAL")[seed % 3]
     ds.Modality = "DX"
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, bits_stored, bits_stored - 1, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
     if with_pixels:
         ds.PixelData = pixels.astype("<u2").tobytes()
     buf = io.BytesIO()

@@ -28,7 +28,8 @@ if not _ext.load():
     pytest.skip(f"cxrfast._C is not built: {_ext.unavailable_reason()}", allow_module_level=True)
 
 from cxrfast import _C  # noqa: E402
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
+from cxrfast.io.testing import grayscale_dataset, to_bytes  # noqa: E402
+from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.encaps import encapsulate, encapsulate_extended  # noqa: E402
 from pydicom.sequence import Sequence  # noqa: E402
 from pydicom.uid import UID  # noqa: E402
@@ -179,27 +180,14 @@ def test_jpeg_lossy_file_pydicom_cannot_decode_equals_its_twin():
 
 def _dataset(syntax, pixels, bits_stored, signed=False, photometric="MONOCHROME2"):
     frames = pixels if pixels.ndim == 3 else pixels[None]
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = UID(syntax)
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.9"
-    ds.SOPInstanceUID, ds.PatientID, ds.ViewPosition = "1.2.3.9", "p9", "PA"
-    ds.Rows, ds.Columns = frames.shape[1:3]
-    if len(frames) > 1:
-        ds.NumberOfFrames = len(frames)
-    ds.BitsAllocated = 8 if pixels.dtype.itemsize == 1 else 16
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, int(signed)
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds = grayscale_dataset(frames.shape[1:3], syntax=syntax, bits_allocated=8 if pixels.dtype.itemsize == 1 else 16,
+                           bits_stored=bits_stored, signed=signed, photometric=photometric,
+                           frames=len(frames) if len(frames) > 1 else None, sop_instance_uid="1.2.3.9")
+    ds.PatientID, ds.ViewPosition = "p9", "PA"
     return ds
 
 
-def _save(ds):
-    out = _bytesio.BytesIO()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        ds.save_as(out, enforce_file_format=True)
-    return out.getvalue()
+_save = to_bytes
 
 
 def _radiograph(rows=1000, columns=800, bits=12, signed=False, seed=0):

@@ -6,7 +6,6 @@ torch's antialiased interpolate.
 Tolerances (issue 4): 1 grey level for uint8 (and uint16), 1e-3 for float outputs.
 """
 
-import io as pyio
 import os
 import warnings
 
@@ -15,12 +14,12 @@ import pytest
 import torch
 
 pydicom = pytest.importorskip("pydicom", reason="pydicom is the reference for the DICOM tests")
-from pydicom.dataset import Dataset, FileMetaDataset  # noqa: E402
 from pydicom.pixels import apply_modality_lut, apply_voi_lut  # noqa: E402
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid  # noqa: E402
+from pydicom.uid import generate_uid  # noqa: E402
 
 import cxrfast.io as cio  # noqa: E402
 from cxrfast import _ext  # noqa: E402
+from cxrfast.io.testing import grayscale_dataset  # noqa: E402
 from cxrfast.reference import pixels as ref  # noqa: E402
 
 if not _ext.load():
@@ -36,16 +35,9 @@ def _file(name):
 
 def _dicom(path, pixels, *, bits_stored=12, photometric="MONOCHROME2", signed=False, **attrs):
     """Write a grayscale DICOM with the given stored values and attributes."""
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = generate_uid()
-    ds.SOPClassUID, ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPClassUID, ds.file_meta.MediaStorageSOPInstanceUID
-    ds.Rows, ds.Columns = pixels.shape
-    ds.BitsAllocated = pixels.dtype.itemsize * 8
-    ds.BitsStored, ds.HighBit, ds.PixelRepresentation = bits_stored, bits_stored - 1, int(signed)
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, photometric
+    ds = grayscale_dataset(pixels.shape, bits_allocated=pixels.dtype.itemsize * 8, bits_stored=bits_stored,
+                           signed=signed, photometric=photometric, sop_instance_uid=generate_uid(),
+                           sop_class_uid="1.2.840.10008.5.1.4.1.1.1")  # Computed Radiography
     for k, v in attrs.items():
         setattr(ds, k, v)
     ds.PixelData = pixels.tobytes()

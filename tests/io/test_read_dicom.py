@@ -16,6 +16,7 @@ pydicom = pytest.importorskip("pydicom", reason="pydicom is the reference for th
 io = pytest.importorskip("cxrfast.io")
 
 from cxrfast import _ext  # noqa: E402
+from cxrfast.io.testing import grayscale_dataset  # noqa: E402
 
 if not _ext.load():
     pytest.skip(f"cxrfast._C is not built: {_ext.unavailable_reason()}", allow_module_level=True)
@@ -72,22 +73,14 @@ def _write(ds, path, **kw):
 def test_synthetic_12_bit_radiograph_in_each_uncompressed_syntax(syntax, tmp_path):
     """A 12-bit MONOCHROME1 radiograph with garbage above BitsStored, windows with several values and
     an undefined-length sequence, written by pydicom in each syntax."""
-    from pydicom.dataset import Dataset, FileMetaDataset
+    from pydicom.dataset import Dataset
     from pydicom.sequence import Sequence
-    from pydicom.uid import UID
 
     rng = np.random.default_rng(0)
     stored = rng.integers(0, 4096, (37, 29), dtype=np.uint16)
     raw = stored | (rng.integers(0, 16, stored.shape, dtype=np.uint16) << 12)  # high bits must be masked
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = UID(syntax)
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4"
-    ds.SOPInstanceUID, ds.StudyInstanceUID, ds.PatientID, ds.ViewPosition = "1.2.3.4", "1.2.3", "p10", "PA"
-    ds.Rows, ds.Columns = stored.shape
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 0
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME1"
+    ds = grayscale_dataset(stored.shape, syntax=syntax, photometric="MONOCHROME1", sop_instance_uid="1.2.3.4")
+    ds.StudyInstanceUID, ds.PatientID, ds.ViewPosition = "1.2.3", "p10", "PA"
     ds.WindowCenter, ds.WindowWidth = [2048, 1500], [4096, 1000]
     item = Dataset()
     item.LUTExplanation = "a nested item"
@@ -110,21 +103,13 @@ def test_synthetic_12_bit_radiograph_in_each_uncompressed_syntax(syntax, tmp_pat
 
 def test_synthetic_12_bit_radiograph_rle(tmp_path):
     """A 12-bit signed radiograph, RLE-encoded by pydicom (its own encoder), 2 frames."""
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.uid import RLELossless, ExplicitVRLittleEndian
 
     rng = np.random.default_rng(1)
     stored = rng.integers(-2048, 2048, (2, 45, 31), dtype=np.int16)
     stored[:, 10:20] = 7  # runs, so the PackBits repeat path is used too
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.5"
-    ds.SOPInstanceUID = "1.2.3.5"
-    ds.NumberOfFrames, (ds.Rows, ds.Columns) = 2, stored.shape[1:]
-    ds.BitsAllocated, ds.BitsStored, ds.HighBit, ds.PixelRepresentation = 16, 12, 11, 1
-    ds.SamplesPerPixel, ds.PhotometricInterpretation = 1, "MONOCHROME2"
+    ds = grayscale_dataset(stored.shape[1:], syntax=ExplicitVRLittleEndian, signed=True, frames=2,
+                           sop_instance_uid="1.2.3.5")
     ds.PixelData = stored.astype("<i2").tobytes()
     ds.compress(RLELossless)
     path = _write(ds, tmp_path / "rle.dcm", enforce_file_format=True)
@@ -191,21 +176,11 @@ def _jpeg_ll_dicom(frames, precision, signed, tmp_path, *, bits_stored=None, bas
                    syntax="1.2.840.10008.1.2.4.70", edit=None, **encode_kw):
     """A DICOM file of `frames` encoded by the tests' encoder; edit(stream) -> stream alters each stream."""
     from jpeg_lossless_encoder import encode
-    from pydicom.dataset import Dataset, FileMetaDataset
     from pydicom.encaps import encapsulate
-    from pydicom.uid import UID
 
-    ds = Dataset()
-    ds.file_meta = FileMetaDataset()
-    ds.file_meta.TransferSyntaxUID = UID(syntax)
-    ds.file_meta.MediaStorageSOPClassUID = "1.2.840.10008.5.1.4.1.1.1.1"
-    ds.file_meta.MediaStorageSOPInstanceUID = "1.2.3.6"
-    ds.SOPInstanceUID = "1.2.3.6"
-    ds.Rows, ds.Columns = frames[0].shape
-    ds.BitsAllocated = 16 if precision > 8 else 8
-    ds.BitsStored = bits_stored or precision
-    ds.HighBit, ds.PixelRepresentation = ds.BitsStored - 1, int(signed)
-    ds.SamplesPerPixel, ds.PhotometricInterpretation, ds.NumberOfFrames = 1, "MONOCHROME2", len(frames)
+    ds = grayscale_dataset(frames[0].shape, syntax=syntax, bits_allocated=16 if precision > 8 else 8,
+                           bits_stored=bits_stored or precision, signed=signed, frames=len(frames),
+                           sop_instance_uid="1.2.3.6")
     mask = (1 << precision) - 1
     streams = [encode(f.astype(np.int64) & mask, precision=precision, **encode_kw) for f in frames]
     if edit is not None:
