@@ -296,10 +296,11 @@ def load_radiographs(sources, size: int = 512, *, device="cpu", workers: int | N
     """
     import torch
 
-    unknown = sorted(set(options) - set(_defaults()))
+    defaults = _defaults()
+    unknown = sorted(set(options) - set(defaults))
     if unknown:
         raise TypeError(f"load_radiographs() got an unexpected keyword argument {unknown[0]!r}")
-    opts = _options(size, **{**_defaults(), **options})
+    opts = _options(size, **{**defaults, **options})
     frame = _frame(frame)
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
