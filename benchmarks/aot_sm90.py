@@ -30,10 +30,12 @@ from triton.compiler import ASTSource  # noqa: E402
 
 TARGET = GPUTarget("cuda", 90, 32)
 DTYPES = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
-INTS = {"M", "N", "B", "D", "n_panels", "pos_offset", "stride_xb", "stride_yb", "R", "L", "Bc"}
+INTS = {"M", "N", "B", "D", "n_panels", "pos_offset", "stride_xb", "stride_yb", "R", "L", "Bc", "row0", "n_rows",
+        "stride_g"}
 FLOATS = {"margin", "temp_attention"}
 WORD_REGION_SHAPES = [(49, 97), (361, 97), (1024, 97)]  # (R, L): 7×7 … GLoRIA 19×19 … the maximum
-ALIGNED_INTS = {"D", "stride_xb", "stride_yb"}
+ALIGNED_INTS = {"D", "stride_xb", "stride_yb", "stride_g"}
+TYPED_POINTERS = ("x_ptr", "y_ptr", "g_ptr")  # in the input dtype; other pointers fp32 unless stated
 UNIT = {"stride_xd", "stride_yd"}
 
 
@@ -57,6 +59,11 @@ def _variants():
     yield "pairwise_bwd_infonce_rows", pairwise.pairwise_bwd_kernel, bwd, \
         dict(base, MODE=0, HAS_GROUPS=False, COLUMNS=False), {}
     yield "pairwise_bwd_hinge", pairwise.pairwise_bwd_kernel, bwd, dict(base, MODE=1, HAS_GROUPS=False), {}
+    grad = pairwise.GRAD_CONFIGS
+    yield "pairwise_grad_infonce", pairwise.pairwise_grad_kernel, grad, dict(base, MODE=0, HAS_GROUPS=False), {}
+    yield "pairwise_grad_infonce+groups", pairwise.pairwise_grad_kernel, grad, \
+        dict(base, MODE=0, HAS_GROUPS=True), groups
+    yield "pairwise_grad_hinge", pairwise.pairwise_grad_kernel, grad, dict(base, MODE=1, HAS_GROUPS=False), {}
     # the word-region middle: fp32 buffers whatever the input dtype, one tile shape per (R, L)
     from cxrfast.kernels import wordregion
 
@@ -83,7 +90,7 @@ def compile_one(jit, dtype: str, constexprs: dict, pointer_types: dict, config: 
         if n in consts:
             signature[n] = "constexpr"
         elif n.endswith("_ptr"):
-            signature[n] = DTYPES[dtype] if n in ("x_ptr", "y_ptr") else pointer_types.get(n, "*fp32")
+            signature[n] = DTYPES[dtype] if n in TYPED_POINTERS else pointer_types.get(n, "*fp32")
             attrs[(i,)] = [["tt.divisibility", 16]]
         elif n in INTS:
             signature[n] = "i32"

@@ -19,6 +19,9 @@ Options (all optional):
     --bench-no-rss-target          skip the CPU memory targets (InfoNCE B=32768, about 3 minutes on 2 cores;
                                    local B=256, about 3 minutes with the baseline)
     --bench-results DIR            default benchmarks/results; the run writes DIR/<device-slug>/<suite>.json
+    --bench-merge                  keep the rows and targets of the existing results file that this run did
+                                   not measure (a session split into several runs: the headline cases
+                                   first, the rest after); without it a run replaces the suite's file
 pytest-benchmark's own --benchmark-json PATH saves its raw statistics as well.
 """
 
@@ -50,6 +53,8 @@ def pytest_addoption(parser):
     group.addoption("--bench-no-rss-target", action="store_true",
                     help="skip the CPU memory targets (InfoNCE B=32768, local B=256)")
     group.addoption("--bench-results", default=str(RESULTS), help="directory of results/<device>/<suite>.json")
+    group.addoption("--bench-merge", action="store_true",
+                    help="keep the rows/targets of the existing results file that this run did not measure")
 
 
 class BenchSession:
@@ -138,8 +143,8 @@ class BenchSession:
     def memory(self, case: measure.Case, phase: str) -> tuple[int | None, str | None, str]:
         """(peak extra bytes, method, note) of one call of the phase: CUDA every phase; CPU fwd+bwd in a
         fresh process."""
-        if self.device.type == "cuda":
-            return case.cuda_peak_bytes(phase), "cuda-max-allocated", ""
+        if self.device.type == "cuda":  # the largest peak over the timed calls (Case.collect_peak)
+            return case.collect_peak(), "cuda-max-allocated", ""
         if phase != "fwdbwd":
             return None, None, ""
         if case.impl == "compiled":
@@ -270,8 +275,26 @@ def pytest_sessionfinish(session, exitstatus):
     state.written = []
     for suite in suites:
         out = Path(session.config.getoption("--bench-results")) / state.env["device_slug"] / f"{suite}.json"
-        measure.write_json(out, measure.results_document(suite, state.rows[suite], state.env, state.targets[suite]))
-        state.written.append((len(state.rows[suite]), out))
+        rows, targets = state.rows[suite], state.targets[suite]
+        if session.config.getoption("--bench-merge"):
+            rows, targets = merged(out, rows, targets)
+        measure.write_json(out, measure.results_document(suite, rows, state.env, targets))
+        state.written.append((len(rows), out))
+
+
+def merged(path: Path, rows: list, targets: list) -> tuple[list, list]:
+    """This run's rows and targets, plus those of the results file at `path` that this run did not measure
+    (rows by shape, implementation and phase; targets by shape and name), earlier ones first."""
+    if not path.exists():
+        return rows, targets
+    import json
+
+    old = json.loads(path.read_text())
+    new_rows = {(r["shape_id"], r["impl"], r["phase"]) for r in rows}
+    new_targets = {(t["shape_id"], t["name"]) for t in targets}
+    kept_rows = [r for r in old.get("rows", []) if (r["shape_id"], r["impl"], r["phase"]) not in new_rows]
+    kept_targets = [t for t in old.get("targets", []) if (t["shape_id"], t["name"]) not in new_targets]
+    return kept_rows + rows, kept_targets + targets
 
 
 def pytest_terminal_summary(terminalreporter, exitstatus, config):

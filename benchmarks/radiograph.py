@@ -104,18 +104,24 @@ def library_baseline(path: str, size: int) -> np.ndarray:
 
 
 def write_files(folder: str, n_many: int) -> dict:
-    """The benchmark's files: raw.dcm and jpeg_ll.dcm (one image, two syntaxes) and n_many raw copies of
-    another image (many_*.dcm), read once so they sit in the page cache."""
-    import imagecodecs
+    """The benchmark's files: raw.dcm and jpeg_ll.dcm (one image, two syntaxes; the JPEG file only where
+    imagecodecs, its encoder, is installed) and n_many raw copies of another image (many_*.dcm), read
+    once so they sit in the page cache."""
     from pydicom.encaps import encapsulate
 
     img = _radiograph(SHAPE)
-    files = {"raw": os.path.join(folder, "raw.dcm"), "jpeg": os.path.join(folder, "jpeg_ll.dcm")}
+    files = {"raw": os.path.join(folder, "raw.dcm")}
     with open(files["raw"], "wb") as f:
         f.write(_with_window(_dataset(SHAPE, "1.2.840.10008.1.2.1", img.astype("<u2").tobytes())))
-    frame = imagecodecs.jpeg8_encode(img, lossless=True, bitspersample=12, predictor=1)
-    with open(files["jpeg"], "wb") as f:
-        f.write(_with_window(_dataset(SHAPE, JPEG_LOSSLESS_SV1, encapsulate([frame]))))
+    try:
+        import imagecodecs
+    except ImportError:
+        imagecodecs = None
+    if imagecodecs is not None:
+        files["jpeg"] = os.path.join(folder, "jpeg_ll.dcm")
+        frame = imagecodecs.jpeg8_encode(img, lossless=True, bitspersample=12, predictor=1)
+        with open(files["jpeg"], "wb") as f:
+            f.write(_with_window(_dataset(SHAPE, JPEG_LOSSLESS_SV1, encapsulate([frame]))))
     data = _with_window(_dataset(SHAPE, "1.2.840.10008.1.2.1", _radiograph(SHAPE, seed=2).astype("<u2").tobytes()))
     files["many"] = []
     for i in range(n_many):
@@ -123,7 +129,7 @@ def write_files(folder: str, n_many: int) -> dict:
         with open(p, "wb") as f:
             f.write(data)
         files["many"].append(p)
-    for p in [files["raw"], files["jpeg"], *files["many"]]:
+    for p in [files["raw"], *([files["jpeg"]] if "jpeg" in files else []), *files["many"]]:
         with open(p, "rb") as f:
             f.read()
     return files

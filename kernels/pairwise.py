@@ -12,14 +12,19 @@ touches; per-column state is reduced over the panel's rows in registers and writ
 (panel, column). The host combines the ≤ #SM partials of each column. The number of panels is bounded
 (about one per SM), so the extra memory is O(B), every tile is computed once, and nothing B × B exists.
 
-Backward ("tiles + atomics"). One program per (row block, column block) recomputes its tile ONCE, turns
-it into the gradient tile G = ∂loss/∂s (a loss-specific epilogue), and yields from the same registers
-  A_x[i] += Σ_j G_ij ry_j y_j     A_y[j] += Σ_i G_ij rx_i x_i          (tensor-core dots over D chunks)
-  V_r[i] += Σ_j G_ij ry_j (x_i·y_j)   V_c[j] += Σ_i G_ij rx_i (x_i·y_j)   (row / column sums)
-accumulated in fp32 with atomics, so that
+Backward. Both methods recompute each score tile once and turn it into the gradient tile
+G = ∂loss/∂s (a loss-specific epilogue, grad_tile), yielding
+  A_x[i] = Σ_j G_ij ry_j y_j     A_y[j] = Σ_i G_ij rx_i x_i
+  V_r[i] = Σ_j G_ij ry_j (x_i·y_j)   V_c[j] = Σ_i G_ij rx_i (x_i·y_j)
+in fp32, so that
   ∂/∂x = scale·rx·A_x,   ∂/∂y = scale·ry·A_y,   ∂/∂rx = scale·V_r,   ∂/∂ry = scale·V_c,   ∂/∂scale = Σ rx·V_r.
+  "atomic"  one program per (row block, column block) forms the two products from the same registers
+            (tensor-core dots over D chunks) and adds them into A_x, A_y, V_r, V_c with fp32 atomics:
+            deterministic only up to fp32 summation order.
+  "gemm"    per panel of rows, a kernel writes Ĝ = σ·diag(rx)·G·diag(ry) (σ a power of two) in the input
+            dtype and cuBLAS computes Ĝ·y and Ĝᵀ·x with fp32 output; V_r = x·A_x and V_c = y·A_y are row
+            dots afterwards. Deterministic; one Ĝ panel of extra memory.
 FLOPs: forward 2·B²·D, backward 6·B²·D (recompute + two gradient products): 8·B²·D in all.
-The atomics make the backward deterministic only up to fp32 summation order.
 """
 
 from __future__ import annotations
@@ -51,11 +56,15 @@ def configs(gpu: list[tuple[int, int, int, int, int]], interpret: tuple[int, int
 
 
 def dot_flags(dtype: torch.dtype) -> dict:
-    """Constexpr flags for the dtype: fp32 inputs use IEEE fp32 dots (tf32 would cost ~1e-3 relative,
-    far outside the fp32 tolerance); 16-bit inputs are upcast only under the interpreter."""
+    """Constexpr flags for the dtype. fp32 inputs follow torch's own switch,
+    torch.get_float32_matmul_precision(): "highest" (torch's default) keeps IEEE fp32 dots (FMA, no
+    tensor cores; TF32 would cost ~1e-3 relative, far outside the fp32 tolerance), "high" or "medium"
+    allow TF32 tensor cores, as they do for torch.matmul. 16-bit inputs use the tensor cores and are
+    upcast only under the interpreter."""
+    fp32_precision = "ieee" if torch.get_float32_matmul_precision() == "highest" else "tf32"
     return {
         "UPCAST": INTERPRET and dtype in (torch.bfloat16, torch.float16),
-        "PRECISION": "ieee" if dtype == torch.float32 else "tf32",
+        "PRECISION": fp32_precision if dtype == torch.float32 else "tf32",
     }
 
 
@@ -82,6 +91,15 @@ PANEL_BLOCK_M = 16 if INTERPRET else GPU_PANEL_BLOCK_M
 # without register spills in 16-bit (benchmarks/aot_sm90.py, which reads these lists).
 # The backward prefers large tiles (fewer atomics per FLOP).
 BWD_CONFIGS = [(128, 128, 64, 8, 2), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 64, 4, 3), (64, 64, 32, 4, 4)]
+# The "gemm" backward's gradient-tile kernel: a forward-like tile (no second product), so large tiles.
+GRAD_CONFIGS = [(128, 128, 64, 8, 3), (128, 128, 64, 8, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 3)]
+
+# Backward methods (see the module docstring): "atomic" (one kernel; products accumulated with fp32
+# atomics) or "gemm" (a kernel writes the gradient tile of a panel of rows, cuBLAS does the products).
+BWD_METHODS = ("atomic", "gemm")
+DEFAULT_BWD_METHOD = "atomic"
+GEMM_PANEL_ELEMENTS = 1 << 24  # Ĝ panel: at least this many elements (32 MiB in 16 bits)
+GEMM_PANEL_MIN_ROWS = 16 if INTERPRET else 128
 
 
 @triton.jit
@@ -184,6 +202,49 @@ def _hinge_grad_tile(
     return tl.where(rows[:, None] == cols[None, :], 0.0, g)
 
 
+@triton.jit
+def grad_tile(
+    x_ptr, y_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
+    row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
+    rows, cols, M, N, D, pos_offset, margin,
+    stride_xb, stride_xd, stride_yb, stride_yd,
+    MODE: tl.constexpr, HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """(G, x·y tile, rx, ry, masks) of one tile: G = ∂loss/∂s in fp32, 0 outside [M, N]. Both backward
+    kernels start here, so the two methods differentiate exactly the same expression.
+
+    MODE 0 rows: lse_r, g_lse_r, g_pos, g_sum; cols: lse_c, g_lse_c.
+    MODE 1 rows: diag, g_row, -, -;           cols: diag (same), g_col.   (square, M == N)
+    """
+    rmask = rows < M
+    cmask = cols < N
+    acc = scores_tile(x_ptr, y_ptr, rows, cols, M, N, D, stride_xb, stride_xd, stride_yb, stride_yd,
+                      BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
+    rx = tl.load(rx_ptr + rows, mask=rmask, other=0.0)
+    ry = tl.load(ry_ptr + cols, mask=cmask, other=0.0)
+    scale = tl.load(scale_ptr).to(tl.float32)
+    s = acc * (scale * rx)[:, None] * ry[None, :]
+    if MODE == 0:
+        g = _infonce_grad_tile(s, rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr, pos_offset,
+                               row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr, HAS_GROUPS, COLUMNS)
+    else:
+        g = _hinge_grad_tile(s, rows, cols, rmask, cmask, margin, row0_ptr, row1_ptr, col1_ptr)
+    g = tl.where(rmask[:, None] & cmask[None, :], g, 0.0)
+    return g, acc, rx, ry, rmask, cmask
+
+
+@triton.jit
+def grouped_tile(pid, num_m, num_n, GROUP_M: tl.constexpr):
+    """(row block, column block) of program `pid` in grouped order: GROUP_M row blocks sweep the columns
+    together, so their x and y tiles are re-read from L2 rather than HBM."""
+    width = GROUP_M * num_n
+    first_m = (pid // width) * GROUP_M
+    group_size = tl.minimum(num_m - first_m, GROUP_M)
+    return first_m + (pid % width) % group_size, (pid % width) // group_size
+
+
 @triton.autotune(
     configs=configs(
         gpu=BWD_CONFIGS,
@@ -209,38 +270,16 @@ def pairwise_bwd_kernel(
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """Backward of a pair-statistics op over one (row block, column block) tile; see module docstring.
-
-    MODE 0 rows: lse_r, g_lse_r, g_pos, g_sum; cols: lse_c, g_lse_c.
-    MODE 1 rows: diag, g_row, -, -;           cols: diag (same), g_col.   (square, M == N)
-    """
-    pid = tl.program_id(0)
-    num_m = tl.cdiv(M, BLOCK_M)
-    num_n = tl.cdiv(N, BLOCK_N)
-    # Grouped ordering: GROUP_M row blocks sweep the columns together, so their x and y tiles are
-    # re-read from L2 rather than HBM.
-    width = GROUP_M * num_n
-    first_m = (pid // width) * GROUP_M
-    group_size = tl.minimum(num_m - first_m, GROUP_M)
-    pid_m = first_m + (pid % width) % group_size
-    pid_n = (pid % width) // group_size
-
+    """Backward of a pair-statistics op over one (row block, column block) tile, "atomic" method (see the
+    module docstring); the tile's G comes from grad_tile."""
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    rmask = rows < M
-    cmask = cols < N
-    acc = scores_tile(x_ptr, y_ptr, rows, cols, M, N, D, stride_xb, stride_xd, stride_yb, stride_yd,
-                      BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
-    rx = tl.load(rx_ptr + rows, mask=rmask, other=0.0)
-    ry = tl.load(ry_ptr + cols, mask=cmask, other=0.0)
-    scale = tl.load(scale_ptr).to(tl.float32)
-    s = acc * (scale * rx)[:, None] * ry[None, :]
-    if MODE == 0:
-        g = _infonce_grad_tile(s, rows, cols, rmask, cmask, row_groups_ptr, col_groups_ptr, pos_offset,
-                               row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr, HAS_GROUPS, COLUMNS)
-    else:
-        g = _hinge_grad_tile(s, rows, cols, rmask, cmask, margin, row0_ptr, row1_ptr, col1_ptr)
-    g = tl.where(rmask[:, None] & cmask[None, :], g, 0.0)
+    g, acc, rx, ry, rmask, cmask = grad_tile(
+        x_ptr, y_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
+        row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
+        rows, cols, M, N, D, pos_offset, margin, stride_xb, stride_xd, stride_yb, stride_yd,
+        MODE, HAS_GROUPS, COLUMNS, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
 
     g_acc = g * acc
     tl.atomic_add(vr_ptr + rows, tl.sum(g_acc * ry[None, :], axis=1), mask=rmask, sem="relaxed")
@@ -282,9 +321,73 @@ def pairwise_bwd_kernel(
                       mask=cmask[:, None] & kmask[None, :], sem="relaxed")
 
 
+@triton.autotune(
+    configs=configs(
+        gpu=GRAD_CONFIGS,
+        interpret=(16, 16, 16),
+    ),
+    key=["D", "MODE", "HAS_GROUPS", "COLUMNS"],
+)
+@triton.jit
+def pairwise_grad_kernel(
+    # inputs
+    x_ptr, y_ptr, rx_ptr, ry_ptr, scale_ptr, sigma_ptr, row_groups_ptr, col_groups_ptr,
+    row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
+    # output: Ĝ rows [row0, row0 + n_rows) × all N columns, in the dtype of g_ptr
+    g_ptr,
+    # shapes and scalars
+    M, N, D, row0, n_rows, pos_offset, margin,
+    # strides
+    stride_xb, stride_xd, stride_yb, stride_yd, stride_g,
+    # constexpr
+    MODE: tl.constexpr, HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+    GROUP_M: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+):
+    """"gemm" method: Ĝ_ij = σ·G_ij·rx_i·ry_j for a panel of rows (see pairwise_backward_gemm). The
+    multipliers are applied in fp32, before the one rounding to the store dtype."""
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(n_rows, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    local = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    rows = row0 + local
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    g, _, rx, ry, _, cmask = grad_tile(
+        x_ptr, y_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
+        row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
+        rows, cols, M, N, D, pos_offset, margin, stride_xb, stride_xd, stride_yb, stride_yd,
+        MODE, HAS_GROUPS, COLUMNS, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
+    sigma = tl.load(sigma_ptr)
+    g = g * (sigma * rx)[:, None] * ry[None, :]
+    lmask = local < n_rows
+    tl.store(g_ptr + local.to(tl.int64)[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty),
+             mask=lmask[:, None] & cmask[None, :])
+
+
+def backward_method() -> str:
+    """The backward method: CXRFAST_PAIRWISE_BWD ("atomic" | "gemm") when set, else DEFAULT_BWD_METHOD."""
+    method = os.environ.get("CXRFAST_PAIRWISE_BWD", "") or DEFAULT_BWD_METHOD
+    if method not in BWD_METHODS:
+        raise ValueError(f"environment variable CXRFAST_PAIRWISE_BWD must be one of {BWD_METHODS}, got {method!r}")
+    return method
+
+
 def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors,
                       *, mode: int, margin: float = 0.0, columns: bool = True):
-    """Launch the backward tile kernel. Returns fp32 (A_x [M, D], A_y [N, D], V_r [M], V_c [N])."""
+    """Gradient pieces of a pair-statistics op: fp32 (A_x [M, D], A_y [N, D], V_r [M], V_c [N]), by the
+    method backward_method() names (see the module docstring)."""
+    args = (x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors)
+    if backward_method() == "gemm":
+        return pairwise_backward_gemm(*args, mode=mode, margin=margin, columns=columns)
+    return pairwise_backward_atomic(*args, mode=mode, margin=margin, columns=columns)
+
+
+def _vector_slots(rx, row_vectors, col_vectors):
+    """The kernels' four row-vector and two column-vector pointers (unused slots: any valid fp32 pointer)."""
+    return list(row_vectors) + [rx] * (4 - len(row_vectors)), list(col_vectors)
+
+
+def pairwise_backward_atomic(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors,
+                             *, mode: int, margin: float = 0.0, columns: bool = True):
+    """"atomic": one tile kernel, products accumulated into fp32 buffers with atomics."""
     from torch.library import wrap_triton
 
     (M, D), N = x.shape, y.shape[0]
@@ -292,8 +395,7 @@ def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, r
     ay = torch.zeros((N, D), dtype=torch.float32, device=x.device)
     vr = torch.zeros((M,), dtype=torch.float32, device=x.device)
     vc = torch.zeros((N,), dtype=torch.float32, device=x.device)
-    r = list(row_vectors) + [rx] * (4 - len(row_vectors))  # unused slots: any valid fp32 pointer
-    c = list(col_vectors)
+    r, c = _vector_slots(rx, row_vectors, col_vectors)
 
     def grid(meta):
         return (triton.cdiv(M, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
@@ -308,3 +410,92 @@ def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, r
         MODE=mode, HAS_GROUPS=has_groups, COLUMNS=columns, GROUP_M=8, **dot_flags(x.dtype),
     )
     return ax, ay, vr, vc
+
+
+def gemm_panel_rows(M: int, N: int, D: int) -> int:
+    """Rows of Ĝ per panel of the "gemm" backward: Ĝ [rows, N] holds about as many elements as one
+    embedding matrix, and at least GEMM_PANEL_ELEMENTS (whole multiples of GEMM_PANEL_MIN_ROWS rows, at
+    most M)."""
+    budget = max(N * D, GEMM_PANEL_ELEMENTS)
+    step = GEMM_PANEL_MIN_ROWS
+    return max(1, min(M, max(step, budget // max(N, 1) // step * step)))
+
+
+def _grad_scale(mode, rx, ry, row_vectors, col_vectors, columns):
+    """σ, a power of two (0-dim fp32 tensor, computed on the device: no sync) that brings a bound of
+    max |G_ij·rx_i·ry_j| to about 2¹⁴, so that Ĝ in fp16 neither overflows nor flushes to subnormals
+    (bf16 and fp32 would not need it; it is exact to undo). Softmax terms are ≤ 1 and hinge indicators
+    0 or 1, so |G_ij| ≤ a_i + b_j with a, b the per-row and per-column gradient weights."""
+    if mode == 0:
+        a = row_vectors[1].abs() + row_vectors[2].abs() + row_vectors[3].abs()
+        b = col_vectors[1].abs() if columns else torch.zeros_like(ry)
+    else:
+        a, b = row_vectors[1].abs(), col_vectors[1].abs()
+    a, b, rx, ry = (t.float() for t in (a, b, rx, ry))
+    bound = (a * rx).max() * ry.max() + rx.max() * (b * ry).max()
+    e = torch.floor(torch.log2(16384.0 / bound)).clamp(-100.0, 100.0)
+    return torch.where(bound > 0, torch.exp2(e), torch.ones_like(bound))
+
+
+def _mm_fp32(a, b, out, accumulate: bool):
+    """out (+)= a @ b with fp32 output and accumulation: cuBLAS with a 16-bit → fp32 epilogue where the
+    operands are 16-bit on CUDA, else in fp32 (torch's float32 matmul setting decides TF32)."""
+    if a.is_cuda and a.dtype != torch.float32:
+        if accumulate:
+            return torch.ops.aten.addmm.dtype_out(out, a, b, torch.float32, out=out)
+        return torch.ops.aten.mm.dtype_out(a, b, torch.float32, out=out)
+    a, b = a.float(), b.float()
+    return out.addmm_(a, b) if accumulate else torch.mm(a, b, out=out)
+
+
+def _rowdots(a, b, block: int = 1 << 14):
+    """[M] fp32 Σ_d a_id·b_id (a any float dtype, b fp32), upcasting a block of rows at a time."""
+    out = torch.empty(a.shape[0], dtype=torch.float32, device=a.device)
+    for i in range(0, a.shape[0], block):
+        out[i:i + block] = torch.linalg.vecdot(a[i:i + block].float(), b[i:i + block])
+    return out
+
+
+def pairwise_backward_gemm(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors,
+                           *, mode: int, margin: float = 0.0, columns: bool = True):
+    """"gemm": per panel of rows, pairwise_grad_kernel writes Ĝ = σ·diag(rx)·G·diag(ry) once (in the input
+    dtype; fp32 where the kernels upcast, i.e. bf16 under the interpreter) and two cuBLAS products with fp32 output give
+        P_x[panel] = Ĝ · y        P_y += Ĝᵀ · x[panel]
+    so A_x = P_x / (σ·rx), A_y = P_y / (σ·ry), and the row sums are the row dots V_r = x·A_x, V_c = y·A_y
+    (Σ_j G_ij ry_j (x_i·y_j) = x_i · Σ_j G_ij ry_j y_j). No atomics: deterministic; extra memory one panel
+    of Ĝ (gemm_panel_rows) besides the outputs."""
+    from torch.library import wrap_triton
+
+    (M, D), N = x.shape, y.shape[0]
+    f32 = torch.float32
+    px = torch.empty((M, D), dtype=f32, device=x.device)
+    py = torch.zeros((N, D), dtype=f32, device=x.device)
+    if M == 0 or N == 0:
+        return px.zero_(), py, torch.zeros(M, dtype=f32, device=x.device), torch.zeros(N, dtype=f32, device=x.device)
+    flags = dot_flags(x.dtype)
+    g_dtype = f32 if (flags["UPCAST"] or x.dtype == f32) else x.dtype
+    sigma = _grad_scale(mode, rx, ry, row_vectors, col_vectors, columns)
+    rows = gemm_panel_rows(M, N, D)
+    panel = torch.empty((rows, N), dtype=g_dtype, device=x.device)
+    r, c = _vector_slots(rx, row_vectors, col_vectors)
+    has_groups = row_groups is not None
+    for row0 in range(0, M, rows):
+        n = min(rows, M - row0)
+        g = panel[:n]
+
+        def grid(meta, n=n):
+            return (triton.cdiv(n, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
+
+        wrap_triton(pairwise_grad_kernel)[grid](
+            x, y, rx, ry, scale, sigma, row_groups if has_groups else rx, col_groups if has_groups else ry,
+            r[0], r[1], r[2], r[3], c[0], c[1],
+            g,
+            M, N, D, row0, n, pos_offset, float(margin),
+            x.stride(0), x.stride(1), y.stride(0), y.stride(1), g.stride(0),
+            MODE=mode, HAS_GROUPS=has_groups, COLUMNS=columns, GROUP_M=8, **flags,
+        )
+        _mm_fp32(g, y, px[row0:row0 + n], accumulate=False)
+        _mm_fp32(g.t(), x[row0:row0 + n], py, accumulate=True)
+    ax = px.mul_((1.0 / (sigma * rx.float()))[:, None])
+    ay = py.mul_((1.0 / (sigma * ry.float()))[:, None])
+    return ax, ay, _rowdots(x, ax), _rowdots(y, ay)

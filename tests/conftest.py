@@ -51,3 +51,15 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
     """The report header is hidden under -q: repeat the seed when something failed, so it can be replayed."""
     if terminalreporter.stats.get("failed") or terminalreporter.stats.get("error"):
         terminalreporter.write_line(f"replay with CXRFAST_TEST_SEED={SESSION_SEED}")
+
+
+@pytest.fixture(params=["atomic", "gemm"])
+def bwd_method(request, monkeypatch):
+    """The pair kernels' backward method (kernels.pairwise: "atomic" | "gemm"). For "gemm" the Ĝ panels are
+    made as small as they go, so that tiny test shapes still walk several panels."""
+    monkeypatch.setenv("CXRFAST_PAIRWISE_BWD", request.param)
+    if request.param == "gemm":
+        from cxrfast.kernels import pairwise
+
+        monkeypatch.setattr(pairwise, "GEMM_PANEL_ELEMENTS", 1)
+    return request.param
