@@ -3,13 +3,16 @@ seconds, not guesses. Prints a table and writes results/<device>/probe.json.
 
     python benchmarks/gpu_probe.py [--quick]
 
-1. InfoNCE, B = 32768, D = 512, bf16: forward alone; backward by method ("atomic": one kernel with fp32
-   atomics; "gemm": gradient tiles + cuBLAS, at two panel sizes), each with its peak extra memory and its
-   gradients' largest difference from the atomic method's; the same-size bf16 matmul beside them (the
-   tensor-core ceiling for this problem's shape).
-2. Panels holding several row blocks (B = 20000, 157 row blocks over 132 panels): the fused forward and
+1. InfoNCE (D = 512) and triplet-hardest (D = 1024) at B = 32768, bf16: forward and forward + backward by
+   method (kernels.pairwise.forward_method / backward_method), each with its peak extra memory and its
+   gradients' largest difference from the fused/atomic ones; the same-size bf16 matmul beside them (the
+   tensor-core ceiling for this problem's shape). The fastest InfoNCE pair is printed (and, with
+   --env-out, written as shell exports for the session's benchmark step).
+2. load_radiographs(device="cuda") on 64 raw 2500×2048 files: prepare (threads), render, pinned
+   allocation, end to end.
+3. Panels holding several row blocks (B = 20000, 157 row blocks over 132 panels): the fused forward and
    backward against the chunked PyTorch path on the same inputs.
-3. The word–region loss at GLoRIA's B = 48 (R = 361, L = 97, D = 768), bf16, forward + backward under
+4. The word–region loss at GLoRIA's B = 48 (R = 361, L = 97, D = 768), bf16, forward + backward under
    torch.profiler: CUDA time per kernel name, number of launches, and wall time.
 """
 
@@ -54,59 +57,123 @@ def _peak_extra(fn) -> int:
     return torch.cuda.max_memory_allocated() - base
 
 
-def infonce_backward_methods(B=32768, D=512, reps=20) -> dict:
+def pair_methods(B=32768, D=512, reps=10) -> dict:
+    """InfoNCE (D = 512) and triplet-hardest (D = 1024) at B: forward by method, backward by method, each
+    with its peak extra memory, and the gradients' largest difference from the fused/atomic ones."""
     import cxrfast
-    from cxrfast.kernels import pairwise
 
-    torch.manual_seed(0)
-    x = torch.randn(B, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    y = torch.randn(B, D, device="cuda", dtype=torch.bfloat16, requires_grad=True)
-    scale = torch.tensor(1 / 0.07, device="cuda")
-    out = {"B": B, "D": D, "dtype": "bf16"}
-
-    def fwd():
-        return cxrfast.contrastive_loss(x, y, scale, impl="triton")
-
-    out["fwd"] = _bench_ms(fwd, reps)
-    a, b = torch.randn(B, D, device="cuda", dtype=torch.bfloat16), torch.randn(B, D, device="cuda", dtype=torch.bfloat16)
-    out["matmul_bf16_BxBxD"] = _bench_ms(lambda: a @ b.t(), reps)  # the forward's product alone, B×B written
-    del a, b
-    ref = None
-    saved = (os.environ.get("CXRFAST_PAIRWISE_BWD"), pairwise.GEMM_PANEL_ELEMENTS)
+    out = {"B": B, "dtype": "bf16"}
+    saved = {k: os.environ.get(k) for k in ("CXRFAST_PAIRWISE_FWD", "CXRFAST_PAIRWISE_BWD")}
     try:
-        for name, method, panel in (("atomic", "atomic", None), ("gemm-16M", "gemm", 1 << 24),
-                                    ("gemm-64M", "gemm", 1 << 26)):
-            os.environ["CXRFAST_PAIRWISE_BWD"] = method
-            if panel:
-                pairwise.GEMM_PANEL_ELEMENTS = panel
-            loss = fwd()
+        for loss, d in (("infonce", 512), ("triplet_hardest", 1024)):
+            torch.manual_seed(0)
+            x = torch.randn(B, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            y = torch.randn(B, d, device="cuda", dtype=torch.bfloat16, requires_grad=True)
+            scale = torch.tensor(1 / 0.07, device="cuda")
 
-            def bwd():
-                x.grad = y.grad = None
-                loss.backward(retain_graph=True)
+            def fwd():
+                if loss == "infonce":
+                    return cxrfast.contrastive_loss(x, y, scale, impl="triton")
+                return cxrfast.triplet_loss(x, y, impl="triton")
 
-            row = _bench_ms(bwd, reps)
-            row["peak_extra_bytes"] = _peak_extra(bwd)
-            row["fwdbwd"] = _bench_ms(lambda: (setattr(x, "grad", None), setattr(y, "grad", None),
-                                               fwd().backward()), max(5, reps // 2))
-            bwd()
-            grads = (x.grad.float(), y.grad.float())
-            if ref is None:
-                ref = grads
-            else:
-                row["max_rel_diff_vs_atomic"] = max(((g - r).abs().max() / r.abs().max()).item()
-                                                    for g, r in zip(grads, ref))
-            out[f"bwd_{name}"] = row
-            del loss
+            res, ref = {}, None
+            a, b = torch.randn(B, d, device="cuda", dtype=torch.bfloat16), torch.randn(B, d, device="cuda",
+                                                                                        dtype=torch.bfloat16)
+            res["matmul_bf16_BxBxD"] = _bench_ms(lambda: a @ b.t(), reps)
+            del a, b
+            methods = ([("fused", "atomic"), ("gemm", "panel"), ("gemm", "gemm")] if loss == "infonce"
+                       else [("fused", "atomic"), ("gemm", "gemm")])
+            for fm, bm in methods:
+                os.environ["CXRFAST_PAIRWISE_FWD"], os.environ["CXRFAST_PAIRWISE_BWD"] = fm, bm
+                row = {"fwd": _bench_ms(lambda: fwd(), reps)}
+                row["fwd"]["peak_extra_bytes"] = _peak_extra(fwd)
+
+                def step():
+                    x.grad = y.grad = None
+                    fwd().backward()
+
+                row["fwdbwd"] = _bench_ms(step, reps)
+                row["fwdbwd"]["peak_extra_bytes"] = _peak_extra(step)
+                grads = (x.grad.float(), y.grad.float())
+                if ref is None:
+                    ref = grads
+                else:
+                    row["max_rel_diff_vs_first"] = max(((g - r).abs().max() / r.abs().max()).item()
+                                                       for g, r in zip(grads, ref))
+                res[f"{fm}/{bm}"] = row
+            out[loss] = res
+            del x, y, ref
+            torch.cuda.empty_cache()
     finally:
-        os.environ.pop("CXRFAST_PAIRWISE_BWD", None)
-        if saved[0] is not None:
-            os.environ["CXRFAST_PAIRWISE_BWD"] = saved[0]
-        pairwise.GEMM_PANEL_ELEMENTS = saved[1]
-    flops_fwd, flops_bwd = 2 * B * B * D, 6 * B * B * D
-    out["tflops"] = {"fwd": flops_fwd / out["fwd"]["median_ms"] / 1e9}
-    for k in [k for k in out if k.startswith("bwd_")]:
-        out["tflops"][k] = flops_bwd / out[k]["median_ms"] / 1e9
+        for k, v in saved.items():
+            os.environ.pop(k, None)
+            if v is not None:
+                os.environ[k] = v
+    return out
+
+
+def best_methods(doc) -> tuple[str, str]:
+    """The (forward, backward) methods with the fastest InfoNCE fwd+bwd in `doc["pair_methods"]`."""
+    res = doc["pair_methods"]["infonce"]
+    times = {k: v["fwdbwd"]["median_ms"] for k, v in res.items() if "/" in k}
+    return tuple(min(times, key=times.get).split("/"))
+
+
+def radiograph_breakdown(n_files=64, size=224) -> dict:
+    """Where load_radiographs(device="cuda") spends its time for n_files raw 12-bit 2500×2048 files:
+    read + parse + tables (threads), pinned staging, host→device copy, the kernel."""
+    import tempfile
+
+    sys.path.insert(0, str(HERE))
+    import radiograph as rg
+
+    import cxrfast.io as cio
+    from cxrfast.io.radiograph import _defaults, _options, _prepare, _render
+
+    folder = tempfile.mkdtemp()
+    paths = rg.write_files(folder, n_files)["many"]
+    w = len(os.sched_getaffinity(0))
+    opts = _options(size, **_defaults())
+    from concurrent.futures import ThreadPoolExecutor
+
+    def prepare_all():
+        with ThreadPoolExecutor(max_workers=w) as pool:
+            return list(pool.map(lambda p: _prepare(p, opts, 0), paths))
+
+    out = {"files": n_files, "workers": w}
+    for _ in range(2):
+        prepare_all()
+    t = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        prepared = prepare_all()
+        t.append(time.perf_counter() - t0)
+    out["prepare_s"] = sorted(t)[2]
+    t = []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        _render(prepared, opts, "cuda", w)
+        torch.cuda.synchronize()
+        t.append(time.perf_counter() - t0)
+    out["render_s"] = sorted(t)[2]
+    total = sum(p.sample_count for p in prepared)
+    t = []
+    for _ in range(5):
+        t0 = time.perf_counter()
+        buf = torch.empty(total, dtype=torch.int16, pin_memory=True)
+        t.append(time.perf_counter() - t0)
+        del buf
+    out["pinned_alloc_s"] = sorted(t)[2]
+    t = []
+    for _ in range(5):
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        cio.load_radiographs(paths, size, device="cuda", workers=w)
+        torch.cuda.synchronize()
+        t.append(time.perf_counter() - t0)
+    out["end_to_end_s"] = sorted(t)[2]
+    out["images_per_s"] = n_files / out["end_to_end_s"]
     return out
 
 
@@ -167,6 +234,7 @@ def word_region_profile(B=48, R=361, L=97, D=768) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--quick", action="store_true", help="fewer repetitions")
+    ap.add_argument("--env-out", help="write `export CXRFAST_PAIRWISE_FWD=… CXRFAST_PAIRWISE_BWD=…` (the fastest) here")
     args = ap.parse_args(argv)
     if not torch.cuda.is_available():
         print("gpu_probe: needs CUDA", file=sys.stderr)
@@ -175,7 +243,8 @@ def main(argv=None) -> int:
 
     reps = 10 if args.quick else 20
     doc = {"env": environment(torch.device("cuda"))}
-    for name, fn in (("infonce_backward", lambda: infonce_backward_methods(reps=reps)),
+    for name, fn in (("pair_methods", lambda: pair_methods(reps=reps)),
+                     ("radiograph", radiograph_breakdown),
                      ("multi_block_panels", multi_block_panels),
                      ("word_region_b48", word_region_profile)):
         t0 = time.perf_counter()
@@ -187,6 +256,12 @@ def main(argv=None) -> int:
         torch.cuda.empty_cache()
         print(f"--- {name} ({doc[name]['probe_s']} s)")
         print(json.dumps(doc[name], indent=1, default=str)[:3000])
+    if "error" not in doc["pair_methods"]:
+        fm, bm = best_methods(doc)
+        doc["best_methods"] = {"forward": fm, "backward": bm}
+        if args.env_out:  # for the benchmark step of the same session
+            Path(args.env_out).write_text(f"export CXRFAST_PAIRWISE_FWD={fm} CXRFAST_PAIRWISE_BWD={bm}\n")
+        print(f"fastest InfoNCE fwd+bwd: forward {fm}, backward {bm}")
     path = HERE / "results" / device_slug(torch.device("cuda")) / "probe.json"
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(doc, indent=1, default=str))

@@ -88,7 +88,7 @@ step() {
 
 PYTEST=(python -m pytest -q -p no:cacheprovider -o addopts="")
 XDIST=()
-python -c "import xdist" 2>/dev/null && XDIST=(-n 8)
+python -c "import xdist" 2>/dev/null && XDIST=(-n 14)
 HEADLINE='(infonce-clip-convirt-b32768-d512 and (fused or baseline)) or (infonce-clip-convirt-b1048576 and fwdbwd)'
 HEADLINE+=' or (triplet-hardest-vse-b32768-d1024 and (fused or baseline)) or (local-gloria-b48 and (fused or baseline))'
 HEADLINE+=' or (local-gloria-b1024 and fwdbwd) or gpu_speed_memory_target or gpu_memory_target'
@@ -97,18 +97,31 @@ BENCH=(-p no:cacheprovider -o addopts="" --benchmark-only -q --bench-merge)
 case "$stage" in
   all)
     start_build
-    step triton 150 "${PYTEST[@]}" "${XDIST[@]}" -m "gpu and not slow" tests/ops
+    step triton 150 "${PYTEST[@]}" "${XDIST[@]}" -v --tb=short -rfE -m "gpu and not slow" tests/ops
     wait_build
-    step ext 60 "${PYTEST[@]}" -m gpu tests/io tests/csrc
+    step ext 60 "${PYTEST[@]}" -v --tb=short -rfE -m gpu tests/io tests/csrc
     step ceilings 30 python benchmarks/ceilings.py
+    step probe 90 python benchmarks/gpu_probe.py --quick --env-out "$out/methods.env"
+    [ -f "$out/methods.env" ] && source "$out/methods.env" && cat "$out/methods.env"
     step headline 200 python -m pytest benchmarks/test_bench_losses.py benchmarks/test_bench_local.py "${BENCH[@]}" \
       --bench-no-compile -k "$HEADLINE"
-    step probe 70 python benchmarks/gpu_probe.py --quick
     step radiograph 60 python -m pytest benchmarks/test_bench_radiograph.py "${BENCH[@]}" -k "cuda or raw"
-    step ops 90 "${PYTEST[@]}" "${XDIST[@]}" -m "not gpu and not slow" tests/ops tests/reference
+    step ops 120 "${PYTEST[@]}" "${XDIST[@]}" -v --tb=short -rfE -m "not gpu and not slow" tests/ops tests/reference
     step rest 600 python -m pytest benchmarks/test_bench_losses.py benchmarks/test_bench_local.py "${BENCH[@]}" \
       -k "not rss_target and not ($HEADLINE)"
     python benchmarks/report.py --no-plots > "$out/logs/report.log" 2>&1
+    ;;
+  second)  # after fixes: the segfault's diagnosis, the GPU tests, the methods' probe, the headline cases again
+    step segv 30 bash benchmarks/gpu_diag_segv.sh
+    step triton 130 "${PYTEST[@]}" "${XDIST[@]}" -v --tb=short -rfE -m "gpu and not slow" tests/ops
+    step ext 30 "${PYTEST[@]}" -v --tb=short -rfE -m gpu tests/io tests/csrc
+    step probe 60 python benchmarks/gpu_probe.py --quick --env-out "$out/methods.env"
+    [ -f "$out/methods.env" ] && source "$out/methods.env" && cat "$out/methods.env"
+    step headline 60 python -m pytest benchmarks/test_bench_losses.py "${BENCH[@]}" --bench-no-compile \
+      -k "(infonce-clip-convirt-b32768-d512 or triplet-hardest-vse-b32768-d1024) and (fused or baseline)"
+    step ops 90 "${PYTEST[@]}" "${XDIST[@]}" -v --tb=short -rfE -m "not gpu and not slow" tests/ops tests/reference
+    step big 60 python -m pytest benchmarks/test_bench_losses.py "${BENCH[@]}" --bench-no-compile \
+      -k "(infonce-clip-convirt-b32768-d512 and fused-fwd) or (infonce-clip-convirt-b1048576 and fused-fwdbwd)"
     ;;
   check)
     start_build; wait_build

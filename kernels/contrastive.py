@@ -24,6 +24,7 @@ from .pairwise import (
     PANEL_BLOCK_M,
     configs,
     dot_flags,
+    forward_method,
     num_panels,
     pairwise_backward,
     panel_rows,
@@ -125,8 +126,15 @@ def infonce_fwd_kernel(
 
 
 def infonce_forward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns=True):
-    """Launch the forward. Returns fp32 tensors (lse_r [M], lse_c [N] or [0], pos_r [M], cnt [M], sum_r [M])."""
+    """Launch the forward. Returns fp32 tensors (lse_r [M], lse_c [N] or [0], pos_r [M], cnt [M], sum_r [M]).
+    The method is kernels.pairwise.forward_method(): this module's fused kernel, or score panels."""
     from torch.library import wrap_triton
+
+    if forward_method() == "gemm":
+        from .panels import INFONCE, panel_forward
+
+        return panel_forward(x, y, rx, ry, mode=INFONCE, scale=scale, row_groups=row_groups, col_groups=col_groups,
+                             pos_offset=pos_offset, columns=columns)
 
     (M, D), N = x.shape, y.shape[0]
     n_panels = num_panels(x, PANEL_BLOCK_M)

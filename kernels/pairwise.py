@@ -94,12 +94,11 @@ BWD_CONFIGS = [(128, 128, 64, 8, 2), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (
 # The "gemm" backward's gradient-tile kernel: a forward-like tile (no second product), so large tiles.
 GRAD_CONFIGS = [(128, 128, 64, 8, 3), (128, 128, 64, 8, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 3)]
 
-# Backward methods (see the module docstring): "atomic" (one kernel; products accumulated with fp32
-# atomics) or "gemm" (a kernel writes the gradient tile of a panel of rows, cuBLAS does the products).
-BWD_METHODS = ("atomic", "gemm")
+# Forward and backward methods (forward_method, backward_method).
+FWD_METHODS = ("fused", "gemm")
+BWD_METHODS = ("atomic", "panel", "gemm")
+DEFAULT_FWD_METHOD = "fused"
 DEFAULT_BWD_METHOD = "atomic"
-GEMM_PANEL_ELEMENTS = 1 << 24  # Ĝ panel: at least this many elements (32 MiB in 16 bits)
-GEMM_PANEL_MIN_ROWS = 16 if INTERPRET else 128
 
 
 @triton.jit
@@ -204,24 +203,30 @@ def _hinge_grad_tile(
 
 @triton.jit
 def grad_tile(
-    x_ptr, y_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
+    x_ptr, y_ptr, s_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
     row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
-    rows, cols, M, N, D, pos_offset, margin,
-    stride_xb, stride_xd, stride_yb, stride_yd,
-    MODE: tl.constexpr, HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr,
+    rows, cols, M, N, D, s_row0, pos_offset, margin,
+    stride_xb, stride_xd, stride_yb, stride_yd, stride_s,
+    MODE: tl.constexpr, HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr, S_IN_MEMORY: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """(G, x·y tile, rx, ry, masks) of one tile: G = ∂loss/∂s in fp32, 0 outside [M, N]. Both backward
-    kernels start here, so the two methods differentiate exactly the same expression.
+    """(G, x·y tile, rx, ry, masks) of one tile: G = ∂loss/∂s in fp32, 0 outside [M, N]. Every backward
+    kernel starts here, so all methods differentiate exactly the same expression. The x·y tile is computed
+    here (tensor-core dots) or, with S_IN_MEMORY, read from a score panel that cuBLAS wrote (its row 0 is
+    row s_row0 of x; row stride stride_s).
 
     MODE 0 rows: lse_r, g_lse_r, g_pos, g_sum; cols: lse_c, g_lse_c.
     MODE 1 rows: diag, g_row, -, -;           cols: diag (same), g_col.   (square, M == N)
     """
     rmask = rows < M
     cmask = cols < N
-    acc = scores_tile(x_ptr, y_ptr, rows, cols, M, N, D, stride_xb, stride_xd, stride_yb, stride_yd,
-                      BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
+    if S_IN_MEMORY:
+        acc = tl.load(s_ptr + (rows - s_row0).to(tl.int64)[:, None] * stride_s + cols[None, :],
+                      mask=rmask[:, None] & cmask[None, :], other=0.0)
+    else:
+        acc = scores_tile(x_ptr, y_ptr, rows, cols, M, N, D, stride_xb, stride_xd, stride_yb, stride_yd,
+                          BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
     rx = tl.load(rx_ptr + rows, mask=rmask, other=0.0)
     ry = tl.load(ry_ptr + cols, mask=cmask, other=0.0)
     scale = tl.load(scale_ptr).to(tl.float32)
@@ -276,10 +281,10 @@ def pairwise_bwd_kernel(
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
     g, acc, rx, ry, rmask, cmask = grad_tile(
-        x_ptr, y_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
+        x_ptr, y_ptr, x_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
         row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
-        rows, cols, M, N, D, pos_offset, margin, stride_xb, stride_xd, stride_yb, stride_yd,
-        MODE, HAS_GROUPS, COLUMNS, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
+        rows, cols, M, N, D, 0, pos_offset, margin, stride_xb, stride_xd, stride_yb, stride_yd, 0,
+        MODE, HAS_GROUPS, COLUMNS, False, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
 
     g_acc = g * acc
     tl.atomic_add(vr_ptr + rows, tl.sum(g_acc * ry[None, :], axis=1), mask=rmask, sem="relaxed")
@@ -326,48 +331,62 @@ def pairwise_bwd_kernel(
         gpu=GRAD_CONFIGS,
         interpret=(16, 16, 16),
     ),
-    key=["D", "MODE", "HAS_GROUPS", "COLUMNS"],
+    key=["D", "MODE", "HAS_GROUPS", "COLUMNS", "S_IN_MEMORY"],
 )
 @triton.jit
 def pairwise_grad_kernel(
-    # inputs
-    x_ptr, y_ptr, rx_ptr, ry_ptr, scale_ptr, sigma_ptr, row_groups_ptr, col_groups_ptr,
+    # inputs (s_ptr: the panel's x·y scores when S_IN_MEMORY, else unused)
+    x_ptr, y_ptr, s_ptr, rx_ptr, ry_ptr, scale_ptr, sigma_ptr, row_groups_ptr, col_groups_ptr,
     row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
     # output: Ĝ rows [row0, row0 + n_rows) × all N columns, in the dtype of g_ptr
     g_ptr,
     # shapes and scalars
     M, N, D, row0, n_rows, pos_offset, margin,
     # strides
-    stride_xb, stride_xd, stride_yb, stride_yd, stride_g,
+    stride_xb, stride_xd, stride_yb, stride_yd, stride_s, stride_g,
     # constexpr
-    MODE: tl.constexpr, HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr,
+    MODE: tl.constexpr, HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr, S_IN_MEMORY: tl.constexpr,
     BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
     GROUP_M: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
-    """"gemm" method: Ĝ_ij = σ·G_ij·rx_i·ry_j for a panel of rows (see pairwise_backward_gemm). The
-    multipliers are applied in fp32, before the one rounding to the store dtype."""
+    """Panel backward: Ĝ_ij = σ·G_ij·rx_i·ry_j for a panel of rows (see kernels.panels). The multipliers
+    are applied in fp32, before the one rounding to the store dtype."""
     pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(n_rows, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     local = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     rows = row0 + local
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    # the panel's last row bounds every load (the score panel holds only its own rows)
     g, _, rx, ry, _, cmask = grad_tile(
-        x_ptr, y_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
+        x_ptr, y_ptr, s_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
         row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
-        rows, cols, M, N, D, pos_offset, margin, stride_xb, stride_xd, stride_yb, stride_yd,
-        MODE, HAS_GROUPS, COLUMNS, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
+        rows, cols, row0 + n_rows, N, D, row0, pos_offset, margin, stride_xb, stride_xd, stride_yb, stride_yd, stride_s,
+        MODE, HAS_GROUPS, COLUMNS, S_IN_MEMORY, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
     sigma = tl.load(sigma_ptr)
     g = g * (sigma * rx)[:, None] * ry[None, :]
-    lmask = local < n_rows
     tl.store(g_ptr + local.to(tl.int64)[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty),
-             mask=lmask[:, None] & cmask[None, :])
+             mask=(local < n_rows)[:, None] & cmask[None, :])
+
+
+def _method(variable: str, methods: tuple, default: str) -> str:
+    method = os.environ.get(variable, "") or default
+    if method not in methods:
+        raise ValueError(f"environment variable {variable} must be one of {methods}, got {method!r}")
+    return method
+
+
+def forward_method() -> str:
+    """The pair statistics' forward: CXRFAST_PAIRWISE_FWD when set, else DEFAULT_FWD_METHOD.
+    "fused": one Triton kernel per panel (kernels.contrastive / kernels.triplet), O(B) extra memory;
+    "gemm": cuBLAS score panels + a Triton reduction (kernels.panels), one score panel of extra memory."""
+    return _method("CXRFAST_PAIRWISE_FWD", FWD_METHODS, DEFAULT_FWD_METHOD)
 
 
 def backward_method() -> str:
-    """The backward method: CXRFAST_PAIRWISE_BWD ("atomic" | "gemm") when set, else DEFAULT_BWD_METHOD."""
-    method = os.environ.get("CXRFAST_PAIRWISE_BWD", "") or DEFAULT_BWD_METHOD
-    if method not in BWD_METHODS:
-        raise ValueError(f"environment variable CXRFAST_PAIRWISE_BWD must be one of {BWD_METHODS}, got {method!r}")
-    return method
+    """The pair statistics' backward: CXRFAST_PAIRWISE_BWD when set, else DEFAULT_BWD_METHOD.
+    "atomic": one Triton kernel, fp32 atomics (this module); "panel": a Triton kernel recomputes the
+    scores and writes Ĝ per panel, cuBLAS does the products; "gemm": cuBLAS scores, a Triton kernel turns
+    them into Ĝ, cuBLAS does the products (kernels.panels)."""
+    return _method("CXRFAST_PAIRWISE_BWD", BWD_METHODS, DEFAULT_BWD_METHOD)
 
 
 def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors,
@@ -375,9 +394,12 @@ def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, r
     """Gradient pieces of a pair-statistics op: fp32 (A_x [M, D], A_y [N, D], V_r [M], V_c [N]), by the
     method backward_method() names (see the module docstring)."""
     args = (x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors)
-    if backward_method() == "gemm":
-        return pairwise_backward_gemm(*args, mode=mode, margin=margin, columns=columns)
-    return pairwise_backward_atomic(*args, mode=mode, margin=margin, columns=columns)
+    method = backward_method()
+    if method == "atomic":
+        return pairwise_backward_atomic(*args, mode=mode, margin=margin, columns=columns)
+    from .panels import panel_backward
+
+    return panel_backward(*args, mode=mode, margin=margin, columns=columns, scores_by_cublas=method == "gemm")
 
 
 def _vector_slots(rx, row_vectors, col_vectors):
@@ -410,92 +432,3 @@ def pairwise_backward_atomic(x, y, rx, ry, scale, row_groups, col_groups, pos_of
         MODE=mode, HAS_GROUPS=has_groups, COLUMNS=columns, GROUP_M=8, **dot_flags(x.dtype),
     )
     return ax, ay, vr, vc
-
-
-def gemm_panel_rows(M: int, N: int, D: int) -> int:
-    """Rows of Ĝ per panel of the "gemm" backward: Ĝ [rows, N] holds about as many elements as one
-    embedding matrix, and at least GEMM_PANEL_ELEMENTS (whole multiples of GEMM_PANEL_MIN_ROWS rows, at
-    most M)."""
-    budget = max(N * D, GEMM_PANEL_ELEMENTS)
-    step = GEMM_PANEL_MIN_ROWS
-    return max(1, min(M, max(step, budget // max(N, 1) // step * step)))
-
-
-def _grad_scale(mode, rx, ry, row_vectors, col_vectors, columns):
-    """σ, a power of two (0-dim fp32 tensor, computed on the device: no sync) that brings a bound of
-    max |G_ij·rx_i·ry_j| to about 2¹⁴, so that Ĝ in fp16 neither overflows nor flushes to subnormals
-    (bf16 and fp32 would not need it; it is exact to undo). Softmax terms are ≤ 1 and hinge indicators
-    0 or 1, so |G_ij| ≤ a_i + b_j with a, b the per-row and per-column gradient weights."""
-    if mode == 0:
-        a = row_vectors[1].abs() + row_vectors[2].abs() + row_vectors[3].abs()
-        b = col_vectors[1].abs() if columns else torch.zeros_like(ry)
-    else:
-        a, b = row_vectors[1].abs(), col_vectors[1].abs()
-    a, b, rx, ry = (t.float() for t in (a, b, rx, ry))
-    bound = (a * rx).max() * ry.max() + rx.max() * (b * ry).max()
-    e = torch.floor(torch.log2(16384.0 / bound)).clamp(-100.0, 100.0)
-    return torch.where(bound > 0, torch.exp2(e), torch.ones_like(bound))
-
-
-def _mm_fp32(a, b, out, accumulate: bool):
-    """out (+)= a @ b with fp32 output and accumulation: cuBLAS with a 16-bit → fp32 epilogue where the
-    operands are 16-bit on CUDA, else in fp32 (torch's float32 matmul setting decides TF32)."""
-    if a.is_cuda and a.dtype != torch.float32:
-        if accumulate:
-            return torch.ops.aten.addmm.dtype_out(out, a, b, torch.float32, out=out)
-        return torch.ops.aten.mm.dtype_out(a, b, torch.float32, out=out)
-    a, b = a.float(), b.float()
-    return out.addmm_(a, b) if accumulate else torch.mm(a, b, out=out)
-
-
-def _rowdots(a, b, block: int = 1 << 14):
-    """[M] fp32 Σ_d a_id·b_id (a any float dtype, b fp32), upcasting a block of rows at a time."""
-    out = torch.empty(a.shape[0], dtype=torch.float32, device=a.device)
-    for i in range(0, a.shape[0], block):
-        out[i:i + block] = torch.linalg.vecdot(a[i:i + block].float(), b[i:i + block])
-    return out
-
-
-def pairwise_backward_gemm(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors,
-                           *, mode: int, margin: float = 0.0, columns: bool = True):
-    """"gemm": per panel of rows, pairwise_grad_kernel writes Ĝ = σ·diag(rx)·G·diag(ry) once (in the input
-    dtype; fp32 where the kernels upcast, i.e. bf16 under the interpreter) and two cuBLAS products with fp32 output give
-        P_x[panel] = Ĝ · y        P_y += Ĝᵀ · x[panel]
-    so A_x = P_x / (σ·rx), A_y = P_y / (σ·ry), and the row sums are the row dots V_r = x·A_x, V_c = y·A_y
-    (Σ_j G_ij ry_j (x_i·y_j) = x_i · Σ_j G_ij ry_j y_j). No atomics: deterministic; extra memory one panel
-    of Ĝ (gemm_panel_rows) besides the outputs."""
-    from torch.library import wrap_triton
-
-    (M, D), N = x.shape, y.shape[0]
-    f32 = torch.float32
-    px = torch.empty((M, D), dtype=f32, device=x.device)
-    py = torch.zeros((N, D), dtype=f32, device=x.device)
-    if M == 0 or N == 0:
-        return px.zero_(), py, torch.zeros(M, dtype=f32, device=x.device), torch.zeros(N, dtype=f32, device=x.device)
-    flags = dot_flags(x.dtype)
-    g_dtype = f32 if (flags["UPCAST"] or x.dtype == f32) else x.dtype
-    sigma = _grad_scale(mode, rx, ry, row_vectors, col_vectors, columns)
-    rows = gemm_panel_rows(M, N, D)
-    panel = torch.empty((rows, N), dtype=g_dtype, device=x.device)
-    r, c = _vector_slots(rx, row_vectors, col_vectors)
-    has_groups = row_groups is not None
-    for row0 in range(0, M, rows):
-        n = min(rows, M - row0)
-        g = panel[:n]
-
-        def grid(meta, n=n):
-            return (triton.cdiv(n, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
-
-        wrap_triton(pairwise_grad_kernel)[grid](
-            x, y, rx, ry, scale, sigma, row_groups if has_groups else rx, col_groups if has_groups else ry,
-            r[0], r[1], r[2], r[3], c[0], c[1],
-            g,
-            M, N, D, row0, n, pos_offset, float(margin),
-            x.stride(0), x.stride(1), y.stride(0), y.stride(1), g.stride(0),
-            MODE=mode, HAS_GROUPS=has_groups, COLUMNS=columns, GROUP_M=8, **flags,
-        )
-        _mm_fp32(g, y, px[row0:row0 + n], accumulate=False)
-        _mm_fp32(g.t(), x[row0:row0 + n], py, accumulate=True)
-    ax = px.mul_((1.0 / (sigma * rx.float()))[:, None])
-    ay = py.mul_((1.0 / (sigma * ry.float()))[:, None])
-    return ax, ay, _rowdots(x, ax), _rowdots(y, ay)

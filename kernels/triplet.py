@@ -18,6 +18,7 @@ from .pairwise import (
     PANEL_BLOCK_M,
     configs,
     dot_flags,
+    forward_method,
     num_panels,
     pairwise_backward,
     panel_rows,
@@ -124,6 +125,10 @@ def _launch(x, y, rx, ry, diag, margin, all_negatives):
 
 def triplet_hardest(x, y, rx, ry):
     """int64 (idx_r [B], idx_c [B]): hardest negative text of each image and image of each text."""
+    if forward_method() == "gemm":
+        from .panels import HARDEST, panel_forward
+
+        return panel_forward(x, y, rx, ry, mode=HARDEST)
     _, row_idx, col_val, col_idx = _launch(x, y, rx, ry, rx, 0.0, False)
     # Combine panel partials: the best panel for each column (ties → lowest panel, i.e. lowest row).
     best = col_val.argmax(dim=0, keepdim=True)
@@ -132,6 +137,10 @@ def triplet_hardest(x, y, rx, ry):
 
 def triplet_all(x, y, rx, ry, diag, margin):
     """fp32 (hinge_r, hinge_c, cnt_r, cnt_c), each [B]."""
+    if forward_method() == "gemm":
+        from .panels import ALL, panel_forward
+
+        return panel_forward(x, y, rx, ry, mode=ALL, diag=diag, margin=margin)
     hinge_r, cnt_r, col_val, col_cnt = _launch(x, y, rx, ry, diag, margin, True)
     return hinge_r, col_val.sum(0), cnt_r, col_cnt.sum(0)
 

@@ -53,13 +53,18 @@ def pytest_terminal_summary(terminalreporter, exitstatus, config):
         terminalreporter.write_line(f"replay with CXRFAST_TEST_SEED={SESSION_SEED}")
 
 
-@pytest.fixture(params=["atomic", "gemm"])
-def bwd_method(request, monkeypatch):
-    """The pair kernels' backward method (kernels.pairwise: "atomic" | "gemm"). For "gemm" the Ĝ panels are
-    made as small as they go, so that tiny test shapes still walk several panels."""
-    monkeypatch.setenv("CXRFAST_PAIRWISE_BWD", request.param)
-    if request.param == "gemm":
-        from cxrfast.kernels import pairwise
+PAIR_METHODS = [("fused", "atomic"), ("gemm", "gemm"), ("fused", "panel")]
 
-        monkeypatch.setattr(pairwise, "GEMM_PANEL_ELEMENTS", 1)
+
+@pytest.fixture(params=PAIR_METHODS, ids=lambda m: "-".join(m))
+def pair_methods(request, monkeypatch):
+    """The pair kernels' (forward, backward) methods (kernels.pairwise.forward_method / backward_method):
+    every method at least once. For the score-panel methods the panels are made as small as they go, so
+    that tiny test shapes still walk several panels."""
+    fwd, bwd = request.param
+    monkeypatch.setenv("CXRFAST_PAIRWISE_FWD", fwd)
+    monkeypatch.setenv("CXRFAST_PAIRWISE_BWD", bwd)
+    from cxrfast.kernels import panels
+
+    monkeypatch.setattr(panels, "SCORE_PANEL_BYTES", 1)
     return request.param

@@ -99,18 +99,25 @@ def _is_oom(exc: BaseException) -> bool:
 
 
 def fused_detail(shape: Shape, x: torch.Tensor, y: torch.Tensor, third=None) -> str:
-    """What impl="auto" runs for these inputs: "triton" or "chunked" (or what CXRFAST_IMPL forces)."""
-    if shape.loss == "infonce":
-        from cxrfast.ops.contrastive import plan
-
-        return plan(x, y, third, impl="auto")[0]
+    """What impl="auto" runs for these inputs: "triton" or "chunked" (or what CXRFAST_IMPL forces); for the
+    pair losses on Triton also the forward and backward methods, e.g. "triton (fused fwd, atomic bwd)"."""
     if shape.loss == "local":
         from cxrfast.ops.local import plan
 
         return plan(x, y, third, impl="auto")[0]
-    from cxrfast.ops.triplet import plan
+    if shape.loss == "infonce":
+        from cxrfast.ops.contrastive import plan
 
-    return plan(x, y, impl="auto")[0]
+        chosen = plan(x, y, third, impl="auto")[0]
+    else:
+        from cxrfast.ops.triplet import plan
+
+        chosen = plan(x, y, impl="auto")[0]
+    if chosen != "triton":
+        return chosen
+    from cxrfast.kernels.pairwise import backward_method, forward_method
+
+    return f"triton ({forward_method()} fwd, {backward_method()} bwd)"
 
 
 def fused_call(shape: Shape, x, y, third=None):

@@ -44,7 +44,7 @@ def test_chunked_matches_reference(b, d, dtype):
 
 @pytest.mark.parametrize("b,d", SHAPES)
 @pytest.mark.parametrize("dtype", TRITON_DTYPES)
-def test_triton_matches_reference(b, d, dtype, device, bwd_method):
+def test_triton_matches_reference(b, d, dtype, device, pair_methods):
     x, y = _inputs(b, d, dtype, device)
     _check("triton", x, y, 5.0, dtype)
 
@@ -77,7 +77,7 @@ def test_options(impl, opts, device):
 @pytest.mark.parametrize("impl", ["chunked", "triton"])
 @pytest.mark.parametrize("scale", [1e-3, 100.0])
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
-def test_extreme_temperatures(impl, scale, dtype, device, bwd_method):
+def test_extreme_temperatures(impl, scale, dtype, device, pair_methods):
     """logit_scale 100 (CLIP's clamp): the diagonal gradient is formed in fp32 before any rounding."""
     dev = device if impl == "triton" else "cpu"
     x, y = _inputs(19, 17, dtype, dev)
@@ -111,21 +111,23 @@ def test_chunked_blocks_cover_every_row(monkeypatch):
     _check("chunked", x, y, 2.0, torch.float64, groups=torch.tensor([0, 0, 1, 2, 2, 2, 3, 4, 4, 5, 6, 6, 6]))
 
 
-def test_gemm_backward_is_deterministic(device, monkeypatch):
-    """The "gemm" backward has no atomics: two runs give bitwise the same gradients (several Ĝ panels)."""
-    from cxrfast.kernels import pairwise
+def test_score_panel_methods_are_deterministic(device, monkeypatch):
+    """The score-panel methods have no atomics: two runs give bitwise the same loss and gradients, over
+    several panels."""
+    from cxrfast.kernels import panels
 
+    monkeypatch.setenv("CXRFAST_PAIRWISE_FWD", "gemm")
     monkeypatch.setenv("CXRFAST_PAIRWISE_BWD", "gemm")
-    monkeypatch.setattr(pairwise, "GEMM_PANEL_ELEMENTS", 1)
+    monkeypatch.setattr(panels, "SCORE_PANEL_BYTES", 1)
     x, y = _inputs(45, 13, torch.float32, device)
     groups = torch.arange(45, device=device) // 3
     run = lambda: loss_and_grads(lambda p, q: cxrfast.contrastive_loss(p, q, 6.0, impl="triton", groups=groups), (x, y))  # noqa: E731
     a, b = run(), run()
-    assert pairwise.gemm_panel_rows(45, 45, 13) < 45, "the test should walk several panels"
+    assert panels.panel_rows(45, 45) < 45, "the test should walk several panels"
     assert torch.equal(a[0], b[0]) and all(torch.equal(g, h) for g, h in zip(a[1], b[1]))
 
 
-def test_triton_writes_every_output(device, monkeypatch, bwd_method):
+def test_triton_writes_every_output(device, monkeypatch, pair_methods):
     """Outputs allocated by the launchers are poisoned with NaN: every element must be overwritten."""
     poison_new_tensors(monkeypatch)
     x, y = _inputs(21, 18, torch.float32, device)
@@ -230,7 +232,7 @@ def test_opcheck_chunked(groups):
 
 
 @pytest.mark.parametrize("impl", ["chunked", "triton"])
-def test_rows_only_statistics(impl, device):
+def test_rows_only_statistics(impl, device, pair_methods):
     """columns=False (the rank-local distributed form): the same row statistics and the same gradients
     of a loss that uses only them; lse_c comes back empty."""
     dev = device if impl == "triton" else "cpu"
@@ -279,7 +281,7 @@ def test_module_fixed_scale_is_a_buffer():
     torch.testing.assert_close(loss_fn(x, y), R.contrastive_loss(x, y, 10.0, weights=(0.75, 0.25)))
 
 
-def test_panels_with_several_row_blocks_and_an_empty_panel(device):
+def test_panels_with_several_row_blocks_and_an_empty_panel(device, pair_methods):
     """B = 130 under the interpreter: 9 row blocks of 16 over 4 panels → 3 blocks per panel (row state
     carried across row blocks inside a panel) and a 4th, empty panel (its column partials are -inf)."""
     x, y = _inputs(130, 20, torch.float32, device)
@@ -287,7 +289,7 @@ def test_panels_with_several_row_blocks_and_an_empty_panel(device):
 
 
 @pytest.mark.parametrize("loss_scale", [1.0, 65536.0])  # 2¹⁶: GradScaler's initial scale
-def test_fp16_gradient_tiles_never_overflow(loss_scale, device, monkeypatch, bwd_method):
+def test_fp16_gradient_tiles_never_overflow(loss_scale, device, monkeypatch, pair_methods):
     if device == "cpu":
         force_16bit_operands(monkeypatch)
     x, y = _inputs(40, 16, torch.float16, device)

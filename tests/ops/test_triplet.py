@@ -37,7 +37,7 @@ def test_matches_reference_fp32(impl, b, d, negatives, device):
 
 @pytest.mark.parametrize("negatives", ["hardest", "all"])
 @pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float16])
-def test_triton_low_precision(negatives, dtype, device, bwd_method):
+def test_triton_low_precision(negatives, dtype, device, pair_methods):
     """16-bit inputs: products are exact in fp32 and accumulated in fp32, so the kernel picks the
     same hardest negatives as the float64 reference whenever the gap exceeds fp32 rounding; the
     16-bit reference (which rounds every score) earns a wide tolerance."""
@@ -81,7 +81,7 @@ def test_hardest_indices_are_argmax_over_negatives(device):
         assert torch.equal(idx_c, s.argmax(0)), impl
 
 
-def test_triton_writes_every_output(device, monkeypatch, bwd_method):
+def test_triton_writes_every_output(device, monkeypatch, pair_methods):
     poison_new_tensors(monkeypatch)
     for negatives in ("hardest", "all"):
         x, y = _inputs(19, 18, torch.float32, device)
@@ -151,14 +151,14 @@ def test_rowdot_products_are_fp32_exact(monkeypatch):
     assert torch.equal(x.grad, y.detach()) and torch.equal(y.grad, x.detach())
 
 
-def test_panels_with_several_row_blocks_and_an_empty_panel(device):
+def test_panels_with_several_row_blocks_and_an_empty_panel(device, pair_methods):
     """B = 130 under the interpreter: 3 row blocks per panel and an empty 4th panel."""
     for negatives in ("hardest", "all"):
         x, y = _inputs(130, 12, torch.float32, device)
         _check("triton", x, y, torch.float32, negatives=negatives)
 
 
-def test_fp16_summed_hinges_never_overflow(device, monkeypatch, bwd_method):
+def test_fp16_summed_hinges_never_overflow(device, monkeypatch, pair_methods):
     """negatives="all", reduction="sum": ∂loss/∂s is 0, 1 or 2 per pair (not ~1/B); times an upstream
     512 that is 1024 — the fp16 operands must still be scaled into range per tile."""
     if device == "cpu":
