@@ -31,10 +31,10 @@ from triton.compiler import ASTSource  # noqa: E402
 TARGET = GPUTarget("cuda", 90, 32)
 DTYPES = {"bf16": "*bf16", "fp16": "*fp16", "fp32": "*fp32"}
 INTS = {"M", "N", "B", "D", "n_panels", "pos_offset", "stride_xb", "stride_yb", "R", "L", "Bc", "row0", "n_rows",
-        "stride_g"}
+        "n", "stride_s", "stride_g"}
 FLOATS = {"margin", "temp_attention"}
 WORD_REGION_SHAPES = [(49, 97), (361, 97), (1024, 97)]  # (R, L): 7×7 … GLoRIA 19×19 … the maximum
-ALIGNED_INTS = {"D", "stride_xb", "stride_yb", "stride_g"}
+ALIGNED_INTS = {"D", "stride_xb", "stride_yb", "stride_s", "stride_g"}
 TYPED_POINTERS = ("x_ptr", "y_ptr", "g_ptr")  # in the input dtype; other pointers fp32 unless stated
 UNIT = {"stride_xd", "stride_yd"}
 
@@ -59,11 +59,18 @@ def _variants():
     yield "pairwise_bwd_infonce_rows", pairwise.pairwise_bwd_kernel, bwd, \
         dict(base, MODE=0, HAS_GROUPS=False, COLUMNS=False), {}
     yield "pairwise_bwd_hinge", pairwise.pairwise_bwd_kernel, bwd, dict(base, MODE=1, HAS_GROUPS=False), {}
+    # the score-panel methods (kernels.panels): Ĝ from stored scores, and the forward's reduction
+    from cxrfast.kernels import panels
+
     grad = pairwise.GRAD_CONFIGS
-    yield "pairwise_grad_infonce", pairwise.pairwise_grad_kernel, grad, dict(base, MODE=0, HAS_GROUPS=False), {}
-    yield "pairwise_grad_infonce+groups", pairwise.pairwise_grad_kernel, grad, \
-        dict(base, MODE=0, HAS_GROUPS=True), groups
-    yield "pairwise_grad_hinge", pairwise.pairwise_grad_kernel, grad, dict(base, MODE=1, HAS_GROUPS=False), {}
+    yield "panel_grad_infonce", panels.panel_grad_kernel, grad, dict(base, MODE=0, HAS_GROUPS=False), {}
+    yield "panel_grad_infonce+groups", panels.panel_grad_kernel, grad, dict(base, MODE=0, HAS_GROUPS=True), groups
+    yield "panel_grad_hinge", panels.panel_grad_kernel, grad, dict(base, MODE=1, HAS_GROUPS=False), {}
+    stats = [triton.Config({"BLOCK_M": panels.STATS_BLOCK_M, "BLOCK_N": panels.STATS_BLOCK_N}, num_warps=4)]
+    for name, mode in (("infonce", panels.INFONCE), ("hardest", panels.HARDEST), ("all", panels.ALL)):
+        ptrs = {"row_idx_ptr": "*i32", "col_idx_ptr": "*i32"} if mode == panels.HARDEST else {}
+        yield f"panel_stats_{name}", panels.panel_stats_kernel, stats, \
+            {"MODE": mode, "HAS_GROUPS": False, "COLUMNS": True}, ptrs
     # the word-region middle: fp32 buffers whatever the input dtype, one tile shape per (R, L)
     from cxrfast.kernels import wordregion
 
@@ -142,8 +149,8 @@ def run(dtypes=("bf16", "fp16", "fp32"), only=None, progress=True) -> list[dict]
 
     jobs = [(n, jit(k), c, p, d, config(cfg))
             for n, k, cfgs, c, p in _variants() if only is None or n in only
-            # kernels without x/y inputs read fp32 buffers only: one dtype row
-            for d in (dtypes if "x_ptr" in jit(k).arg_names else ("fp32",)) for cfg in cfgs]
+            # kernels without inputs or outputs in the input dtype read fp32 buffers only: one dtype row
+            for d in (dtypes if {"x_ptr", "g_ptr"} & set(jit(k).arg_names) else ("fp32",)) for cfg in cfgs]
     t0 = time.perf_counter()
     for i, (name, kernel, consts, ptrs, dtype, cfg) in enumerate(jobs, 1):
         row = {"kernel": name, "dtype": dtype, **cfg.kwargs, "num_warps": cfg.num_warps,

@@ -78,15 +78,19 @@ step() {
   [ "$cap" -gt "$left" ] && cap=$left
   echo "=== $name (cap ${cap}s, t=$((SECONDS - t_start))s)"
   local t0=$SECONDS
-  timeout -k 10 "$cap" "$@" > "$out/logs/$name.log" 2>&1
+  CXRFAST_FAILURE_LOG="$out/logs/failures-$name.txt" timeout -k 10 "$cap" "$@" > "$out/logs/$name.log" 2>&1
   local rc=$?
   tail -n 12 "$out/logs/$name.log"
   local tail_line
   tail_line=$(grep -E "passed|failed|error|wrote" "$out/logs/$name.log" | tail -1 | cut -c1-70)
+  [ -s "$out/logs/failures-$name.txt" ] && grep "^FAILED" "$out/logs/failures-$name.txt" | cut -c1-150
   summary+=("$(printf '%-11s exit %-3s %4ss  %s' "$name" "$rc" "$((SECONDS - t0))" "$tail_line")")
 }
 
-PYTEST=(python -m pytest -q -p no:cacheprovider -o addopts="")
+# -rfE: a summary of failures; CXRFAST_FAILURE_LOG (tests/conftest.py) writes each failure as it happens,
+# so a step cut short by its cap still names them; -v prints each test's outcome (not combined with -q,
+# which cancels it)
+PYTEST=(python -m pytest -v --tb=short -rfE -p no:cacheprovider -o addopts="")
 XDIST=()
 python -c "import xdist" 2>/dev/null && XDIST=(-n 14)
 HEADLINE='(infonce-clip-convirt-b32768-d512 and (fused or baseline)) or (infonce-clip-convirt-b1048576 and fwdbwd)'
@@ -97,29 +101,29 @@ BENCH=(-p no:cacheprovider -o addopts="" --benchmark-only -q --bench-merge)
 case "$stage" in
   all)
     start_build
-    step triton 150 "${PYTEST[@]}" "${XDIST[@]}" -v --tb=short -rfE -m "gpu and not slow" tests/ops
+    step triton 150 "${PYTEST[@]}" "${XDIST[@]}" -m "gpu and not slow" tests/ops
     wait_build
-    step ext 60 "${PYTEST[@]}" -v --tb=short -rfE -m gpu tests/io tests/csrc
+    step ext 60 "${PYTEST[@]}" -m gpu tests/io tests/csrc
     step ceilings 30 python benchmarks/ceilings.py
     step probe 90 python benchmarks/gpu_probe.py --quick --env-out "$out/methods.env"
     [ -f "$out/methods.env" ] && source "$out/methods.env" && cat "$out/methods.env"
     step headline 200 python -m pytest benchmarks/test_bench_losses.py benchmarks/test_bench_local.py "${BENCH[@]}" \
       --bench-no-compile -k "$HEADLINE"
     step radiograph 60 python -m pytest benchmarks/test_bench_radiograph.py "${BENCH[@]}" -k "cuda or raw"
-    step ops 120 "${PYTEST[@]}" "${XDIST[@]}" -v --tb=short -rfE -m "not gpu and not slow" tests/ops tests/reference
+    step ops 120 "${PYTEST[@]}" "${XDIST[@]}" -m "not gpu and not slow" tests/ops tests/reference
     step rest 600 python -m pytest benchmarks/test_bench_losses.py benchmarks/test_bench_local.py "${BENCH[@]}" \
       -k "not rss_target and not ($HEADLINE)"
     python benchmarks/report.py --no-plots > "$out/logs/report.log" 2>&1
     ;;
   second)  # after fixes: the segfault's diagnosis, the GPU tests, the methods' probe, the headline cases again
     step segv 30 bash benchmarks/gpu_diag_segv.sh
-    step triton 130 "${PYTEST[@]}" "${XDIST[@]}" -v --tb=short -rfE -m "gpu and not slow" tests/ops
-    step ext 30 "${PYTEST[@]}" -v --tb=short -rfE -m gpu tests/io tests/csrc
+    step triton 130 "${PYTEST[@]}" "${XDIST[@]}" -m "gpu and not slow" tests/ops
+    step ext 30 "${PYTEST[@]}" -m gpu tests/io tests/csrc
     step probe 60 python benchmarks/gpu_probe.py --quick --env-out "$out/methods.env"
     [ -f "$out/methods.env" ] && source "$out/methods.env" && cat "$out/methods.env"
     step headline 60 python -m pytest benchmarks/test_bench_losses.py "${BENCH[@]}" --bench-no-compile \
       -k "(infonce-clip-convirt-b32768-d512 or triplet-hardest-vse-b32768-d1024) and (fused or baseline)"
-    step ops 90 "${PYTEST[@]}" "${XDIST[@]}" -v --tb=short -rfE -m "not gpu and not slow" tests/ops tests/reference
+    step ops 90 "${PYTEST[@]}" "${XDIST[@]}" -m "not gpu and not slow" tests/ops tests/reference
     step big 60 python -m pytest benchmarks/test_bench_losses.py "${BENCH[@]}" --bench-no-compile \
       -k "(infonce-clip-convirt-b32768-d512 and fused-fwd) or (infonce-clip-convirt-b1048576 and fused-fwdbwd)"
     ;;

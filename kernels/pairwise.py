@@ -91,14 +91,14 @@ PANEL_BLOCK_M = 16 if INTERPRET else GPU_PANEL_BLOCK_M
 # without register spills in 16-bit (benchmarks/aot_sm90.py, which reads these lists).
 # The backward prefers large tiles (fewer atomics per FLOP).
 BWD_CONFIGS = [(128, 128, 64, 8, 2), (128, 64, 64, 8, 3), (64, 128, 64, 8, 3), (64, 64, 64, 4, 3), (64, 64, 32, 4, 4)]
-# The "gemm" backward's gradient-tile kernel: a forward-like tile (no second product), so large tiles.
+# The score-panel backward's Ĝ kernel (kernels.panels; BLOCK_K unused there): spill-free on sm_90a.
 GRAD_CONFIGS = [(128, 128, 64, 8, 3), (128, 128, 64, 8, 4), (64, 128, 64, 4, 4), (128, 64, 64, 4, 3)]
 
-# Forward and backward methods (forward_method, backward_method).
-FWD_METHODS = ("fused", "gemm")
-BWD_METHODS = ("atomic", "panel", "gemm")
-DEFAULT_FWD_METHOD = "fused"
-DEFAULT_BWD_METHOD = "atomic"
+# Forward and backward methods (forward_method, backward_method) and the "auto" rule's thresholds.
+FWD_METHODS = ("auto", "fused", "gemm")
+BWD_METHODS = ("auto", "atomic", "gemm")
+GEMM_MIN_PAIRS = 8192 * 8192
+GEMM_MIN_ROWS = 1024
 
 
 @triton.jit
@@ -202,33 +202,18 @@ def _hinge_grad_tile(
 
 
 @triton.jit
-def grad_tile(
-    x_ptr, y_ptr, s_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
-    row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
-    rows, cols, M, N, D, s_row0, pos_offset, margin,
-    stride_xb, stride_xd, stride_yb, stride_yd, stride_s,
-    MODE: tl.constexpr, HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr, S_IN_MEMORY: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    UPCAST: tl.constexpr, PRECISION: tl.constexpr,
+def grad_of_scores(
+    acc, rows, cols, rmask, cmask, rx, ry, scale_ptr, row_groups_ptr, col_groups_ptr,
+    row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr, pos_offset, margin,
+    MODE: tl.constexpr, HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr,
 ):
-    """(G, x·y tile, rx, ry, masks) of one tile: G = ∂loss/∂s in fp32, 0 outside [M, N]. Every backward
-    kernel starts here, so all methods differentiate exactly the same expression. The x·y tile is computed
-    here (tensor-core dots) or, with S_IN_MEMORY, read from a score panel that cuBLAS wrote (its row 0 is
-    row s_row0 of x; row stride stride_s).
+    """G = ∂loss/∂s of one tile in fp32 (0 outside the rows/columns masks) from its x·y products `acc`.
+    Every backward kernel (atomic here, score panels in kernels.panels) ends its tile here, so all methods
+    differentiate exactly the same expression.
 
     MODE 0 rows: lse_r, g_lse_r, g_pos, g_sum; cols: lse_c, g_lse_c.
     MODE 1 rows: diag, g_row, -, -;           cols: diag (same), g_col.   (square, M == N)
     """
-    rmask = rows < M
-    cmask = cols < N
-    if S_IN_MEMORY:
-        acc = tl.load(s_ptr + (rows - s_row0).to(tl.int64)[:, None] * stride_s + cols[None, :],
-                      mask=rmask[:, None] & cmask[None, :], other=0.0)
-    else:
-        acc = scores_tile(x_ptr, y_ptr, rows, cols, M, N, D, stride_xb, stride_xd, stride_yb, stride_yd,
-                          BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
-    rx = tl.load(rx_ptr + rows, mask=rmask, other=0.0)
-    ry = tl.load(ry_ptr + cols, mask=cmask, other=0.0)
     scale = tl.load(scale_ptr).to(tl.float32)
     s = acc * (scale * rx)[:, None] * ry[None, :]
     if MODE == 0:
@@ -236,8 +221,7 @@ def grad_tile(
                                row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr, HAS_GROUPS, COLUMNS)
     else:
         g = _hinge_grad_tile(s, rows, cols, rmask, cmask, margin, row0_ptr, row1_ptr, col1_ptr)
-    g = tl.where(rmask[:, None] & cmask[None, :], g, 0.0)
-    return g, acc, rx, ry, rmask, cmask
+    return tl.where(rmask[:, None] & cmask[None, :], g, 0.0)
 
 
 @triton.jit
@@ -276,15 +260,19 @@ def pairwise_bwd_kernel(
     GROUP_M: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
 ):
     """Backward of a pair-statistics op over one (row block, column block) tile, "atomic" method (see the
-    module docstring); the tile's G comes from grad_tile."""
+    module docstring); the tile's G comes from grad_of_scores."""
     pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(M, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
     rows = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
     cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    g, acc, rx, ry, rmask, cmask = grad_tile(
-        x_ptr, y_ptr, x_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
-        row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
-        rows, cols, M, N, D, 0, pos_offset, margin, stride_xb, stride_xd, stride_yb, stride_yd, 0,
-        MODE, HAS_GROUPS, COLUMNS, False, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
+    rmask = rows < M
+    cmask = cols < N
+    acc = scores_tile(x_ptr, y_ptr, rows, cols, M, N, D, stride_xb, stride_xd, stride_yb, stride_yd,
+                      BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
+    rx = tl.load(rx_ptr + rows, mask=rmask, other=0.0)
+    ry = tl.load(ry_ptr + cols, mask=cmask, other=0.0)
+    g = grad_of_scores(acc, rows, cols, rmask, cmask, rx, ry, scale_ptr, row_groups_ptr, col_groups_ptr,
+                       row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr, pos_offset, margin,
+                       MODE, HAS_GROUPS, COLUMNS)
 
     g_acc = g * acc
     tl.atomic_add(vr_ptr + rows, tl.sum(g_acc * ry[None, :], axis=1), mask=rmask, sem="relaxed")
@@ -326,67 +314,47 @@ def pairwise_bwd_kernel(
                       mask=cmask[:, None] & kmask[None, :], sem="relaxed")
 
 
-@triton.autotune(
-    configs=configs(
-        gpu=GRAD_CONFIGS,
-        interpret=(16, 16, 16),
-    ),
-    key=["D", "MODE", "HAS_GROUPS", "COLUMNS", "S_IN_MEMORY"],
-)
-@triton.jit
-def pairwise_grad_kernel(
-    # inputs (s_ptr: the panel's x·y scores when S_IN_MEMORY, else unused)
-    x_ptr, y_ptr, s_ptr, rx_ptr, ry_ptr, scale_ptr, sigma_ptr, row_groups_ptr, col_groups_ptr,
-    row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
-    # output: Ĝ rows [row0, row0 + n_rows) × all N columns, in the dtype of g_ptr
-    g_ptr,
-    # shapes and scalars
-    M, N, D, row0, n_rows, pos_offset, margin,
-    # strides
-    stride_xb, stride_xd, stride_yb, stride_yd, stride_s, stride_g,
-    # constexpr
-    MODE: tl.constexpr, HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr, S_IN_MEMORY: tl.constexpr,
-    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-    GROUP_M: tl.constexpr, UPCAST: tl.constexpr, PRECISION: tl.constexpr,
-):
-    """Panel backward: Ĝ_ij = σ·G_ij·rx_i·ry_j for a panel of rows (see kernels.panels). The multipliers
-    are applied in fp32, before the one rounding to the store dtype."""
-    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(n_rows, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
-    local = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
-    rows = row0 + local
-    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
-    # the panel's last row bounds every load (the score panel holds only its own rows)
-    g, _, rx, ry, _, cmask = grad_tile(
-        x_ptr, y_ptr, s_ptr, rx_ptr, ry_ptr, scale_ptr, row_groups_ptr, col_groups_ptr,
-        row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
-        rows, cols, row0 + n_rows, N, D, row0, pos_offset, margin, stride_xb, stride_xd, stride_yb, stride_yd, stride_s,
-        MODE, HAS_GROUPS, COLUMNS, S_IN_MEMORY, BLOCK_M, BLOCK_N, BLOCK_K, UPCAST, PRECISION)
-    sigma = tl.load(sigma_ptr)
-    g = g * (sigma * rx)[:, None] * ry[None, :]
-    tl.store(g_ptr + local.to(tl.int64)[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty),
-             mask=(local < n_rows)[:, None] & cmask[None, :])
-
-
-def _method(variable: str, methods: tuple, default: str) -> str:
-    method = os.environ.get(variable, "") or default
+def _method(variable: str, methods: tuple) -> str:
+    method = os.environ.get(variable, "") or "auto"
     if method not in methods:
         raise ValueError(f"environment variable {variable} must be one of {methods}, got {method!r}")
     return method
 
 
-def forward_method() -> str:
-    """The pair statistics' forward: CXRFAST_PAIRWISE_FWD when set, else DEFAULT_FWD_METHOD.
-    "fused": one Triton kernel per panel (kernels.contrastive / kernels.triplet), O(B) extra memory;
-    "gemm": cuBLAS score panels + a Triton reduction (kernels.panels), one score panel of extra memory."""
-    return _method("CXRFAST_PAIRWISE_FWD", FWD_METHODS, DEFAULT_FWD_METHOD)
+def _panels_pay(M: int, N: int) -> bool:
+    """Whether the score-panel methods suit an M × N grid (the rule behind "auto"; measured on an H200 at
+    B = 32768, benchmarks/results/nvidia-h200/probe.json): a grid of at least GEMM_MIN_PAIRS pairs, so that
+    the GEMMs are large, cut into panels of at least min(M, GEMM_MIN_ROWS) rows, so that re-reading the fp32
+    accumulator of Ĝᵀ·x once per panel (2·N·D·4 bytes against 2·P·N·D FLOPs) stays cheap. At B = 2^20 a
+    256 MiB score panel holds 64 rows: there the fused kernels run."""
+    from .panels import panel_rows
+
+    return M * N >= GEMM_MIN_PAIRS and panel_rows(M, N) >= min(M, GEMM_MIN_ROWS)
 
 
-def backward_method() -> str:
-    """The pair statistics' backward: CXRFAST_PAIRWISE_BWD when set, else DEFAULT_BWD_METHOD.
-    "atomic": one Triton kernel, fp32 atomics (this module); "panel": a Triton kernel recomputes the
-    scores and writes Ĝ per panel, cuBLAS does the products; "gemm": cuBLAS scores, a Triton kernel turns
-    them into Ĝ, cuBLAS does the products (kernels.panels)."""
-    return _method("CXRFAST_PAIRWISE_BWD", BWD_METHODS, DEFAULT_BWD_METHOD)
+def forward_method(mode: int, M: int, N: int) -> str:
+    """The forward of a pair-statistics op (mode: 0 InfoNCE, 1 hardest negatives, 2 summed hinges) on an
+    M × N grid: CXRFAST_PAIRWISE_FWD ("auto" | "fused" | "gemm") when set, else "auto".
+    "fused": one Triton kernel per panel of rows (kernels.contrastive / kernels.triplet), O(B) extra memory;
+    "gemm": cuBLAS score panels + a Triton reduction (kernels.panels), one score panel of extra memory.
+    "auto" takes "gemm" for the hardest negatives where panels pay (_panels_pay; 9.98 ms against 12.95 ms
+    at B = 32768, D = 1024 on an H200) and "fused" otherwise (InfoNCE: 8.03 ms against 16.08 ms at B = 32768,
+    D = 512; summed hinges: not measured against each other yet)."""
+    method = _method("CXRFAST_PAIRWISE_FWD", FWD_METHODS)
+    if method == "auto":
+        return "gemm" if mode == 1 and _panels_pay(M, N) else "fused"
+    return method
+
+
+def backward_method(M: int, N: int) -> str:
+    """The backward of a pair-statistics op on an M × N grid: CXRFAST_PAIRWISE_BWD ("auto" | "atomic" |
+    "gemm") when set, else "auto". "atomic": one Triton kernel, fp32 atomics (this module); "gemm": cuBLAS
+    scores, a Triton kernel turns them into Ĝ, cuBLAS does the products (kernels.panels). "auto" takes
+    "gemm" where panels pay (_panels_pay; InfoNCE at B = 32768, D = 512 on an H200: 8.3 ms against 19.4 ms)."""
+    method = _method("CXRFAST_PAIRWISE_BWD", BWD_METHODS)
+    if method == "auto":
+        return "gemm" if _panels_pay(M, N) else "atomic"
+    return method
 
 
 def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors,
@@ -394,12 +362,11 @@ def pairwise_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, r
     """Gradient pieces of a pair-statistics op: fp32 (A_x [M, D], A_y [N, D], V_r [M], V_c [N]), by the
     method backward_method() names (see the module docstring)."""
     args = (x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors)
-    method = backward_method()
-    if method == "atomic":
+    if backward_method(x.shape[0], y.shape[0]) == "atomic":
         return pairwise_backward_atomic(*args, mode=mode, margin=margin, columns=columns)
     from .panels import panel_backward
 
-    return panel_backward(*args, mode=mode, margin=margin, columns=columns, scores_by_cublas=method == "gemm")
+    return panel_backward(*args, mode=mode, margin=margin, columns=columns)
 
 
 def _vector_slots(rx, row_vectors, col_vectors):

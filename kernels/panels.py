@@ -10,8 +10,9 @@ walked in panels of P consecutive rows instead, and each panel's products run wh
             its rows' statistics in registers across that range and writes, per column, the statistics
             of its rows; the host combines these small partials and merges each panel's column
             statistics into running ones (log-sum-exp, argmax, sums), so no column waits for a second pass.
-  backward  pairwise_grad_kernel turns S (read from memory, or recomputed by Triton: "panel") into
-            Ĝ = σ·diag(rx)·G·diag(ry) in the input dtype, and two cuBLAS GEMMs with fp32 output give
+  backward  panel_grad_kernel turns S into Ĝ = σ·diag(rx)·G·diag(ry) in the input dtype (the same
+            epilogue as the atomic kernel: kernels.pairwise.grad_of_scores), and two cuBLAS GEMMs with fp32
+            output give
             P_x[panel] = Ĝ·y and P_y += Ĝᵀ·x[panel]; then A_x = P_x / (σ·rx), A_y = P_y / (σ·ry) and the
             row sums are the row dots V_r = x·A_x, V_c = y·A_y (Σ_j G_ij ry_j (x_i·y_j) = x_i·Σ_j G_ij ry_j y_j).
 Extra memory: one score panel (SCORE_PANEL_BYTES) and, in the backward, one Ĝ panel in the input dtype,
@@ -28,7 +29,18 @@ import torch
 import triton
 import triton.language as tl
 
-from .pairwise import INTERPRET, LN2, _sm_count, _vector_slots, dot_flags, pairwise_grad_kernel, positive_pairs
+from .pairwise import (
+    GRAD_CONFIGS,
+    INTERPRET,
+    LN2,
+    _sm_count,
+    _vector_slots,
+    configs,
+    dot_flags,
+    grad_of_scores,
+    grouped_tile,
+    positive_pairs,
+)
 
 # fp32 score panel: P = SCORE_PANEL_BYTES / (4·N) rows (whole multiples of PANEL_MIN_ROWS, at least one
 # multiple, at most M). 256 MiB: 2048 rows at N = 32768 (GEMMs of ~70 GFLOP), 64 rows at N = 2^20.
@@ -283,10 +295,46 @@ def _grad_scale(mode, rx, ry, row_vectors, col_vectors, columns):
     return torch.where(bound > 0, torch.exp2(e), torch.ones_like(bound))
 
 
+@triton.autotune(configs=configs(gpu=GRAD_CONFIGS, interpret=(16, 16, 16)), key=["MODE", "HAS_GROUPS", "COLUMNS"])
+@triton.jit
+def panel_grad_kernel(
+    # inputs: S [n, N] fp32 (row i of S is row row0 + i), multipliers, σ, the gradient vectors
+    s_ptr, rx_ptr, ry_ptr, scale_ptr, sigma_ptr, row_groups_ptr, col_groups_ptr,
+    row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr,
+    # output: Ĝ [n, N] in the dtype of g_ptr
+    g_ptr,
+    # shapes and scalars
+    n, N, row0, pos_offset, margin,
+    # strides
+    stride_s, stride_g,
+    # constexpr
+    MODE: tl.constexpr, HAS_GROUPS: tl.constexpr, COLUMNS: tl.constexpr,
+    BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, GROUP_M: tl.constexpr,
+):
+    """Ĝ_ij = σ·G_ij·rx_i·ry_j over one tile of the panel, G from kernels.pairwise.grad_of_scores; the
+    multipliers are applied in fp32, before the one rounding to the store dtype."""
+    pid_m, pid_n = grouped_tile(tl.program_id(0), tl.cdiv(n, BLOCK_M), tl.cdiv(N, BLOCK_N), GROUP_M)
+    local = pid_m * BLOCK_M + tl.arange(0, BLOCK_M)
+    cols = pid_n * BLOCK_N + tl.arange(0, BLOCK_N)
+    lmask = local < n
+    cmask = cols < N
+    rows = row0 + local
+    acc = tl.load(s_ptr + local.to(tl.int64)[:, None] * stride_s + cols[None, :],
+                  mask=lmask[:, None] & cmask[None, :], other=0.0)
+    rx = tl.load(rx_ptr + rows, mask=lmask, other=0.0)
+    ry = tl.load(ry_ptr + cols, mask=cmask, other=0.0)
+    g = grad_of_scores(acc, rows, cols, lmask, cmask, rx, ry, scale_ptr, row_groups_ptr, col_groups_ptr,
+                       row0_ptr, row1_ptr, row2_ptr, row3_ptr, col0_ptr, col1_ptr, pos_offset, margin,
+                       MODE, HAS_GROUPS, COLUMNS)
+    g = g * (tl.load(sigma_ptr) * rx)[:, None] * ry[None, :]
+    tl.store(g_ptr + local.to(tl.int64)[:, None] * stride_g + cols[None, :], g.to(g_ptr.dtype.element_ty),
+             mask=lmask[:, None] & cmask[None, :])
+
+
 def panel_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_vectors, col_vectors,
-                   *, mode: int, margin: float = 0.0, columns: bool = True, scores_by_cublas: bool = True):
+                   *, mode: int, margin: float = 0.0, columns: bool = True):
     """Gradient pieces (A_x, A_y, V_r, V_c) of kernels.pairwise.pairwise_backward, panel by panel (module
-    docstring). scores_by_cublas: S from cuBLAS ("gemm"), else recomputed inside the Ĝ kernel ("panel")."""
+    docstring)."""
     from torch.library import wrap_triton
 
     (M, D), N = x.shape, y.shape[0]
@@ -295,34 +343,32 @@ def panel_backward(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, row_
     py = torch.zeros((N, D), dtype=f32, device=x.device)
     if M == 0 or N == 0:
         return px.zero_(), py, torch.zeros(M, dtype=f32, device=x.device), torch.zeros(N, dtype=f32, device=x.device)
-    flags = dot_flags(x.dtype)
-    g_dtype = f32 if (flags["UPCAST"] or x.dtype == f32) else x.dtype
+    # Ĝ in the input dtype for the tensor cores; fp32 where the kernels upcast (bf16 under the interpreter)
+    g_dtype = f32 if (dot_flags(x.dtype)["UPCAST"] or x.dtype == f32) else x.dtype
     sigma = _grad_scale(mode, rx, ry, row_vectors, col_vectors, columns)
     P = panel_rows(M, N)
     g_buf = torch.empty((P, N), dtype=g_dtype, device=x.device)
-    s_buf = torch.empty((P, N), dtype=f32, device=x.device) if scores_by_cublas else g_buf
+    s_buf = torch.empty((P, N), dtype=f32, device=x.device)
     r, c = _vector_slots(rx, row_vectors, col_vectors)
     has_groups = row_groups is not None
     for row0 in range(0, M, P):
         n = min(P, M - row0)
         g, s = g_buf[:n], s_buf[:n]
-        if scores_by_cublas:
-            mm_fp32(x[row0:row0 + n], y.t(), s)
+        mm_fp32(x[row0:row0 + n], y.t(), s)
 
         def grid(meta, n=n):
             return (triton.cdiv(n, meta["BLOCK_M"]) * triton.cdiv(N, meta["BLOCK_N"]),)
 
-        wrap_triton(pairwise_grad_kernel)[grid](
-            x, y, s, rx, ry, scale, sigma, row_groups if has_groups else rx, col_groups if has_groups else ry,
+        wrap_triton(panel_grad_kernel)[grid](
+            s, rx, ry, scale, sigma, row_groups if has_groups else rx, col_groups if has_groups else ry,
             r[0], r[1], r[2], r[3], c[0], c[1],
             g,
-            M, N, D, row0, n, pos_offset, float(margin),
-            x.stride(0), x.stride(1), y.stride(0), y.stride(1), s.stride(0), g.stride(0),
-            MODE=mode, HAS_GROUPS=has_groups, COLUMNS=columns, S_IN_MEMORY=scores_by_cublas, GROUP_M=8, **flags,
+            n, N, row0, pos_offset, float(margin),
+            s.stride(0), g.stride(0),
+            MODE=mode, HAS_GROUPS=has_groups, COLUMNS=columns, GROUP_M=8,
         )
         mm_fp32(g, y, px[row0:row0 + n])
         mm_fp32(g.t(), x[row0:row0 + n], py, accumulate=True)
     ax = px.mul_((1.0 / (sigma * rx.float()))[:, None])
     ay = py.mul_((1.0 / (sigma * ry.float()))[:, None])
     return ax, ay, rowdots(x, ax), rowdots(y, ay)
-

@@ -125,7 +125,7 @@ def _launch(x, y, rx, ry, diag, margin, all_negatives):
 
 def triplet_hardest(x, y, rx, ry):
     """int64 (idx_r [B], idx_c [B]): hardest negative text of each image and image of each text."""
-    if forward_method() == "gemm":
+    if forward_method(1, x.shape[0], y.shape[0]) == "gemm":
         from .panels import HARDEST, panel_forward
 
         return panel_forward(x, y, rx, ry, mode=HARDEST)
@@ -137,7 +137,7 @@ def triplet_hardest(x, y, rx, ry):
 
 def triplet_all(x, y, rx, ry, diag, margin):
     """fp32 (hinge_r, hinge_c, cnt_r, cnt_c), each [B]."""
-    if forward_method() == "gemm":
+    if forward_method(2, x.shape[0], y.shape[0]) == "gemm":
         from .panels import ALL, panel_forward
 
         return panel_forward(x, y, rx, ry, mode=ALL, diag=diag, margin=margin)

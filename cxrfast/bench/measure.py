@@ -117,7 +117,11 @@ def fused_detail(shape: Shape, x: torch.Tensor, y: torch.Tensor, third=None) -> 
         return chosen
     from cxrfast.kernels.pairwise import backward_method, forward_method
 
-    return f"triton ({forward_method()} fwd, {backward_method()} bwd)"
+    mode = {"infonce": 0, "triplet-hardest": 1, "triplet-all": 2}[shape.kind]
+    fwd = forward_method(mode, shape.B, shape.B)
+    if mode == 1:  # the hardest negatives' backward is a gather of 2·B pairs, not a pair-grid kernel
+        return f"triton ({fwd} fwd)"
+    return f"triton ({fwd} fwd, {backward_method(shape.B, shape.B)} bwd)"
 
 
 def fused_call(shape: Shape, x, y, third=None):

@@ -19,7 +19,8 @@ ROOT = pathlib.Path(__file__).resolve().parents[2]
 MAX_SPILL_BYTES = 16
 VARIANTS = {"infonce_fwd", "infonce_fwd+groups", "infonce_fwd_rows", "triplet_fwd_hardest", "triplet_fwd_all",
             "pairwise_bwd_infonce", "pairwise_bwd_infonce+groups", "pairwise_bwd_infonce_rows", "pairwise_bwd_hinge",
-            "pairwise_grad_infonce", "pairwise_grad_infonce+groups", "pairwise_grad_hinge",
+            "panel_grad_infonce", "panel_grad_infonce+groups", "panel_grad_hinge",
+            "panel_stats_infonce", "panel_stats_hardest", "panel_stats_all",
             "wordregion_fwd_gloria", "wordregion_bwd_gloria", "wordregion_fwd_single", "wordregion_bwd_single"}
 
 

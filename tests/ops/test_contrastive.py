@@ -310,3 +310,41 @@ def test_dense_group_ids_keep_every_equality():
     d = dense_group_ids(g)
     assert d.dtype == torch.int32 and d.min() == 0 and d.max() == len(torch.unique(g)) - 1
     assert torch.equal(g[:, None] == g[None, :], d[:, None] == d[None, :])
+
+
+# ------------------------------------------------------------------------------------- method choice
+
+def test_auto_methods_follow_the_measured_rule(monkeypatch):
+    """kernels.pairwise's "auto": score panels where they paid on the H200 (B = 32768: the hardest
+    negatives' forward, every backward), the fused kernels where panels would be thin (B = 2^20: 64-row
+    panels re-read the whole fp32 accumulator each) or the grid small; the environment overrides."""
+    from cxrfast.kernels import pairwise
+
+    monkeypatch.delenv("CXRFAST_PAIRWISE_FWD", raising=False)
+    monkeypatch.delenv("CXRFAST_PAIRWISE_BWD", raising=False)
+    big, huge, small = 32768, 1 << 20, 4096
+    assert pairwise.forward_method(0, big, big) == "fused"
+    assert pairwise.forward_method(1, big, big) == "gemm"
+    assert pairwise.forward_method(2, big, big) == "fused"
+    assert pairwise.backward_method(big, big) == "gemm"
+    assert pairwise.backward_method(huge, huge) == "atomic" and pairwise.forward_method(1, huge, huge) == "fused"
+    assert pairwise.backward_method(small, small) == "atomic"
+    monkeypatch.setenv("CXRFAST_PAIRWISE_BWD", "atomic")
+    assert pairwise.backward_method(big, big) == "atomic"
+    monkeypatch.setenv("CXRFAST_PAIRWISE_FWD", "gmm")
+    with pytest.raises(ValueError, match=r"CXRFAST_PAIRWISE_FWD must be one of \('auto', 'fused', 'gemm'\), got 'gmm'"):
+        pairwise.forward_method(0, 8, 8)
+
+
+def test_fp32_dots_follow_torch_matmul_precision():
+    """fp32 inputs: IEEE dots under torch's default "highest", TF32 under "high" / "medium" (as torch.matmul)."""
+    from cxrfast.kernels.pairwise import dot_flags
+
+    saved = torch.get_float32_matmul_precision()
+    try:
+        for setting, expected in (("highest", "ieee"), ("high", "tf32"), ("medium", "tf32")):
+            torch.set_float32_matmul_precision(setting)
+            assert dot_flags(torch.float32)["PRECISION"] == expected, setting
+            assert dot_flags(torch.bfloat16)["PRECISION"] == "tf32"
+    finally:
+        torch.set_float32_matmul_precision(saved)

@@ -155,7 +155,7 @@ def _panel_allowance(b, dtype) -> int:
     input dtype (kernels.panels), a fixed size whatever B; 0 for the fused forward + atomic backward."""
     from cxrfast.kernels import panels, pairwise
 
-    if pairwise.forward_method() == "fused" and pairwise.backward_method() == "atomic":
+    if pairwise.forward_method(0, b, b) == "fused" and pairwise.backward_method(b, b) == "atomic":
         return 0
     rows = panels.panel_rows(b, b)
     return rows * b * (4 + torch.finfo(dtype).bits // 8)
