@@ -1,6 +1,7 @@
 # cxrfast developer entry points. `make test` is what CI runs (.ci/run).
 #   make venv    create/refresh $(VENV): pinned requirements + editable install (builds cxrfast._C)
-#   make test    unit tests (GPU tests skip themselves without CUDA)
+#   make test    unit tests (GPU tests skip themselves without CUDA), with the fixed test seed
+#   make test-fresh  the same under a freshly drawn seed (printed); tests/flakes.py runs many
 #   make bench   pytest-benchmark suites, then the README tables/plots (benchmarks/report.py)
 #   make demo    `cxrfast bench losses` (InfoNCE, triplet and local losses vs their baselines)
 #   make clean   build artefacts (keeps $(VENV); `make distclean` removes it too)
@@ -13,7 +14,7 @@ REQUIREMENTS := requirements/ci.txt
 CSRC := $(shell find csrc -type f \( -name '*.cpp' -o -name '*.cu' -o -name '*.h' -o -name '*.cuh' \) 2>/dev/null)
 PY := $(VENV)/bin/python
 
-.PHONY: venv test bench demo clean distclean
+.PHONY: venv test test-fresh bench demo clean distclean
 
 venv: $(VENV)/.stamp
 
@@ -28,6 +29,9 @@ $(VENV)/.stamp: $(REQUIREMENTS) setup.py pyproject.toml $(CSRC)
 
 test: venv
 	$(PY) -m pytest -q -p no:cacheprovider tests
+
+test-fresh: venv
+	CXRFAST_TEST_SEED=random $(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: venv
 	$(PY) -m pytest benchmarks --benchmark-only -q

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import math
 import os
-import socket
 import sys
 import time
 import traceback
@@ -26,12 +25,6 @@ import torch.multiprocessing as mp
 JOIN_TIMEOUT_S = 120.0
 LOGIT_SCALE = 4.0
 GROUP_SPAN = 3  # consecutive pairs sharing a study id; with B_local = 5 studies straddle rank borders
-
-
-def free_port() -> int:
-    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def child_env() -> dict:
@@ -64,12 +57,15 @@ def rank_slice(rank: int, b_local: int) -> slice:
 
 # --------------------------------------------------------------------------------- process launch
 
-def _child(rank: int, world: int, port: int, fn_name: str, payload, out_dir: str) -> None:
+def _child(rank: int, world: int, store: str, fn_name: str, payload, out_dir: str) -> None:
     os.environ.update(child_env())  # before cxrfast (and so triton) is imported in this process
     torch.set_num_threads(1)
     out = Path(out_dir)
     try:
-        dist.init_process_group("gloo", init_method=f"tcp://127.0.0.1:{port}", rank=rank,
+        # A file store for the rendezvous: no port is chosen here and bound later, so no other process can
+        # take it in between (issue 9: the former free-port-then-bind window); gloo's own connections bind
+        # port 0 themselves.
+        dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                                 world_size=world, timeout=timedelta(seconds=60))
         result = globals()[fn_name](rank, world, payload)
         torch.save(result, out / f"rank{rank}.pt")
@@ -85,8 +81,10 @@ def run_ranks(fn_name: str, world: int, payload, out_dir: Path, timeout: float =
     """Run `fn_name(rank, world, payload)` on `world` spawned gloo ranks; return their results by rank.
     A rank that fails, or a job that outlives `timeout`, fails the test with the ranks' tracebacks."""
     ctx = mp.get_context("spawn")
-    port = free_port()
-    procs = [ctx.Process(target=_child, args=(r, world, port, fn_name, payload, str(out_dir)), daemon=True)
+    store = out_dir / "rendezvous"  # a fresh file per job: each test passes its own tmp_path
+    if store.exists():
+        raise AssertionError(f"{store} exists: the rendezvous file of an earlier job in the same folder")
+    procs = [ctx.Process(target=_child, args=(r, world, str(store), fn_name, payload, str(out_dir)), daemon=True)
              for r in range(world)]
     for p in procs:
         p.start()
