@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     losses.set_defaults(func=bench_losses)
     bench.set_defaults(func=lambda args: _usage(bench))
     _add_prepare(commands)
+    _add_tokenizer(commands)
     return parser
 
 
@@ -316,3 +317,42 @@ def _run_case(shape, impl, device, dtype, inputs, env, args, set_name) -> dict:
     finally:
         if case is not None:
             case.reset()
+
+
+# --------------------------------------------------------------------------------------------------
+# tokenizer
+
+
+def _add_tokenizer(commands) -> None:
+    p = commands.add_parser("tokenizer", help="train a WordPiece vocabulary on radiology reports",
+                            description="Tokenizers for radiology reports (cxrfast.data.text).")
+    sub = p.add_subparsers(dest="action", metavar="ACTION")
+    train = sub.add_parser(
+        "train", help="learn a WordPiece vocabulary from reports",
+        description="Learn a WordPiece vocabulary (BERT normalisation: lower case, words and punctuation) from "
+                    "the reports in CORPUS and write OUT/ (tokenizer.json, vocab.txt, tokenizer_config.json): a "
+                    "directory that cxrfast.data.text.ReportTokenizer.from_pretrained and transformers' "
+                    "BertTokenizerFast.from_pretrained both load.",
+        epilog="CORPUS is a folder (every *.txt below it is one report: the MIMIC-CXR and `cxrfast synth` "
+               "layouts) or a text file with one report per line.")
+    train.add_argument("corpus", metavar="CORPUS", help="a folder of *.txt reports or a file of one report per line")
+    train.add_argument("out", metavar="OUT", help="output directory")
+    train.add_argument("--vocab-size", type=_int_at_least(6), default=8000, metavar="N",
+                       help="vocabulary size, special tokens included (default: 8000)")
+    train.add_argument("--min-frequency", type=_int_at_least(1), default=2, metavar="N",
+                       help="a piece must occur this often to enter the vocabulary (default: 2)")
+    train.set_defaults(func=tokenizer_train_command)
+    p.set_defaults(func=lambda args: _usage(p))
+
+
+def tokenizer_train_command(args) -> int:
+    from cxrfast.data.text import TokenizerError, corpus_texts, train_tokenizer
+
+    try:
+        texts = corpus_texts(args.corpus)
+        tok = train_tokenizer(texts, args.out, vocab_size=args.vocab_size, min_frequency=args.min_frequency)
+    except TokenizerError as exc:
+        print(f"cxrfast tokenizer train: {exc}", file=sys.stderr)
+        return 2
+    print(f"cxrfast tokenizer train: {len(texts)} reports -> {tok.vocab_size} tokens in {args.out}")
+    return 0
