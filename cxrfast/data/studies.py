@@ -18,8 +18,8 @@ import math
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-__all__ = ["CHEXPERT_FINDINGS", "NIH14_FINDINGS", "COMPETITION_FINDINGS", "FRONTAL_VIEWS", "KINDS", "ImageRef",
-           "Study", "StudyDataset", "Problem", "label_vector", "UNCERTAIN_POLICIES"]
+__all__ = ["CHEXPERT_FINDINGS", "NIH14_FINDINGS", "COMPETITION_FINDINGS", "FRONTAL_VIEWS", "FRONTAL", "KINDS",
+           "ImageRef", "Study", "StudyDataset", "Problem", "label_vector", "view_matches", "UNCERTAIN_POLICIES"]
 
 # The 14 CheXpert / MIMIC-CXR labels, in the column order of mimic-cxr-2.0.0-chexpert.csv.
 CHEXPERT_FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
@@ -31,6 +31,9 @@ NIH14_FINDINGS = ("Atelectasis", "Cardiomegaly", "Effusion", "Infiltration", "Ma
 # The five findings of the CheXpert competition, GLoRIA's and the demo's zero-shot task.
 COMPETITION_FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Pleural Effusion")
 FRONTAL_VIEWS = ("PA", "AP")
+# The view of a frontal image whose PA/AP is not recorded (OpenI; CheXpert rows without AP/PA). It passes a
+# view filter that names PA, AP or FRONTAL: see view_matches.
+FRONTAL = "FRONTAL"
 KINDS = ("paired", "image", "text")
 UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
 
@@ -75,11 +78,29 @@ class Study:
         return "\n".join(parts) if parts else (self.report or "").strip()
 
     def views(self, allowed: Iterable[str] | None = None) -> list[ImageRef]:
-        """The images whose ViewPosition is in `allowed` (all when None), in their stored order."""
+        """The images whose view matches `allowed` (all when None; see view_matches), in their stored order."""
         if allowed is None:
             return list(self.images)
         allowed = {v.upper() for v in allowed}
-        return [im for im in self.images if (im.view or "").upper() in allowed]
+        return [im for im in self.images if view_matches(im.view, allowed)]
+
+
+def view_matches(view: str | None, allowed: Iterable[str] | None) -> bool:
+    """Whether an image of ViewPosition `view` passes the filter `allowed` (None: every image passes).
+
+    Names compare case-insensitively. FRONTAL (a frontal image of unknown PA/AP) passes when `allowed`
+    names PA, AP or FRONTAL, and FRONTAL in `allowed` admits PA, AP and FRONTAL images: views=("PA", "AP")
+    means "frontal images" on every dataset. An image without a view passes only the None filter."""
+    if allowed is None:
+        return True
+    allowed = {a.upper() for a in allowed}
+    v = (view or "").upper()
+    if not v:
+        return False
+    if v in allowed:
+        return True
+    frontal = set(FRONTAL_VIEWS) | {FRONTAL}
+    return v in frontal and bool(allowed & frontal) and (v == FRONTAL or FRONTAL in allowed)
 
 
 @dataclass(frozen=True)
@@ -94,22 +115,28 @@ class Problem:
 
 
 class StudyDataset(Sequence):
-    """A sequence of `Study` with the dataset's name, root, label names and problems."""
+    """A sequence of `Study` with the dataset's name, root, label names and problems. `options` records
+    how it was opened (open_dataset's split, views, images, uncertain policy, the adapter's options) and
+    what was left out on request (e.g. {"dropped_text_only": 12})."""
 
     def __init__(self, name: str, root: str, studies: list[Study], findings: Sequence[str],
-                 problems: list[Problem] | None = None):
+                 problems: list[Problem] | None = None, options: dict | None = None):
         self.name, self.root = name, str(root)
         self.studies = list(studies)
         self.findings = tuple(findings)
         self.problems = list(problems or [])
+        self.options = dict(options or {})
 
     def __len__(self) -> int:
         return len(self.studies)
 
     def __getitem__(self, i):
         if isinstance(i, slice):
-            return StudyDataset(self.name, self.root, self.studies[i], self.findings, self.problems)
+            return self._with(self.studies[i])
         return self.studies[i]
+
+    def _with(self, studies: list[Study]) -> "StudyDataset":
+        return StudyDataset(self.name, self.root, studies, self.findings, self.problems, self.options)
 
     def __repr__(self) -> str:
         kinds = {k: sum(s.kind == k for s in self.studies) for k in KINDS}
@@ -119,7 +146,7 @@ class StudyDataset(Sequence):
 
     def subset(self, keep) -> "StudyDataset":
         """The studies for which keep(study) is true (problems kept)."""
-        return StudyDataset(self.name, self.root, [s for s in self.studies if keep(s)], self.findings, self.problems)
+        return self._with([s for s in self.studies if keep(s)])
 
     def split(self, name: str) -> "StudyDataset":
         """The studies of one split ("train", "validate", "test")."""
