@@ -80,7 +80,8 @@ def test_mimic_report_sections():
 def test_wet_read_preamble_is_kept_apart_and_findings_and_impression_is_the_impression():
     parsed = parse_report(MIMIC_WET_READ)
     s = parsed.sections
-    assert s["wet read"] == "___ ___ ___ 3:48 PM\nInterval placement of right IJ line, tip in the mid SVC. No pneumothorax."
+    assert s["wet read"] == ("___ ___ ___ 3:48 PM\n"
+                             "Interval placement of right IJ line, tip in the mid SVC. No pneumothorax.")
     assert s["history"] == "Line placement."
     assert s["impression"].startswith("1. Right internal jugular line terminates in the mid\nSVC.")
     assert "findings" not in s
