@@ -243,7 +243,7 @@ _ABBREVIATIONS = frozenset({"e.g", "i.e", "vs", "approx", "cf", "fig", "a.m", "p
 # A list marker at a sentence's start: "1." "2)" "-" "*" "•" followed by a space.
 _MARKER = re.compile(r"(?:(?P<n>\d{1,2})[.)]|[-*•])(?=\s)")
 # Hard breaks: a blank line, or a line break before a list marker.
-_HARD_BREAK = re.compile(r"\n[ \t]*\n\s*|\n(?=[ \t]*(?:\d{1,2}[.)]|[-*•])[ \t])")
+_HARD_BREAK = re.compile(r"\n[^\S\n]*\n\s*|\n(?=[^\S\n]*(?:\d{1,2}[.)]|[-*•])[ \t])")  # \r counts as a space
 _END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z./]*)$")
 
