@@ -5,8 +5,8 @@ wrapping, "___" placeholders, WET READ preambles) and IU X-ray (XXXX tokens); no
 
 import pytest
 
-from cxrfast.data.reports import (FALLBACKS, clean_report, parse_report, section_report, sentence_spans, split_sentences,
-                                  split_words, word_spans)
+from cxrfast.data.reports import (FALLBACKS, clean_report, parse_report, section_report, sentence_spans,
+                                  split_sentences, split_words, word_spans)
 
 MIMIC_FULL = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
