@@ -5,6 +5,7 @@ memory-mappable shards.
     from cxrfast.data.prepare import prepare            # the same from Python: prepare(SRC, OUT, size=512)
     ds = cxrfast.data.ShardedImages("OUT")              # len(ds); image, row = ds[i]
     studies = cxrfast.data.open_dataset("mimic-cxr", ROOT)   # a StudyDataset of Study records
+    cxrfast.data.list_datasets()                             # mimic-cxr, openi, chexpert, nih14, ...
 
 Names are resolved on first use, so importing this package imports neither the readers nor the DICOM
 decoder. See cxrfast/data/shards.py for the format and cxrfast/data/prepare.py for the command.
@@ -20,8 +21,11 @@ _LAZY = {
     "ShardFormatError": ("cxrfast.data.shards", "ShardFormatError"),
     "PrepareError": ("cxrfast.data.prepare", "PrepareError"),
     "find_sources": ("cxrfast.data.prepare", "find_sources"),
+    "open_dataset": ("cxrfast.data.datasets", "open_dataset"),
+    "list_datasets": ("cxrfast.data.datasets", "list_datasets"),
+    "DatasetError": ("cxrfast.data.datasets", "DatasetError"),
 }
-_SUBMODULES = {"batch", "prepare", "shards", "studies"}
+_SUBMODULES = {"batch", "datasets", "prepare", "reports", "shards", "studies"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 

@@ -41,8 +41,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-__all__ = ["ParsedReport", "parse_report", "section_report", "clean_report", "split_sentences", "sentence_spans",
-           "split_words", "word_spans", "SECTION_NAMES", "FALLBACKS"]
+__all__ = ["ParsedReport", "parse_report", "section_report", "header_fallback", "clean_report", "split_sentences",
+           "sentence_spans", "split_words", "word_spans", "SECTION_NAMES", "FALLBACKS"]
 
 FALLBACKS = (None, "impression only", "findings only", "last paragraph", "none")
 
@@ -152,11 +152,9 @@ def parse_report(text: str) -> ParsedReport:
     for i, (name, _, start) in enumerate(heads):
         end = heads[i + 1][1] if i + 1 < len(heads) else len(body)
         entries.append([name, body[start:end]])
-    names = {name for name, raw in entries if clean_report(raw)}
-    has_f, has_i = "findings" in names, "impression" in names
-    fallback = None if has_f and has_i else "impression only" if has_i else "findings only" if has_f else None
+    fallback = header_fallback({name: clean_report(raw) for name, raw in entries})
     last_paragraph = None
-    if not (has_f or has_i):
+    if fallback == "none":
         if heads:
             paras = _paragraphs(entries[-1][1])
             if len(paras) >= 2:
@@ -181,6 +179,13 @@ def parse_report(text: str) -> ParsedReport:
     if last_paragraph:
         add("impression", last_paragraph)
     return ParsedReport(sections, fallback)
+
+
+def header_fallback(sections: dict[str, str]) -> str | None:
+    """The fallback that sections found under their headers amount to: None (FINDINGS and IMPRESSION both
+    hold text), "impression only", "findings only" or "none" (parse_report then looks for a last paragraph)."""
+    has_f, has_i = bool(sections.get("findings")), bool(sections.get("impression"))
+    return None if has_f and has_i else "impression only" if has_i else "findings only" if has_f else "none"
 
 
 def section_report(text: str) -> dict[str, str]:
@@ -238,7 +243,7 @@ _ABBREVIATIONS = frozenset({"e.g", "i.e", "vs", "approx", "cf", "fig", "a.m", "p
 # A list marker at a sentence's start: "1." "2)" "-" "*" "•" followed by a space.
 _MARKER = re.compile(r"(?:(?P<n>\d{1,2})[.)]|[-*•])(?=\s)")
 # Hard breaks: a blank line, or a line break before a list marker.
-_HARD_BREAK = re.compile(r"\n[ \t]*\n\s*|\n(?=[ \t]*(?:\d{1,2}[.)]|[-*•])[ \t])")
+_HARD_BREAK = re.compile(r"\n[^\S\n]*\n\s*|\n(?=[^\S\n]*(?:\d{1,2}[.)]|[-*•])[ \t])")  # \r counts as a space
 _END = re.compile(r"[.!?]+[\"')\]]*(?=\s|$)")
 _WORD_BEFORE = re.compile(r"([A-Za-z][A-Za-z./]*)$")
 

@@ -19,7 +19,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 __all__ = ["CHEXPERT_FINDINGS", "NIH14_FINDINGS", "COMPETITION_FINDINGS", "FRONTAL_VIEWS", "FRONTAL", "KINDS",
-           "ImageRef", "Study", "StudyDataset", "Problem", "label_vector", "view_matches", "UNCERTAIN_POLICIES"]
+           "ImageRef", "Study", "StudyDataset", "Problem", "label_vector", "view_matches", "UNCERTAIN_POLICIES",
+           "UNCERTAIN_VALUES"]
 
 # The 14 CheXpert / MIMIC-CXR labels, in the column order of mimic-cxr-2.0.0-chexpert.csv.
 CHEXPERT_FINDINGS = ("Atelectasis", "Cardiomegaly", "Consolidation", "Edema", "Enlarged Cardiomediastinum",
@@ -36,6 +37,8 @@ FRONTAL_VIEWS = ("PA", "AP")
 FRONTAL = "FRONTAL"
 KINDS = ("paired", "image", "text")
 UNCERTAIN_POLICIES = ("zeros", "ones", "ignore")
+# what an uncertain (-1) label becomes under each policy: U-Zeros, U-Ones, or unknown
+UNCERTAIN_VALUES = {"zeros": 0.0, "ones": 1.0, "ignore": math.nan}
 
 
 @dataclass(frozen=True)
@@ -162,6 +165,6 @@ def label_vector(labels: dict[str, float], findings: Sequence[str], uncertain: s
     for f in findings:
         v = labels.get(f, math.nan)
         if v == -1.0:
-            v = {"zeros": 0.0, "ones": 1.0, "ignore": math.nan}[uncertain]
+            v = UNCERTAIN_VALUES[uncertain]
         out.append(float(v))
     return out

@@ -5,8 +5,8 @@ wrapping, "___" placeholders, WET READ preambles) and IU X-ray (XXXX tokens); no
 
 import pytest
 
-from cxrfast.data.reports import (clean_report, parse_report, section_report, sentence_spans, split_sentences,
-                                  split_words, word_spans)
+from cxrfast.data.reports import (FALLBACKS, clean_report, parse_report, section_report, sentence_spans,
+                                  split_sentences, split_words, word_spans)
 
 MIMIC_FULL = """                                 FINAL REPORT
  EXAMINATION:  CHEST (PA AND LAT)
@@ -80,7 +80,8 @@ def test_mimic_report_sections():
 def test_wet_read_preamble_is_kept_apart_and_findings_and_impression_is_the_impression():
     parsed = parse_report(MIMIC_WET_READ)
     s = parsed.sections
-    assert s["wet read"] == "___ ___ ___ 3:48 PM\nInterval placement of right IJ line, tip in the mid SVC. No pneumothorax."
+    assert s["wet read"] == ("___ ___ ___ 3:48 PM\n"
+                             "Interval placement of right IJ line, tip in the mid SVC. No pneumothorax.")
     assert s["history"] == "Line placement."
     assert s["impression"].startswith("1. Right internal jugular line terminates in the mid\nSVC.")
     assert "findings" not in s
@@ -221,6 +222,8 @@ def test_clean_report_whitespace():
     # lower-cased, pre-tokenised reports still split; stray periods are no sentences
     ("the heart is normal . the lungs are clear . .", ["the heart is normal .", "the lungs are clear ."]),
     ('Reads "no change." Then stable.', ['Reads "no change."', "Then stable."]),
+    ("Small effusion\r\n\r\nNo pneumothorax\r\n2. Line in place", ["Small effusion", "No pneumothorax",
+                                                                 "Line in place"]),
     ("", []),
 ])
 def test_split_sentences(text, expected):
@@ -253,3 +256,23 @@ def test_words_of_sentences_of_a_section():
     words = [split_words(s) for s in split_sentences(impression)]
     assert words[1] == ["no", "pneumothorax", "."]
     assert words[0][:4] == ["right", "internal", "jugular", "line"]
+
+
+def test_spans_hold_on_random_report_like_text():
+    """Invariants on text drawn from report pieces (torch's seeded stream): ordered, disjoint, trimmed spans
+    holding a letter or digit; the words of a sentence are its non-space characters in order."""
+    import torch
+
+    pieces = ["The", "lungs", "are", "clear", ".", "2.5", "cm", "Dr.", "e.g.", "1.", "2)", "-", "?", "!", "___",
+              "XXXX", "\n", "\n\n", " \n ", "vs.", "(", ")", "IMPRESSION:", "no", "effusion", ",", "T12", "\r\n"]
+    for _ in range(300):
+        idx = torch.randint(len(pieces), (int(torch.randint(0, 40, ())),)).tolist()
+        text = "".join(pieces[i] + (" " if torch.rand(()) < 0.7 else "") for i in idx)
+        spans = sentence_spans(text)
+        assert all(0 <= a < b <= len(text) for a, b in spans)
+        assert all(b1 <= a2 for (_, b1), (a2, _) in zip(spans, spans[1:]))
+        assert all(not text[a].isspace() and not text[b - 1].isspace() for a, b in spans)
+        assert all(any(c.isalnum() for c in text[a:b]) for a, b in spans)
+        for sentence in split_sentences(text):
+            assert "".join(split_words(sentence)) == "".join(sentence.split()).lower()
+        assert parse_report(text).fallback in FALLBACKS
