@@ -25,10 +25,10 @@ __all__ = ["encode", "predict", "code_lengths_for"]
 
 
 def predict(img: np.ndarray, predictor: int, precision: int, restart_lines: int = 0) -> np.ndarray:
-    """The prediction of every sample (T.81 H.1.2.1), int64 [rows, cols]: the first line of the image and
+    """The prediction of every sample (T.81 H.1.2.1), int32 [rows, cols]: the first line of the image and
     of each restart interval predicts from the left (its first sample from 2^(precision-1)), the first
     column from above, the rest with the predictor."""
-    x = np.asarray(img).astype(np.int64)
+    x = np.asarray(img).astype(np.int32)
     pred = np.empty_like(x)
     ra, rb, rc = x[1:, :-1], x[:-1, 1:], x[:-1, :-1]
     if predictor == 1:
@@ -53,7 +53,7 @@ def predict(img: np.ndarray, predictor: int, precision: int, restart_lines: int 
 
 
 _BIT_LENGTH = np.frexp(np.arange(32769, dtype=np.float64))[1].astype(np.int64)  # 0 for 0, 16 for 32768
-_MAGNITUDE_MASK = np.array([(1 << c) - 1 for c in range(16)] + [0], np.int64)  # by category
+_MAGNITUDE_MASK = np.array([(1 << c) - 1 for c in range(16)] + [0], np.int32)  # by category
 
 
 def _kraft_ok(lengths: dict[int, int]) -> bool:
@@ -134,13 +134,15 @@ def encode(img: np.ndarray, *, precision: int, predictor: int = 1, restart_lines
         raise ValueError(f"encode: `predictor` must be in 1..7, got {predictor}")
     if restart_lines < 0:
         raise ValueError(f"encode: `restart_lines` must be >= 0, got {restart_lines}")
-    x = img.astype(np.int64)
+    x = img.astype(np.int32)
     if x.min() < 0 or x.max() >= 1 << precision:
         raise ValueError(f"encode: `img` values must lie in [0, {(1 << precision) - 1}] at precision {precision}, "
                          f"got [{x.min()}, {x.max()}]")
     rows, cols = x.shape
-    diff = (x - predict(x, predictor, precision, restart_lines)) % 65536
-    diff[diff >= 32768] -= 65536  # modulo 2^16 into −32768 … 32767 (T.81 H.1.2.1)
+    diff = x - predict(x, predictor, precision, restart_lines)  # |diff| < 2^precision
+    if precision == 16:  # modulo 2^16 into −32768 … 32767 (T.81 H.1.2.1)
+        diff %= 65536
+        diff[diff >= 32768] -= 65536
     cats = _BIT_LENGTH[np.abs(diff)]  # the category: bit length of |diff|, 16 for 32768 (no magnitude bits)
     counts = np.bincount(cats.ravel(), minlength=17)
     freq = {c: int(n) for c, n in enumerate(counts) if n}
