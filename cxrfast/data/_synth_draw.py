@@ -316,7 +316,7 @@ def draw_frontal(anatomy: dict, findings: dict, view: str, rng: np.random.Genera
     if "Support Devices" in findings:
         dev = _devices(cv, findings["Support Devices"], shift, hx, hy)
         A += dev * F32(0.55)
-        masks["Support Devices"] = dev > 0.5
+        masks["Support Devices"] = dev > 0.2  # thin lines: a generous threshold keeps them whole
     if "Cardiomegaly" in findings:
         masks["Cardiomegaly"] = heart > 0.5
     masks["lungs"] = lung_field

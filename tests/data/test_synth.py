@@ -437,3 +437,18 @@ def test_examples_picture(tmp_path):
     pytest.importorskip("matplotlib")
     path = synth.save_examples(tmp_path / "ex.png", size=96)
     assert path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and os.path.getsize(path) > 10_000
+
+
+def test_prepare_reads_the_files(tmp_path):
+    """`cxrfast prepare OUT/files` takes every image, none refused, in the pixel pipeline's output."""
+    from cxrfast.data import ShardedImages
+    from cxrfast.data.prepare import prepare
+
+    synth.write_synthetic(tmp_path / "ds", n=5, seed=3, size=64, workers=0)
+    summary = prepare(tmp_path / "ds" / "files", tmp_path / "prep", size=64, workers=0, progress=False)
+    images = ShardedImages(tmp_path / "prep")
+    dcms = sorted((tmp_path / "ds" / "files").rglob("*.dcm"))
+    assert len(images) == len(dcms) and summary.skipped == 0
+    image, row = images[0]
+    ref = load_radiograph(tmp_path / "ds" / "files" / row["path"], size=64, dtype="uint8").image
+    assert np.array_equal(image, ref)
