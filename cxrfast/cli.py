@@ -135,6 +135,9 @@ def synth_command(args) -> int:
     except SynthError as exc:
         print(f"cxrfast synth: {exc}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:
+        print(f"\ncxrfast synth: interrupted; {args.out} is incomplete: delete it before running again", file=sys.stderr)
+        return 130
     print("\n".join(summary.lines()), flush=True)
     return 0
 

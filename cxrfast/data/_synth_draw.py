@@ -324,6 +324,22 @@ def draw_frontal(anatomy: dict, findings: dict, view: str, rng: np.random.Genera
     return A, masks
 
 
+def _blob_field(u, v, blobs):
+    """Sum of Gaussian blobs [(centre u, centre v, radius)]: thresholded, an irregular opacity."""
+    field = np.zeros(u.shape, F32)
+    for pu, pv, r in blobs:
+        field += np.exp(-((u - F32(pu)) ** 2 + (v - F32(pv)) ** 2) / F32(r * r))
+    return field
+
+
+def _band(u, v, cu, cv_, length, thick, angle):
+    """(coverage of an elliptic band of half-length `length` and half-thickness `thick` at (cu, cv_) tilted
+    by `angle`, its along / across coordinates x, y)."""
+    ca, sa = F32(np.cos(angle)), F32(np.sin(angle))
+    x, y = (u - F32(cu)) * ca + (v - F32(cv_)) * sa, -(u - F32(cu)) * sa + (v - F32(cv_)) * ca
+    return _ramp((F32(1) - (x / F32(length)) ** 2 - (y / F32(thick)) ** 2) * F32(3)), x, y
+
+
 def _visible_box(cv: Canvas, lungs, on_side, u0, u1, v0, v1):
     """The box (u0, u1, v0, v1) shrunk to the lung pixels it holds (5th-95th percentiles), so that what is
     placed in it lands on visible lung whatever the heart's size; the box itself if it holds none."""
@@ -350,10 +366,8 @@ def _consolidation(cv: Canvas, c: dict, sides: dict, lungs, on_left):
     bu0, bu1, bv0, bv1 = _visible_box(cv, lungs, on_side, u0, u1, v0, v1)
     S = cv.size
     sl, u, v = cv.local((u0 - 0.1, u1 + 0.1, v0, v1))
-    field = np.zeros(u.shape, F32)
-    for bx, by, br in c["blobs"]:  # blob centres as fractions of the visible box
-        px, py = bu0 + bx * (bu1 - bu0), bv0 + by * (bv1 - bv0)
-        field += np.exp(-((u - F32(px)) ** 2 + (v - F32(py)) ** 2) / F32(br * br))
+    # blob centres as fractions of the visible box
+    field = _blob_field(u, v, [(bu0 + bx * (bu1 - bu0), bv0 + by * (bv1 - bv0), br) for bx, by, br in c["blobs"]])
     inside = _ramp((F32(1) - np.abs(v - F32((v0 + v1) / 2)) / F32((v1 - v0) / 2)) * F32(40))
     body = _ramp((field - F32(0.55)) * F32(6)) * inside
     alpha = np.zeros((S, S), F32)
@@ -382,9 +396,7 @@ def _atelectasis(cv: Canvas, a: dict, sides: dict, lungs, on_left):
         cu = bu0 + (t if s > 0 else 1 - t) * (bu1 - bu0)
         r = 1.4 * length + 4 * thick + 0.06
         sl, u, v = cv.local((cu - r, cu + r, cvv - r, cvv + r))
-        ca, sa = F32(np.cos(angle)), F32(np.sin(angle))
-        x, y = (u - F32(cu)) * ca + (v - F32(cvv)) * sa, -(u - F32(cu)) * sa + (v - F32(cvv)) * ca
-        band = _ramp((F32(1) - (x / F32(length)) ** 2 - (y / F32(thick)) ** 2) * F32(3))
+        band, x, y = _band(u, v, cu, cvv, length, thick, angle)
         haze = np.exp(-(x / F32(1.3 * length)) ** 2 - (y / F32(4 * thick + 0.03)) ** 2) * F32(0.4)
         np.maximum(alpha[sl], np.maximum(band, haze) * on_side[sl] * F32(a["density"]), out=alpha[sl])
     alpha *= lungs
@@ -477,20 +489,15 @@ def draw_lateral(anatomy: dict, findings: dict, rng: np.random.Generator, size: 
         lobe = c["lobe"]
         px, py = (0.05, -0.35) if "upper" in lobe else (-0.2, 0.1) if lobe in ("right middle lobe", "lingula") \
             else (0.3, 0.22)
-        field = np.zeros((S, S), F32)
-        for bx, by, br in c["blobs"]:
-            field += np.exp(-((u - F32(px + (bx - 0.5) * 0.3)) ** 2 + (v - F32(py + (by - 0.5) * 0.3)) ** 2)
-                            / F32(br * br))
+        field = _blob_field(u, v, [(px + (bx - 0.5) * 0.3, py + (by - 0.5) * 0.3, br) for bx, by, br in c["blobs"]])
         alpha = _ramp((field - F32(0.55)) * F32(6)) * lungs * F32(c["density"])
         A += alpha * (F32(FLUID - 0.03) - A)
     if "Atelectasis" in findings:
         a = findings["Atelectasis"]
         alpha = np.zeros((S, S), F32)
         for _, du, dv, length, thick, angle in a["bands"]:
-            cu, cvv = 0.1 + 0.25 * du, dome + dv
-            ca, sa = F32(np.cos(angle + 0.3)), F32(np.sin(angle + 0.3))
-            x, y = (u - F32(cu)) * ca + (v - F32(cvv)) * sa, -(u - F32(cu)) * sa + (v - F32(cvv)) * ca
-            np.maximum(alpha, _ramp((F32(1) - (x / F32(length)) ** 2 - (y / F32(thick)) ** 2) * F32(3)), out=alpha)
+            band = _band(u, v, 0.1 + 0.25 * du, dome + dv, length, thick, angle + 0.3)[0]
+            np.maximum(alpha, band, out=alpha)
         A += alpha * lungs * F32(a["density"]) * (F32(FLUID - 0.04) - A)
     if "Edema" in findings:
         e = findings["Edema"]

@@ -43,7 +43,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 import time
 import zipfile
 from dataclasses import dataclass, field
@@ -491,8 +490,11 @@ def write_synthetic(out, n: int = 2000, *, seed: int = 0, size: int = 512, worke
                     progress: bool = False) -> SynthSummary:
     """Write n synthetic studies in the MIMIC-CXR layout to `out` (a new or empty folder); see the module
     docstring for the layout, the drawing and the labels. size: the side of the square images in pixels;
-    workers: processes drawing studies (None: the CPUs this process may use; 0: this process); progress:
-    a bar on stderr. The same (n, seed, size) gives byte-identical files for any number of workers."""
+    workers: processes drawing studies (None: the CPUs this process may use, or this process for fewer
+    than 16 studies; 0: this process); progress: a bar on stderr. The same (n, seed, size) gives
+    byte-identical files for any number of workers. An interrupted run leaves a partial OUT, which a
+    rerun refuses: delete it first. A script calling this with workers > 0 needs the usual
+    ``if __name__ == "__main__":`` guard (the workers are started by forkserver or spawn)."""
     out = _check_args(out, n, seed, size, workers)
     if workers is None:
         from cxrfast.data.prepare import default_workers

@@ -180,7 +180,7 @@ def _packbits_rows(plane: np.ndarray) -> bytes:
     """PackBits (PS3.5 G.3.1) of a uint8 [rows, cols] plane, each row on its own: runs of 2 or more equal
     bytes (up to 128) as a replicate run (header 257 - n, the byte), the bytes between them as literal runs
     (header n - 1, n bytes, up to 128)."""
-    rows, cols = plane.shape
+    cols = plane.shape[1]
     flat = plane.reshape(-1)
     n = flat.size
     new = np.empty(n, bool)
