@@ -50,6 +50,7 @@ def build_parser() -> argparse.ArgumentParser:
     losses.set_defaults(func=bench_losses)
     bench.set_defaults(func=lambda args: _usage(bench))
     _add_prepare(commands)
+    _add_synth(commands)
     _add_tokenizer(commands)
     return parser
 
@@ -98,6 +99,48 @@ def _add_prepare(commands) -> None:
                    help="pad the long side's square (default) or centre-crop the short side's")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=prepare_command)
+
+
+def _add_synth(commands) -> None:
+    # Defaults are spelled here rather than imported: parsing (and --help) must not import cxrfast.data.
+    p = commands.add_parser(
+        "synth", help="write the synthetic paired dataset (radiographs, reports, labels) in the MIMIC-CXR layout",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Draw N synthetic chest X-ray studies (1-3 views each; cardiomegaly, pleural effusion, "
+                    "consolidation,\natelectasis, edema and support devices drawn where present) with reports that "
+                    "describe exactly\nwhat is drawn, and write them to OUT in the MIMIC-CXR layout:\n"
+                    "  OUT/files/pXX/p<subject>/s<study>/<dicom_id>.dcm   DICOM: mixed transfer syntaxes, "
+                    "MONOCHROME1/2, 12 bits\n"
+                    "  OUT/files/pXX/p<subject>/s<study>.txt              the report (FINDINGS / IMPRESSION)\n"
+                    "  OUT/mimic-cxr-2.0.0-{metadata,chexpert,negbio,split}.csv\n"
+                    "  OUT/masks/<dicom_id>.npz                           frontal views: a mask per drawn finding\n"
+                    "The same N, SEED and SIZE give byte-identical files. Read them with the mimic-cxr adapter or\n"
+                    "`cxrfast prepare OUT/files ...`.")
+    p.add_argument("out", metavar="OUT", help="output folder (new or empty)")
+    p.add_argument("--n", type=_int_at_least(1), default=2000, metavar="N", help="number of studies (default: 2000)")
+    p.add_argument("--seed", type=_int_at_least(0), default=0, metavar="S", help="random seed (default: 0)")
+    p.add_argument("--size", type=_int_at_least(64), default=512, metavar="N",
+                   help="side of the square images in pixels (default: 512)")
+    p.add_argument("--workers", type=_int_at_least(0), default=None, metavar="N",
+                   help="processes drawing studies (default: the CPUs this process may use; 0: in this process)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=synth_command)
+
+
+def synth_command(args) -> int:
+    from cxrfast.data.synth import SynthError, write_synthetic
+
+    try:
+        summary = write_synthetic(args.out, n=args.n, seed=args.seed, size=args.size, workers=args.workers,
+                                  progress=not args.no_progress)
+    except SynthError as exc:
+        print(f"cxrfast synth: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"\ncxrfast synth: interrupted; {args.out} is incomplete: delete it before running again", file=sys.stderr)
+        return 130
+    print("\n".join(summary.lines()), flush=True)
+    return 0
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:

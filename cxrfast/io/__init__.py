@@ -23,6 +23,10 @@ Files with or without the 128-byte preamble, undefined-length sequences and item
 all), encapsulated frames located by the extended offset table, the basic offset table, or one fragment per
 frame. Malformed files raise DicomError naming the file, the tag and the problem; the parser never reads
 outside the file.
+
+Writing (numpy and the standard library only, imported on demand): cxrfast.io.write.dicom_bytes / write_dicom
+write one-frame grayscale files in explicit, implicit or deflated VR little endian, RLE Lossless or JPEG
+Lossless SV1 (the encoder: cxrfast.io.jpeg_lossless); the synthetic dataset (cxrfast.data.synth) uses them.
 """
 
 from __future__ import annotations

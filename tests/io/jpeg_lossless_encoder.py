@@ -1,11 +1,12 @@
-"""A small JPEG Lossless (process 14) encoder for the tests: one component, any predictor 1–7, precision
-2–16, optional restart interval of whole lines, point transform 0. It exists so that the tests can make
-lossless streams at 12 and 16 bits that no installed library writes (T.81 Annex H).
+"""The tests' JPEG Lossless (process 14) helpers. The encoder itself moved into the library
+(cxrfast/io/jpeg_lossless.py, vectorised, used by the synthetic dataset); `encode` here is
+that one, re-exported for the tests and csrc/fuzz/make_seeds.py. `encode_reference` (with `_predict`, line
+by line) is the original bit-by-bit encoder, kept as the oracle the library's must equal byte for byte
+(tests/io/test_jpeg_lossless_encoder.py).
 
-The Huffman table is the optimal one for the image unless `code_lengths` gives one (a length per difference
-category): LONG_CODE_LENGTHS holds tables with codes of 13 to 16 bits, longer than the decoder's 12-bit
-lookup, and image_with_categories() makes an image whose differences fall in chosen categories, so that a
-stream uses those long codes (and magnitudes of up to 15 bits, category 16 at 16 bits)."""
+LONG_CODE_LENGTHS holds tables with codes of 13 to 16 bits, longer than the decoder's 12-bit lookup, and
+image_with_categories() makes an image whose differences fall in chosen categories, so that a stream uses
+those long codes (and magnitudes of up to 15 bits, category 16 at 16 bits)."""
 
 from __future__ import annotations
 
@@ -13,9 +14,11 @@ import heapq
 
 import numpy as np
 
+from cxrfast.io.jpeg_lossless import encode  # noqa: F401  (re-exported)
+
 
 def _predict(img: np.ndarray, predictor: int, precision: int, restart_lines: int) -> np.ndarray:
-    """The prediction of every sample (T.81 H.1.2.1), int64."""
+    """The prediction of every sample (T.81 H.1.2.1), int64, line by line."""
     x = img.astype(np.int64)
     rows, cols = x.shape
     pred = np.zeros_like(x)
@@ -143,9 +146,9 @@ def image_with_categories(categories: np.ndarray, *, precision: int, predictor: 
     return img
 
 
-def encode(img: np.ndarray, *, precision: int, predictor: int = 1, restart_lines: int = 0,
-           code_lengths: dict[int, int] | list[int] | None = None) -> bytes:
-    """The JPEG Lossless stream of a 2-D image. code_lengths: the Huffman code length of each difference
+def encode_reference(img: np.ndarray, *, precision: int, predictor: int = 1, restart_lines: int = 0,
+                     code_lengths: dict[int, int] | list[int] | None = None) -> bytes:
+    """The original bit-by-bit encoder: the JPEG Lossless stream of a 2-D image. code_lengths: the Huffman code length of each difference
     category (a dict, or a list indexed by category) instead of the optimal table; it must give one to every
     category the image uses and leave room (no all-1 code), and may list unused ones."""
     rows, cols = img.shape
