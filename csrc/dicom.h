@@ -105,7 +105,10 @@ void decode_rle_frame(const std::uint8_t* data, std::size_t size, const Parsed& 
 
 // The bytes of encapsulated frame `frame`: located by the extended offset table when there is one; else
 // all fragments for a single frame; for several frames the fragments between consecutive basic-offset-table
-// entries, or one fragment per frame without a table.
+// entries, or without a table one fragment per frame when there are as many, else (JPEG-family syntaxes only)
+// pydicom's rule: a frame ends with each fragment whose last 10 bytes hold the end marker FF D9 (JPEG EOI,
+// JPEG 2000 EOC), fragments after the last such one being one more frame; a frame count that disagrees with
+// NumberOfFrames is a ParseError.
 std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* data, std::size_t size, const Parsed& p, int frame);
 
 // Bits-stored masking and sign extension, in place, of `n` decoded samples of p.bits_allocated bits

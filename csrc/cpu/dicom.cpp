@@ -674,6 +674,61 @@ bool has_extended_offsets(const Parsed& p) {
   return !p.extended_offset_table.empty() || !p.extended_offset_table_lengths.empty();
 }
 
+using Fragment = std::pair<std::size_t, std::size_t>;  // (offset, length) in dataset_bytes
+
+// The bytes of a fragment, after checking that they lie inside `b`.
+const std::uint8_t* fragment_bytes(const Bytes& b, const Fragment& f) {
+  if (f.first > b.size || f.second > b.size - f.first) fail(kPixelData, f.first, "fragment extends past the end of the file");
+  return b.data + f.first;
+}
+
+// JPEG and JPEG-LS codestreams end with the EOI marker, JPEG 2000 and HTJ2K ones with EOC: both FF D9, which
+// the entropy-coded data of none of them can hold (JPEG stuffs FF with 00 or RSTn, JPEG-LS and JPEG 2000 keep
+// the bit after FF zero).
+bool ends_with_ff_d9(const Parsed& p) {
+  const Codec c = codec(p);
+  return c == Codec::JpegLossless || c == Codec::External;
+}
+
+// pydicom's test for the last fragment of a frame (pydicom.encaps.generate_fragmented_frames and get_frame):
+// FF D9 anywhere in the fragment's last 10 bytes, so a pad byte (or a few trailing bytes) may follow it.
+constexpr std::size_t kEndMarkerWindow = 10;
+bool holds_end_marker(const std::uint8_t* f, std::size_t n) {
+  for (std::size_t i = n > kEndMarkerWindow ? n - kEndMarkerWindow : 0; i + 1 < n; ++i)
+    if (f[i] == 0xFF && f[i + 1] == 0xD9) return true;
+  return false;
+}
+
+// The fragments of frame `frame` of `frames` (> 1) when no offset table places them and there are more fragments
+// than frames: as pydicom groups them, a frame ends with each fragment that holds the end marker, and fragments
+// after the last such one form one more frame (pydicom warns that it may be invalid). Unlike pydicom, which
+// returns the frames it finds (more or fewer than NumberOfFrames, warning), a count that disagrees with
+// NumberOfFrames is an error: the markers and the dataset cannot both be right.
+std::vector<Fragment> fragments_by_end_marker(const Bytes& b, const Parsed& p, std::size_t frame, std::size_t frames) {
+  const std::size_t n = p.fragments.size();
+  const std::string counts = std::to_string(n) + " fragments for " + std::to_string(frames) +
+                             " frames and no basic or extended offset table";
+  if (n < frames) fail(kPixelData, 0, counts + ": fewer fragments than frames");
+  if (!ends_with_ff_d9(p))
+    fail(kPixelData, 0, counts + ": frame boundaries unknown (transfer syntax " + printable(p.transfer_syntax) +
+                            " has no end-of-frame marker to find them by)");
+  std::vector<Fragment> parts;
+  std::size_t found = 0, ended = 0, trailing = 0;  // frames found, fragments ending one, fragments after the last
+  for (const Fragment& f : p.fragments) {
+    if (found == frame) parts.push_back(f);
+    ++trailing;
+    if (holds_end_marker(fragment_bytes(b, f), f.second)) ++found, ++ended, trailing = 0;
+  }
+  found += trailing > 0;
+  if (found != frames)  // (the parse does not keep NumberOfFrames' offset: no byte in this message)
+    throw ParseError("tag (0028,0008): NumberOfFrames is " + std::to_string(frames) + " but the pixel data's " +
+                     std::to_string(n) + " fragments (no basic or extended offset table) hold " + std::to_string(found) +
+                     " frame(s) by their end markers: " + std::to_string(ended) +
+                     " fragment(s) end with the marker FF D9 that ends a frame (in their last 10 bytes, where pydicom "
+                     "looks)" + (trailing ? ", then " + std::to_string(trailing) + " fragment(s) without it" : std::string()));
+  return parts;
+}
+
 }  // namespace
 
 void decode_rle_frame(const std::uint8_t* file, std::size_t file_size, const Parsed& p, int frame, std::uint8_t* out) {
@@ -775,14 +830,13 @@ std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* file, std::size
   } else if (p.fragments.size() == frames) {
     parts.push_back(p.fragments[std::size_t(frame)]);
   } else {
-    fail(kPixelData, 0, std::to_string(p.fragments.size()) + " fragments for " + std::to_string(frames) +
-                            " frames and no basic offset table: frame boundaries unknown");
+    parts = fragments_by_end_marker({data, size}, p, std::size_t(frame), frames);
   }
   if (parts.empty()) fail(kPixelData, 0, "frame " + std::to_string(frame) + " has no fragment");
   std::vector<std::uint8_t> out;
-  for (const auto& [offset, length] : parts) {
-    if (offset > size || length > size - offset) fail(kPixelData, offset, "fragment extends past the end of the file");
-    out.insert(out.end(), data + offset, data + offset + length);
+  for (const Fragment& f : parts) {
+    const std::uint8_t* bytes = fragment_bytes({data, size}, f);
+    out.insert(out.end(), bytes, bytes + f.second);
   }
   if (out.size() > keep) out.resize(keep);
   return out;

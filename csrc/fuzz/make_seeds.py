@@ -7,6 +7,9 @@ directory given as the only argument: what pydicom's own test files lack or hold
 - a deflated dataset (12-bit image, both LUT sequences), re-deflated after mutation by the driver;
 - multi-frame encapsulated data located by an extended offset table (7FE0,0001/0002), RLE (decoded by the
   target) and JPEG-LS (located only: what cxrfast.io hands to imagecodecs);
+- multi-frame JPEG Lossless (decoded by the target) and JPEG-LS (located only) data with an empty basic offset
+  table and each frame over 4 or 5 fragments (cxrfast.io.testing.cut_codestream), located by the end marker
+  FF D9 that ends each frame's last fragment (pydicom's rule);
 - one-component JPEG Lossless (process 14) streams, written by the tests' encoder (tests/io/
   jpeg_lossless_encoder.py), which reach the decoder's one-component fast path (pydicom's only lossless file
   is RGB, decoded by the interleaved path): 8-bit predictor 7 with a restart every 3 lines, 12-bit SV1,
@@ -30,7 +33,7 @@ from pydicom.uid import (UID, DeflatedExplicitVRLittleEndian, ExplicitVRBigEndia
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "..", "tests", "io"))
 import jpeg_lossless_encoder as jpegll  # noqa: E402
 
-from cxrfast.io.testing import grayscale_dataset  # noqa: E402
+from cxrfast.io.testing import cut_codestream, grayscale_dataset  # noqa: E402
 
 JPEG_LOSSLESS_ANY_PREDICTOR = "1.2.840.10008.1.2.4.57"  # process 14, any predictor (SV1: predictor 1)
 
@@ -105,7 +108,32 @@ def main(out):
     ds["PixelData"].VR = "OB"
     write(ds, os.path.join(out, "eot_jpegls.dcm"))
 
+    end_marker_seeds(out)
     jpeg_lossless_seeds(out)
+
+
+def end_marker_seeds(out):
+    """3 frames, each cut into 4 or 5 fragments, the basic offset table empty: the frames are found by the end
+    marker FF D9 in their last fragments. JPEG Lossless (tests' encoder, decoded by the target) and JPEG-LS
+    (located only: any stream ending with FF D9 serves without imagecodecs)."""
+    ds, pixels = image(ExplicitVRLittleEndian, rows=16, columns=13, frames=3)
+    ds.file_meta.TransferSyntaxUID = UID(JPEG_LOSSLESS_ANY_PREDICTOR)
+    streams = [jpegll.encode(f, precision=12, predictor=6) for f in pixels]
+    _write_fragmented(ds, streams, os.path.join(out, "no_bot_jpegll_fragments.dcm"))
+
+    ds.file_meta.TransferSyntaxUID = JPEGLSLossless
+    try:
+        import imagecodecs
+        streams = [imagecodecs.jpegls_encode(f) for f in pixels]
+    except ImportError:
+        streams = [b"\xff\xd8" + bytes([k, 0xFF]) * 20 + b"\xff\xd9" for k in range(3)]
+    _write_fragmented(ds, streams, os.path.join(out, "no_bot_jpegls_fragments.dcm"))
+
+
+def _write_fragmented(ds, streams, path):
+    ds.PixelData = encapsulate([p for s in streams for p in cut_codestream(s)], has_bot=False)
+    ds["PixelData"].VR = "OB"
+    write(ds, path)
 
 
 def jpeg_lossless_seeds(out):

@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Build the DICOM fuzz target with AddressSanitizer + UBSan (g++: standalone mutation driver) and run it
 # on pydicom's uncompressed, deflated and encapsulated test files plus the synthetic seeds of
-# csrc/fuzz/make_seeds.py (LUT sequences, deflate, extended offset tables, one-component JPEG lossless streams (long Huffman codes included)). Usage: csrc/fuzz/run.sh [ITERATIONS]
+# csrc/fuzz/make_seeds.py (LUT sequences, deflate, extended offset tables, frames found by their end markers, one-component JPEG lossless streams (long Huffman codes included)). Usage: csrc/fuzz/run.sh [ITERATIONS]
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 ITER="${1:-200000}"
@@ -13,7 +13,7 @@ g++ -std=c++17 -O1 -g -fno-omit-frame-pointer -fsanitize=address,undefined,float
     -DCXRFAST_FUZZ_MAIN "${ZLIB[@]}" -I csrc csrc/fuzz/fuzz_dicom.cpp csrc/cpu/dicom.cpp csrc/cpu/jpeg_lossless.cpp \
     -o "$OUT" ${ZLIB:+-lz}
 DATA="$(.venv/bin/python -c 'import os, pydicom.data as d; print(os.path.join(os.path.dirname(d.__file__), "test_files"))')"
-GEN="$OUT.seeds"  # LUT sequences, deflate, extended offset tables, one-component JPEG lossless streams (long Huffman codes included): csrc/fuzz/make_seeds.py
+GEN="$OUT.seeds"  # LUT sequences, deflate, extended offset tables, frames found by their end markers, one-component JPEG lossless streams (long Huffman codes included): csrc/fuzz/make_seeds.py
 .venv/bin/python csrc/fuzz/make_seeds.py "$GEN"
 SEEDS=("$DATA/MR_small.dcm" "$DATA/MR_small_implicit.dcm" "$DATA/MR_small_bigendian.dcm" "$DATA/rtdose.dcm"
        "$DATA/JPEG2000.dcm" "$DATA/MR_small_RLE.dcm" "$DATA/SC_rgb_small_odd_big_endian.dcm" "$DATA/CT_small.dcm"

@@ -20,9 +20,11 @@ Model inputs (cxrfast/io/radiograph.py): load_radiograph(path, size=512, ...) ru
 load_radiographs(paths, ..., device="cuda") does a batch of any sizes in one fused CUDA kernel.
 
 Files with or without the 128-byte preamble, undefined-length sequences and items, multi-frame (one frame or
-all), encapsulated frames located by the extended offset table, the basic offset table, or one fragment per
-frame. Malformed files raise DicomError naming the file, the tag and the problem; the parser never reads
-outside the file.
+all), encapsulated frames located by the extended offset table, the basic offset table, one fragment per frame,
+or, for the JPEG-family syntaxes without a table, as pydicom locates them: a frame ends with each fragment
+whose last 10 bytes hold the end marker FF D9 (a frame count that disagrees with NumberOfFrames is an error).
+Malformed files raise DicomError naming the file, the tag and the problem; the parser never reads outside the
+file.
 
 Writing (numpy and the standard library only, imported on demand): cxrfast.io.write.dicom_bytes / write_dicom
 write one-frame grayscale files in explicit, implicit or deflated VR little endian, RLE Lossless or JPEG

@@ -27,8 +27,10 @@ from cxrfast import _ext  # noqa: E402
 if not _ext.load():
     pytest.skip(f"cxrfast._C is not built: {_ext.unavailable_reason()}", allow_module_level=True)
 
+sys.path.insert(0, os.path.dirname(__file__))  # jpeg_lossless_encoder, the tests' own encoder
+
 from cxrfast import _C  # noqa: E402
-from cxrfast.io.testing import grayscale_dataset, to_bytes  # noqa: E402
+from cxrfast.io.testing import cut_codestream, grayscale_dataset, to_bytes  # noqa: E402
 from pydicom.dataset import Dataset  # noqa: E402
 from pydicom.encaps import encapsulate, encapsulate_extended  # noqa: E402
 from pydicom.sequence import Sequence  # noqa: E402
@@ -244,6 +246,10 @@ SYNTHETIC = [
 def _encode(how, img, bits, signed):
     from pydicom.pixels.encoders import RLELosslessEncoder
 
+    if how == "own-lossless":  # the tests' JPEG lossless encoder (tests/io/jpeg_lossless_encoder.py), no imagecodecs
+        from jpeg_lossless_encoder import encode
+
+        return encode(_masked(img, bits), precision=bits, predictor=6)
     if how == "rle":
         return RLELosslessEncoder.encode(
             img, rows=img.shape[0], columns=img.shape[1], samples_per_pixel=1, bits_allocated=16,
@@ -531,6 +537,139 @@ def test_extended_offset_table_with_frames_split_over_fragments():
                                                                  r"table gives \d+ bytes, its fragments hold \d+")):
         with pytest.raises(io.DicomError, match=message):
             io.read_dicom(_eot_file(JLS, frames, 12, stored, offsets_, lengths_))
+
+
+# ------------------------------------------------------------------------------------ no offset table: end markers
+
+def _streams_one_odd(encode, frames, bits):
+    """The encoded frames, at least one of odd length (its last fragment gets the pad byte 00): frame 0 is drawn
+    again until one is. Returns (frames, streams)."""
+    frames = frames.copy()
+    for seed in range(100, 132):
+        streams = [encode(f) for f in frames]
+        if any(len(s) % 2 for s in streams):
+            return frames, streams
+        frames[0] = _radiograph(*frames.shape[1:], bits=bits, seed=seed)
+    raise AssertionError("no stream of odd length")
+
+
+def _no_table_file(syntax, pixels, bits, fragments, number_of_frames=None, **attrs):
+    """A file whose pixel data holds `fragments` (bytes) after an empty basic offset table, no extended one."""
+    ds = _dataset(syntax, pixels, bits)
+    ds.PixelData = _items(fragments)[0]
+    ds["PixelData"].VR = "OB"
+    ds["PixelData"].is_undefined_length = True
+    if number_of_frames is not None:
+        ds.NumberOfFrames = number_of_frames
+    for key, value in attrs.items():
+        setattr(ds, key, value)
+    return _save(ds)
+
+
+# syntax, bits, how the test encodes a frame (see _encode), lossless
+END_MARKER = [
+    (JPEG_LL, 12, "own-lossless", True),
+    (JPEG_LL_SV1, 16, "jpeg8-lossless", True),
+    (JPEG_BASELINE, 8, "jpeg8", False),
+    (JPEG_EXTENDED, 12, "jpeg8", False),
+    (JLS, 12, "jpegls", True),
+    (JLS_NEAR, 12, "jpegls-near", False),
+    (J2K_LOSSLESS, 12, "jpeg2k", True),
+    (HTJ2K_LOSSLESS, 12, "htj2k", True),
+]
+
+
+@pytest.mark.parametrize("syntax,bits,how,exact", END_MARKER,
+                         ids=[f"{s.rsplit('.', 1)[-1]}-{b}bit" for s, b, _, _ in END_MARKER])
+def test_frames_over_several_fragments_without_offset_table_read_as_pydicom_reads_them(syntax, bits, how, exact):
+    """3 frames, each split over 4 or 5 fragments (cut_codestream: one cut right after an FF byte, one frame
+    padded), the basic offset table empty, no extended one: pydicom finds each frame's end by the marker FF D9
+    (JPEG EOI, JPEG 2000 EOC) in a fragment's last 10 bytes, and so does read_dicom (such files were refused:
+    "14 fragments for 3 frames and no basic offset table: frame boundaries unknown"). Equal to pydicom
+    (exactly for the lossless syntaxes, and to the input), all frames and each one; pydicom's own writer
+    (3 fragments of even length per frame) too."""
+    if how != "own-lossless" and imagecodecs is None:
+        pytest.skip("the test encodes with imagecodecs")
+    frames = np.stack([_radiograph(96, 72, bits=bits, seed=s) for s in range(3)])
+    frames, streams = _streams_one_odd(lambda f: _encode(how, f, bits, False), frames, bits)
+    cut = [cut_codestream(s) for s in streams]
+    assert all(b"".join(c) == s and any(p.endswith(b"\xff") for p in c[:-1]) for c, s in zip(cut, streams))
+    pieces = [p for c in cut for p in c]
+    data = _no_table_file(syntax, frames, bits, pieces)
+    img = io.read_dicom(data)
+    assert img.meta["basic_offset_table"] == [] and len(img.meta["fragments"]) == len(pieces) >= 12
+    _, ref = _pydicom(data)
+    _check_against_pydicom(how, syntax, img.pixels, ref, colour=False)
+    if exact:
+        np.testing.assert_array_equal(img.pixels, frames)
+    for k in range(3):
+        _check_against_pydicom(how, syntax, io.read_dicom(data, frame=k).pixels, ref[k], colour=False)
+    ds = _dataset(syntax, frames, bits)
+    ds.PixelData = encapsulate(streams, fragments_per_frame=3, has_bot=False)
+    ds["PixelData"].VR = "OB"
+    np.testing.assert_array_equal(io.read_dicom(_save(ds)).pixels, img.pixels)
+
+
+@pytest.mark.parametrize("syntax,how", [(JPEG_LL, "own-lossless"), (JLS, "jpegls")], ids=["C++", "imagecodecs"])
+def test_frames_found_by_end_markers_through_the_radiograph_pipeline(syntax, how):
+    """load_radiograph / load_radiographs (the C++ pipeline; for JPEG-LS cxrfast.io's library path) on such a
+    file give the images of the same frames stored one fragment each."""
+    if how != "own-lossless" and imagecodecs is None:
+        pytest.skip("the test encodes with imagecodecs")
+    frames = np.stack([_radiograph(80, 64, seed=s) for s in range(3)])
+    streams = [_encode(how, f, 12, False) for f in frames]
+    split = _no_table_file(syntax, frames, 12, [p for s in streams for p in cut_codestream(s)])
+    whole = _encapsulated(syntax, streams, frames, 12)
+    for k in range(3):
+        np.testing.assert_array_equal(io.load_radiograph(split, 48, frame=k).image,
+                                      io.load_radiograph(whole, 48, frame=k).image)
+    batch = io.load_radiographs([split, whole], 48, frame=2, workers=1)
+    np.testing.assert_array_equal(np.asarray(batch.images[0]), np.asarray(batch.images[1]))
+
+
+def test_fragments_after_the_last_end_marker_are_the_last_frame_as_in_pydicom():
+    """pydicom's rule, edge case: the marker more than 10 bytes before the end of its fragment is not found
+    there, so the fragments after the previous frame's end are one more frame, the last (pydicom warns that
+    it may be invalid). When that makes NumberOfFrames frames, both read it the same."""
+    frames = np.stack([_radiograph(40, 30, seed=s) for s in range(3)])
+    streams = [_encode("own-lossless", f, 12, False) for f in frames]
+    pieces = [p for s in streams for p in cut_codestream(s)]
+    pieces[-1] += bytes(12)  # the last frame's end marker now 12 bytes (+ pad) before its fragment's end
+    data = _no_table_file(JPEG_LL, frames, 12, pieces)
+    _, ref = _pydicom(data)
+    np.testing.assert_array_equal(ref, frames)
+    np.testing.assert_array_equal(io.read_dicom(data).pixels, frames)
+    np.testing.assert_array_equal(io.read_dicom(data, frame=2).pixels, frames[2])
+
+
+def test_frame_count_disagreeing_with_the_end_markers_is_an_error_naming_it():
+    """Where the end markers and NumberOfFrames disagree, read_dicom and the pipeline refuse, naming the
+    counts (pydicom returns the frames it finds, more than NumberOfFrames, or fails on fewer); fewer fragments
+    than frames is refused as before; 1-bit images stay refused for their own reason."""
+    frames = np.stack([_radiograph(40, 30, seed=s) for s in range(3)])
+    cut = [cut_codestream(_encode("own-lossless", f, 12, False)) for f in frames]
+    pieces, two = [p for c in cut for p in c], cut[0] + cut[1]
+    counts = r"but the pixel data's {} fragments \(no basic or extended offset table\) hold {} frame\(s\) by their " \
+             r"end markers: {} fragment\(s\) end with the marker FF D9 that ends a frame"
+    only_markers = r" \(in their last 10 bytes, where pydicom looks\)$"
+    for nr_frames, fragments, message in (
+            (4, pieces, r"NumberOfFrames is 4 " + counts.format(len(pieces), 3, 3) + only_markers),
+            (2, pieces, r"NumberOfFrames is 2 " + counts.format(len(pieces), 3, 3) + only_markers),
+            (2, two + [b"junk"], r"NumberOfFrames is 2 " + counts.format(len(two) + 1, 3, 2) +
+             r".*, then 1 fragment\(s\) without it$"),
+            (3, [b"".join(cut[0]), b"".join(cut[1])],
+             r"2 fragments for 3 frames and no basic or extended offset table: fewer fragments than frames")):
+        data = _no_table_file(JPEG_LL, frames, 12, fragments, number_of_frames=nr_frames)
+        for frame in (None, 0):
+            with pytest.raises(io.DicomError, match=r"<bytes>: tag \((0028,0008|7FE0,0010)\).*" + message):
+                io.read_dicom(data, frame=frame)
+        with pytest.raises(io.DicomError, match=message):
+            io.load_radiograph(data, 32)
+    # BitsAllocated 1 (segmentation images): refused with its own message, before any frame is looked for
+    one_bit = _no_table_file(JPEG_LL, frames, 12, pieces, BitsAllocated=1, BitsStored=1, HighBit=0)
+    with pytest.raises(io.DicomError, match=r"tag \(7FE0,0010\): BitsAllocated 1 is not supported"):
+        io.read_dicom(one_bit)
+    np.testing.assert_array_equal(io.read_dicom(_no_table_file(JPEG_LL, frames, 12, pieces)).pixels, frames)
 
 
 # ------------------------------------------------------------------------------------ LUT sequences
