@@ -91,6 +91,7 @@ py::dict dicom_meta(const cxrfast::dicom::Parsed& p) {
   d["study_date"] = latin1(p.study_date);
   d["view_position"] = latin1(p.view_position);
   d["modality"] = latin1(p.modality);
+  d["sop_class_uid"] = latin1(p.sop_class_uid.empty() ? p.media_storage_sop_class_uid : p.sop_class_uid);
   d["has_pixel_data"] = p.has_pixel_data;
   d["encapsulated"] = p.encapsulated;
   d["fragments"] = p.fragments;
