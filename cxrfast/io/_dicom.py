@@ -62,8 +62,10 @@ class DicomImage:
     meta: dict = field(default_factory=dict)
 
 
-def read_dicom(source, *, frame: int | None = None) -> DicomImage:
+def read_dicom(source, *, frame: int | None = None, pixels: bool = True) -> DicomImage:
     """Read a DICOM file (a path or its bytes). frame: None for all frames, or one 0-based index.
+    pixels=False: the attributes only (`.pixels` None), without decoding or checking the pixel data; a file
+    without pixel data is then no error (`cxrfast dicom info` reads files so).
 
     `.pixels`: the stored values with pydicom's pixel_array dtype (u/int 8/16/32 from BitsAllocated and
     PixelRepresentation) and shape: [rows, columns], [rows, columns, samples] for colour, a leading
@@ -107,6 +109,15 @@ def read_dicom(source, *, frame: int | None = None) -> DicomImage:
     if not _ext.load():
         raise RuntimeError(f"cxrfast.io.read_dicom needs the compiled extension: {_ext.unavailable_reason()}")
     name, data = read_source(source, DicomError)
+    if not pixels:
+        from cxrfast import _C
+
+        try:
+            meta, _ = _C.dicom_read(data, -1, decode=False)
+        except (_C.DicomParseError, IndexError) as exc:
+            raise dicom_error(name, exc, data) from None
+        meta["decoded_photometric_interpretation"] = meta["photometric_interpretation"]
+        return DicomImage(pixels=None, meta=meta)
     if frame is not None and (isinstance(frame, bool) or not isinstance(frame, (int, np.integer))):
         raise TypeError(f"read_dicom: `frame` must be an int or None, got {type(frame).__name__}")
     if frame is not None:
@@ -153,16 +164,21 @@ _NOT_IMAGES = (
 )
 
 
-def not_an_image(name: str, meta: dict) -> NotAnImageError:
-    """The error for a DICOM file without Pixel Data, saying what the file is (its SOP class, its modality)."""
+def what_it_is(meta: dict) -> str:
+    """What a DICOM file without pixel data is, from its SOP class and modality: "it is an RT Plan (SOP Class
+    1.2.840.10008.5.1.4.1.1.481.5, Modality RTPLAN)"."""
     uid, modality = meta.get("sop_class_uid", ""), meta.get("modality", "")
     what = next((w for prefix, w in _NOT_IMAGES if uid.startswith(prefix)), None)
     details = [f"SOP Class {uid}"] if uid else []
     if modality:
         details.append(f"Modality {modality}")
     said = f"it is {what}" if what else "a DICOM object that holds no image"
-    return NotAnImageError(f"{name}: not an image: no Pixel Data (7FE0,0010); {said}"
-                           + (f" ({', '.join(details)})" if details else ""))
+    return said + (f" ({', '.join(details)})" if details else "")
+
+
+def not_an_image(name: str, meta: dict) -> NotAnImageError:
+    """The error for a DICOM file without Pixel Data, saying what the file is."""
+    return NotAnImageError(f"{name}: not an image: no Pixel Data (7FE0,0010); {what_it_is(meta)}")
 
 
 _SIGNATURES = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
