@@ -108,7 +108,7 @@ def read_dicom(source, *, frame: int | None = None, pixels: bool = True) -> Dico
 
     if not _ext.load():
         raise RuntimeError(f"cxrfast.io.read_dicom needs the compiled extension: {_ext.unavailable_reason()}")
-    name, data = read_source(source, DicomError)
+    name, data = read_source(source, DicomError, "read_dicom: `source`")
     if not pixels:
         from cxrfast import _C
 
@@ -128,16 +128,24 @@ def read_dicom(source, *, frame: int | None = None, pixels: bool = True) -> Dico
     return decode_dicom(name, data, frame)
 
 
-def read_source(source, error: type) -> tuple[str, bytes]:
+def source_type_error(label: str, source) -> str | None:
+    """The message for a source that is neither a path nor bytes (None: it is one); label names it, e.g.
+    "read_dicom: `source`"."""
+    if isinstance(source, (str, bytes, bytearray, memoryview, os.PathLike)):
+        return None
+    return f"{label} must be a path (str or os.PathLike) or the file's bytes, got {type(source).__name__}"
+
+
+def read_source(source, error: type, label: str) -> tuple[str, bytes]:
     """(name for messages, bytes) of a path or of bytes. A path that does not exist raises MissingFileError;
-    another unreadable file (a folder, no permission) raises `error` naming it."""
+    another unreadable file (a folder, no permission) raises `error` naming it; anything else is a TypeError
+    naming `label` (the function and the argument)."""
+    bad = source_type_error(label, source)
+    if bad:
+        raise TypeError(bad)
     if isinstance(source, (bytes, bytearray, memoryview)):
         return "<bytes>", bytes(source)
-    try:
-        name = os.fspath(source)
-    except TypeError:
-        raise TypeError(f"expected a path (str or os.PathLike) or the file's bytes, got {type(source).__name__}") \
-            from None
+    name = os.fspath(source)
     if isinstance(name, bytes):
         name = os.fsdecode(name)
     try:

@@ -43,7 +43,7 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 
 
-from cxrfast.io._dicom import DicomError, ReadError, decode_dicom, dicom_error, read_source
+from cxrfast.io._dicom import DicomError, ReadError, decode_dicom, dicom_error, read_source, source_type_error
 
 
 class ImageError(ReadError):
@@ -126,7 +126,7 @@ def _options(size, fit, voi, window, voi_function, voi_index, fallback, percenti
 
 
 def _read(source) -> tuple[str, bytes]:
-    return read_source(source, ImageError)
+    return read_source(source, ImageError, "load_radiograph: `source`")
 
 
 def _is_image(data: bytes) -> str | None:
@@ -309,10 +309,18 @@ def load_radiographs(sources, size: int = 512, *, device="cpu", workers: int | N
     workers = int(workers or os.cpu_count() or 1)
     dev = _device(device)
 
+    not_sources = {i: msg for i, s in enumerate(sources)
+                   if (msg := source_type_error(f"load_radiographs: `sources[{i}]`", s))}
+    if not_sources and errors == "raise":
+        raise TypeError(next(iter(not_sources.values())))
+
     def run(fn):
         results, failed = [None] * len(sources), {}
 
         def one(i):
+            if i in not_sources:
+                failed[i] = not_sources[i]
+                return
             try:
                 results[i] = fn(sources[i])
             except (ValueError, OSError) as exc:

@@ -98,6 +98,30 @@ def groups_arg(op: str, groups, batch: int, like: torch.Tensor):
     return groups.to(torch.int64).contiguous()
 
 
+def lengths_arg(op: str, name: str, value, batch: int, like: torch.Tensor, per: str) -> torch.Tensor:
+    """Per-sample counts (word / sentence lengths) as int64 on `like`'s device: a 1-D integer tensor or a list
+    of ints, [batch] long (`per`: what each counts, for the message); a CPU tensor is moved. The values are the
+    caller's to check."""
+    lengths = value
+    if not isinstance(lengths, torch.Tensor):
+        try:
+            if isinstance(value, (str, bytes)) or value is None:
+                raise TypeError
+            lengths = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{op}: `{name}` must be a 1-D integer tensor or a list of ints (one {per}), got "
+                            f"{type(value).__name__}") from None
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"{op}: `{name}` must have shape [{batch}] (one {per}), got {tuple(lengths.shape)}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"{op}: `{name}` must hold integers, got {lengths.dtype}")
+    if lengths.device != like.device:
+        if lengths.device.type != "cpu":
+            raise ValueError(f"{op}: `{name}` is on {lengths.device} but the features are on {like.device}")
+        lengths = lengths.to(like.device)
+    return lengths.to(torch.int64)
+
+
 def weights_arg(op: str, weights) -> tuple[float, float]:
     try:
         w = tuple(float(v) for v in weights)

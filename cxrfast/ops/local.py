@@ -108,25 +108,7 @@ def checked_inputs(op: str, regions, words, word_lengths) -> torch.Tensor:
         raise ValueError(f"{op}: `regions` is on {regions.device} but `words` is on {words.device}")
     if regions.dtype != words.dtype:
         raise TypeError(f"{op}: `regions` is {regions.dtype} but `words` is {words.dtype}; cast one of them")
-    lengths = word_lengths
-    if not isinstance(lengths, torch.Tensor):
-        try:
-            if isinstance(word_lengths, (str, bytes)):
-                raise TypeError
-            lengths = torch.as_tensor(word_lengths)
-        except (TypeError, ValueError, RuntimeError):
-            raise TypeError(f"{op}: `word_lengths` must be a 1-D integer tensor or a list of ints (one length per "
-                            f"report), got {type(word_lengths).__name__}") from None
-    if lengths.dim() != 1 or lengths.shape[0] != words.shape[0]:
-        raise ValueError(f"{op}: `word_lengths` must have shape [{words.shape[0]}] (one length per report), "
-                         f"got {tuple(lengths.shape)}")
-    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-        raise TypeError(f"{op}: `word_lengths` must hold integers, got {lengths.dtype}")
-    if lengths.device != words.device:
-        if lengths.device.type != "cpu":
-            raise ValueError(f"{op}: `word_lengths` is on {lengths.device} but `words` is on {words.device}")
-        lengths = lengths.to(words.device)
-    lengths = lengths.to(torch.int64)
+    lengths = _validate.lengths_arg(op, "word_lengths", word_lengths, words.shape[0], words, "length per report")
     if all(_validate.readable(t) for t in (regions, words, lengths)):
         L = words.shape[1]
         bad = ((lengths < 1) | (lengths > L)).nonzero()

@@ -58,16 +58,6 @@ def _positive(name: str, value, *, allow_zero: bool = False) -> float:
     return value
 
 
-def _lengths(lengths, batch: int, like: torch.Tensor) -> None:
-    if not isinstance(lengths, torch.Tensor):
-        raise TypeError(f"{OP}: `sentence_lengths` must be a 1-D integer tensor, got {type(lengths).__name__}")
-    if tuple(lengths.shape) != (batch,):
-        raise ValueError(f"{OP}: `sentence_lengths` must have shape [{batch}] (one count per report), "
-                         f"got {tuple(lengths.shape)}")
-    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-        raise TypeError(f"{OP}: `sentence_lengths` must hold integers, got {lengths.dtype}")
-    if lengths.device != like.device:
-        raise ValueError(f"{OP}: `sentence_lengths` is on {lengths.device} but `regions` is on {like.device}")
 
 
 def grid_pair(grid) -> tuple[int, int]:
@@ -260,7 +250,7 @@ def lovt_local_loss(
     if sentences.dtype != regions.dtype:
         raise TypeError(f"{OP}: `regions` is {regions.dtype} but `sentences` is {sentences.dtype}; "
                         "cast one of them")
-    _lengths(sentence_lengths, B, regions)
+    sentence_lengths = _validate.lengths_arg(OP, "sentence_lengths", sentence_lengths, B, regions, "count per report")
     grid = _grid(grid, R)
     kwargs = hyper_parameters(temperature, attention_temperature, distance_threshold, smooth_lambda)
     region_weights = _local_weights("region_weights", region_weights, (B, R), regions)

@@ -237,3 +237,11 @@ def test_bench_decode_and_radiograph(suite):
     assert "raw 12-bit 200x160" in text and "cxrfast" in text and "pydicom" in text, text
     assert "median (p20–p80)" in text
     assert re.search(r"\d[\d.]* [mu]?s \(\d[\d.]* [mu]?s–\d[\d.]* [mu]?s\)", text), text
+
+
+def test_the_commands_op_list_is_explains():
+    """cli.EXPLAIN_OPS is spelled out so that parsing imports no torch; it must stay explain's list."""
+    from cxrfast import cli
+    from cxrfast.ops._dispatch import EXPLAINED
+
+    assert set(cli.EXPLAIN_OPS) == set(EXPLAINED)

@@ -163,3 +163,15 @@ def test_files_without_pixel_data_raise_the_no_pixel_data_error():
         with pytest.raises(cio.NotAnImageError, match=what):
             cio.load_radiograph(path, 8)
     assert issubclass(cio.NotAnImageError, cio.DicomError)
+
+
+def test_a_source_that_is_not_a_path_names_the_function_and_the_position():
+    with pytest.raises(TypeError, match=r"^read_dicom: `source` must be a path \(str or os.PathLike\) or the file's "
+                                        r"bytes, got NoneType"):
+        cio.read_dicom(None)
+    with pytest.raises(TypeError, match=r"^load_radiograph: `source` must be a path"):
+        cio.load_radiograph(3, 16)
+    with pytest.raises(TypeError, match=r"^load_radiographs: `sources\[1\]` must be a path .* got NoneType"):
+        cio.load_radiographs([_file("CT_small.dcm"), None], 16)
+    batch = cio.load_radiographs([_file("CT_small.dcm"), None], 16, errors="skip")  # skipped like a bad file
+    assert batch.indices == [0] and "got NoneType" in batch.failed[1]

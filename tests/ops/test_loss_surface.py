@@ -191,3 +191,15 @@ def test_ops_and_nn_namespaces_export_only_their_api():
 def test_per_sample_loss_mean_is_the_loss():
     per = cxrfast.contrastive_loss(X, Y, 10.0, reduction="none")
     assert math.isclose(per.mean().item(), cxrfast.contrastive_loss(X, Y, 10.0).item(), rel_tol=1e-5)
+
+
+def test_lovt_takes_lengths_as_the_other_local_losses_do():
+    """A list, or a CPU tensor for features elsewhere, as word_region_similarity takes word_lengths."""
+    regions, sentences = torch.randn(3, 6, 5, dtype=torch.float64), torch.randn(3, 4, 5, dtype=torch.float64)
+    as_tensor = cxrfast.lovt_local_loss(regions, sentences, torch.tensor([4, 1, 2]), grid=(2, 3))
+    as_list = cxrfast.lovt_local_loss(regions, sentences, [4, 1, 2], grid=(2, 3))
+    for k in as_tensor:
+        torch.testing.assert_close(as_list[k], as_tensor[k])
+    with pytest.raises(TypeError, match=r"lovt_local_loss: `sentence_lengths` must be a 1-D integer tensor or a list "
+                                        r"of ints .*got NoneType"):
+        cxrfast.lovt_local_loss(regions, sentences, None, grid=(2, 3))
