@@ -8,7 +8,9 @@ import torch
 
 from cxrfast.ops import _chunked, _dispatch, _validate
 from cxrfast.ops._register import op
-from cxrfast.ops._pairwise import input_grads, inverse_norms, stat_fakes, zeros_if_none
+from cxrfast.ops._pairwise import (column_scores, grad_precision, input_grads, inverse_norms, kernel_inputs,
+                                   stat_fakes, zeros_if_none)
+from cxrfast.reference.contrastive import REDUCTIONS
 
 OP = "contrastive_loss"
 
@@ -17,12 +19,14 @@ OP = "contrastive_loss"
 def infonce_stats(
     x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, scale: torch.Tensor,
     row_groups: Optional[torch.Tensor], col_groups: Optional[torch.Tensor], pos_offset: int,
-    columns: bool, impl: str,
+    columns: bool, impl: str, kernel_dtype: Optional[torch.dtype] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row/column statistics of s = scale · diag(rx) · x · yᵀ · diag(ry), x [M, D], y [N, D]:
     (lse_r [M], lse_c [N], pos_r [M], cnt [M], sum_r [M]); see cxrfast.kernels.contrastive.
     columns=False returns lse_c empty ([0]) and skips its softmax. Nothing M × N is stored.
-    impl: "triton" or "chunked"."""
+    impl: "triton" or "chunked". kernel_dtype: the dtype the kernels read x and y in, when they come as
+    fp32 copies of 16-bit embeddings (_pairwise.grad_precision); None: their own dtype."""
+    x, y = kernel_inputs(x, y, kernel_dtype)
     args = (x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns)
     if impl == "triton":
         from cxrfast.kernels.contrastive import infonce_forward
@@ -32,7 +36,7 @@ def infonce_stats(
 
 
 @infonce_stats.register_fake
-def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns, impl):
+def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns, impl, kernel_dtype=None):
     M, N = x.shape[0], y.shape[0]
     return stat_fakes((M,), (N if columns else 0,), (M,), (M,), (M,), like=x)
 
@@ -43,8 +47,10 @@ def infonce_stats_backward(
     row_groups: Optional[torch.Tensor], col_groups: Optional[torch.Tensor], pos_offset: int,
     lse_r: torch.Tensor, lse_c: torch.Tensor,
     g_lse_r: torch.Tensor, g_lse_c: torch.Tensor, g_pos: torch.Tensor, g_sum: torch.Tensor, impl: str,
+    kernel_dtype: Optional[torch.dtype] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradient pieces (A_x [M, D], A_y [N, D], V_r [M], V_c [N]) of Σ g·stats (kernels.pairwise)."""
+    x, y = kernel_inputs(x, y, kernel_dtype)
     args = (x, y, rx, ry, scale, row_groups, col_groups, pos_offset, lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum)
     if impl == "triton":
         from cxrfast.kernels.contrastive import infonce_backward
@@ -54,16 +60,17 @@ def infonce_stats_backward(
 
 
 @infonce_stats_backward.register_fake
-def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum, impl):
+def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum, impl,
+      kernel_dtype=None):
     return stat_fakes(tuple(x.shape), tuple(y.shape), (x.shape[0],), (y.shape[0],), like=x)
 
 
 def _setup_context(ctx, inputs, output):
-    x, y, rx, ry, scale, row_groups, col_groups, pos_offset, _columns, impl = inputs
+    x, y, rx, ry, scale, row_groups, col_groups, pos_offset, _columns, impl, kernel_dtype = inputs
     lse_r, lse_c, _, cnt, _ = output
     ctx.mark_non_differentiable(cnt)
     ctx.save_for_backward(x, y, rx, ry, scale, row_groups, col_groups, lse_r, lse_c)
-    ctx.pos_offset, ctx.impl = pos_offset, impl
+    ctx.pos_offset, ctx.impl, ctx.kernel_dtype = pos_offset, impl, kernel_dtype
 
 
 def _backward(ctx, g_lse_r, g_lse_c, g_pos, g_cnt, g_sum):
@@ -71,8 +78,8 @@ def _backward(ctx, g_lse_r, g_lse_c, g_pos, g_cnt, g_sum):
     pieces = torch.ops.cxrfast.infonce_stats_backward(
         x, y, rx, ry, scale, row_groups, col_groups, ctx.pos_offset, lse_r, lse_c,
         zeros_if_none(g_lse_r, lse_r), zeros_if_none(g_lse_c, lse_c),
-        zeros_if_none(g_pos, lse_r), zeros_if_none(g_sum, lse_r), ctx.impl)
-    return (*input_grads(ctx, x, y, rx, ry, scale, pieces), None, None, None, None, None)
+        zeros_if_none(g_pos, lse_r), zeros_if_none(g_sum, lse_r), ctx.impl, ctx.kernel_dtype)
+    return (*input_grads(ctx, x, y, rx, ry, scale, pieces), None, None, None, None, None, None)
 
 
 torch.library.register_autograd("cxrfast::infonce_stats", _backward, setup_context=_setup_context)
@@ -96,11 +103,14 @@ def row_targets(pos_r, cnt, sum_r, n_cols: int, label_smoothing: float) -> torch
     return (1.0 - label_smoothing) * pos_r / cnt + (label_smoothing / n_cols) * sum_r
 
 
+SCALE_MEANING = "the multiplier of the cosine similarities, 1/temperature: e.g. 10 for τ = 0.1"
+
+
 def checked_arguments(op, image_emb, text_emb, logit_scale, weights, label_smoothing, groups, impl):
     """Validate the InfoNCE arguments (errors named for `op`) and resolve the implementation:
     (scale 0-dim tensor, (w_i2t, w_t2i), label_smoothing, groups int64 or None, chosen impl)."""
     _validate.embedding_pair(op, image_emb, text_emb)
-    scale = _validate.scalar(op, "logit_scale", logit_scale, image_emb)
+    scale = _validate.scalar(op, "logit_scale", logit_scale, image_emb, positive=SCALE_MEANING)
     w = _validate.weights_arg(op, weights)
     eps = _validate.probability(op, "label_smoothing", label_smoothing)
     groups = _validate.groups_arg(op, groups, image_emb.shape[0], image_emb)
@@ -124,6 +134,7 @@ def contrastive_loss(
     weights=(0.5, 0.5),
     label_smoothing: float = 0.0,
     groups: torch.Tensor | None = None,
+    reduction: str = "mean",
     impl: str = "auto",
 ) -> torch.Tensor:
     """Symmetric InfoNCE without any B × B tensor.
@@ -136,24 +147,53 @@ def contrastive_loss(
         S = logit_scale * F.normalize(image_emb) @ F.normalize(text_emb).T
         weights[0] * F.cross_entropy(S, arange(B)) + weights[1] * F.cross_entropy(S.T, arange(B))
 
-    Returns a 0-dim fp32 tensor (fp64 for fp64 input). Gradients flow to both embeddings and to
-    logit_scale. See cxrfast.reference.contrastive_loss for the full definition.
+    reduction: "mean" (the loss above), "sum", or "none": the per-sample losses ℓ [B],
+    ℓ_i = weights[0] · CE(S[i, :]) + weights[1] · CE(S[:, i]) (pair i's image and text as anchors; their mean
+    is the loss), from the same O(B) statistics plus, with groups or label smoothing, O(B·D) column sums.
+
+    Returns a 0-dim fp32 tensor (fp64 for fp64 input), [B] for reduction="none". Gradients flow to both
+    embeddings and to logit_scale. See cxrfast.reference.contrastive_loss for the full definition.
     """
     scale, w, eps, groups, chosen = checked_arguments(OP, image_emb, text_emb, logit_scale, weights,
                                                       label_smoothing, groups, impl)
+    _validate.choice(OP, "reduction", reduction, REDUCTIONS)
     if chosen == "reference":
         from cxrfast.reference import contrastive_loss as reference
 
         return reference(image_emb, text_emb, scale, normalize=normalize, weights=w,
-                         label_smoothing=eps, groups=groups)
+                         label_smoothing=eps, groups=groups, reduction=reduction)
 
     B = image_emb.shape[0]
     if groups is not None:
         groups = dense_group_ids(groups)
-    rx, ry = inverse_norms(image_emb, normalize), inverse_norms(text_emb, normalize)
+    x, kernel_dtype = grad_precision(image_emb)
+    y, _ = grad_precision(text_emb)
+    rx, ry = inverse_norms(x, normalize), inverse_norms(y, normalize)
     lse_r, lse_c, pos_r, cnt, sum_r = torch.ops.cxrfast.infonce_stats(
-        image_emb, text_emb, rx, ry, scale, groups, groups, 0, True, chosen)
+        x, y, rx, ry, scale, groups, groups, 0, True, chosen, kernel_dtype)
+    if reduction == "none":
+        return per_sample(x, y, rx, ry, scale, groups, (lse_r, lse_c, pos_r, cnt, sum_r), w, eps)
     # Positives are symmetric, so Σ_j (target term of column j) = Σ_i (target term of row i):
     # one O(B) sum serves both directions.
     target = row_targets(pos_r, cnt, sum_r, B, eps).sum()
-    return (w[0] * lse_r.sum() + w[1] * lse_c.sum() - (w[0] + w[1]) * target) / B
+    total = w[0] * lse_r.sum() + w[1] * lse_c.sum() - (w[0] + w[1]) * target
+    return total if reduction == "sum" else total / B
+
+
+def per_sample(x, y, rx, ry, scale, groups, stats, w, eps) -> torch.Tensor:
+    """ℓ_i = w_i2t · (lse_r[i] − row target i) + w_t2i · (lse_c[i] − column target i), [B].
+
+    The column target of text i is (1−ε) · (Σ of s over i's positive images) / cnt[i] + ε/B · Σ_j s_ji. Without
+    groups its positive is s_ii = pos_r[i]; with groups, and for the smoothing term, the column sums come
+    from column_scores (O(B·D), no B × B): the statistics ops give row sums only."""
+    lse_r, lse_c, pos_r, cnt, sum_r = stats
+    B = x.shape[0]
+    if groups is None:
+        pos_c = pos_r
+    else:
+        pos_c = column_scores(x, y, rx, ry, scale, groups, B)
+    col_target = (1.0 - eps) * pos_c / cnt
+    if eps:
+        col_target = col_target + (eps / B) * column_scores(x, y, rx, ry, scale, None, 1)
+    row = lse_r - row_targets(pos_r, cnt, sum_r, B, eps)
+    return w[0] * row + w[1] * (lse_c - col_target)
