@@ -6,8 +6,7 @@
         bar.step("shard 3")          # one unit done; the label is shown after the figures
     bar.close()
 
-tqdm draws it when installed; otherwise `Bar` does: redrawn in place on a terminal, one line per draw
-otherwise (a log file). `min_interval` (seconds) limits how often it is drawn, so a loop of many fast
+`Bar` draws it: redrawn in place on a terminal, one line per draw otherwise (a log file). `min_interval` (seconds) limits how often it is drawn, so a loop of many fast
 steps does not spend its time writing to the terminal, nor fill a log with a line per image; the last
 step is always drawn. Only the standard library is imported here.
 """
@@ -67,28 +66,9 @@ class Bar:
             self.file.flush()
 
 
-class _Tqdm:
-    def __init__(self, total: int, desc: str, unit: str, min_interval: float, start: float | None = None):
-        from tqdm import tqdm
-
-        self.bar = tqdm(total=total, desc=desc, file=sys.stderr, unit=unit, mininterval=max(min_interval, 0.1))
-        if start is not None:  # tqdm's clock is time.time(): the same instant on it
-            self.bar.start_t -= time.perf_counter() - start
-
-    def step(self, label: str = "", n: int = 1) -> None:
-        if label:
-            self.bar.set_postfix_str(label, refresh=False)
-        self.bar.update(n)
-
-    def close(self) -> None:
-        self.bar.close()
-
-
 def progress(total: int, desc: str, unit: str = "it", min_interval: float = 0.0, start: float | None = None):
-    """tqdm when installed, else `Bar`; both have step(label="", n=1) and close(). start: the
-    time.perf_counter() the rate counts from (default: now), so a bar created after some set-up reports the
-    rate of the whole run."""
-    try:
-        return _Tqdm(total, desc, unit, min_interval, start)
-    except ImportError:
-        return Bar(total, desc, unit, min_interval, start=start)
+    """A `Bar` (step(label="", n=1), close()). start: the time.perf_counter() the rate counts from (default:
+    now), so a bar created after some set-up reports the rate of the whole run. Always this bar, never tqdm
+    even where tqdm is installed (transformers brings it): one format and one definition of the rate, the
+    one the commands' summaries state, whatever else is installed."""
+    return Bar(total, desc, unit, min_interval, start=start)

@@ -662,7 +662,7 @@ def rss_peak_subprocess(shape: Shape, impl: str, dtype: str = "fp32", *, limit_b
 
 
 def progress(total: int, desc: str):
-    """The shared bar (cxrfast._progress: tqdm when installed, else its own), counting cases; it has
+    """The shared bar (cxrfast._progress.Bar), counting cases; it has
     step(label) and close()."""
     from cxrfast._progress import progress as _progress
 

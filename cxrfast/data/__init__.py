@@ -25,7 +25,8 @@ _LAZY = {
     "list_datasets": ("cxrfast.data.datasets", "list_datasets"),
     "DatasetError": ("cxrfast.data.datasets", "DatasetError"),
 }
-_SUBMODULES = {"batch", "datasets", "prepare", "reports", "shards", "studies"}
+_SUBMODULES = {"batch", "dali", "datasets", "loader", "prepare", "reports", "shards", "studies", "synth", "text",
+               "transforms"}
 
 __all__ = sorted(_LAZY) + sorted(_SUBMODULES)
 
