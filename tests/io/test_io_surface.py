@@ -24,7 +24,9 @@ def _file(name):
 
 def test_the_namespace_holds_only_the_api():
     public = {n for n in vars(cio) if not n.startswith("_")}
-    submodules = {"radiograph", "testing"}  # modules of the package (cxrfast.io.testing: synthetic files)
+    # modules of the package, present once imported: cxrfast.io.testing (synthetic files), write and jpeg_lossless
+    # (the DICOM writer and its JPEG lossless encoder)
+    submodules = {"radiograph", "testing", "write", "jpeg_lossless"}
     assert public - submodules <= set(cio.__all__), sorted(public - submodules - set(cio.__all__))
     assert sorted(dir(cio)) == sorted(cio.__all__)
     for name in ("np", "os", "dataclass", "field", "annotations"):
