@@ -348,3 +348,14 @@ def test_fp32_dots_follow_torch_matmul_precision():
             assert dot_flags(torch.bfloat16)["PRECISION"] == "tf32"
     finally:
         torch.set_float32_matmul_precision(saved)
+
+
+def test_ops_ignore_the_callers_autocast():
+    """Under torch.autocast the op's body keeps its own precision: the chunked path's fp32 products used to
+    drop to bf16 inside the custom op (the preset models run under autocast)."""
+    x, y = torch.randn(33, 16), torch.randn(33, 16)
+    want = cxrfast.contrastive_loss(x, y, 20.0, impl="chunked")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = cxrfast.contrastive_loss(x, y, 20.0, impl="chunked")
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
