@@ -29,9 +29,7 @@ import argparse
 import io as pyio
 import json
 import os
-import statistics
 import sys
-import time
 import warnings
 
 import numpy as np
@@ -41,59 +39,18 @@ sys.path.insert(0, os.path.join(HERE, ".."))
 
 from cxrfast.bench import measure  # noqa: E402
 
-SHAPE = (2500, 2048)
-JPEG_LOSSLESS_SV1 = "1.2.840.10008.1.2.4.70"
-JPEG_LOSSLESS = "1.2.840.10008.1.2.4.57"  # any predictor
+# the files, the timing and the statistics are shared with `cxrfast bench decode` (cxrfast/bench/radiograph.py)
+from cxrfast.bench.radiograph import JPEG_LOSSLESS, JPEG_LOSSLESS_SV1, SHAPE  # noqa: E402,F401
+from cxrfast.bench.radiograph import pin_one_core as _pin_one_core  # noqa: E402
+from cxrfast.bench.radiograph import stats as _stats  # noqa: E402
+from cxrfast.bench.radiograph import synthetic_radiograph as _radiograph  # noqa: E402
+from cxrfast.bench.radiograph import time_interleaved as _time_interleaved  # noqa: E402
 
 
 def _dataset(shape, syntax, pixel_data, bits_stored=12):
-    from cxrfast.io.testing import grayscale_dataset, to_bytes
+    from cxrfast.bench.radiograph import dicom_bytes
 
-    ds = grayscale_dataset(shape, syntax=syntax, bits_stored=bits_stored, photometric="MONOCHROME1",
-                           sop_instance_uid="1.2.3.7")
-    ds.PixelData = pixel_data
-    return to_bytes(ds)
-
-
-def _radiograph(shape, seed=0, bits=12):
-    """A smooth image with noise (compresses like a radiograph, not like white noise or a constant).
-    bits=16: the same picture on the 16-bit scale (×16, noise included)."""
-    rng = np.random.default_rng(seed)
-    y, x = np.mgrid[0:shape[0], 0:shape[1]]
-    img = 2000 + 900 * np.sin(x / 170.0) * np.cos(y / 230.0) + rng.normal(0, 25, shape)
-    img = np.clip(img, 0, 4095)
-    if bits == 16:
-        img = np.clip(img * 16 + rng.normal(0, 4, shape), 0, 65535)
-    return img.astype(np.uint16)
-
-
-def _pin_one_core():
-    """Pin this process to one CPU (the first it may run on); returns it, or None where unsupported."""
-    if not hasattr(os, "sched_setaffinity"):
-        return None
-    cpu = min(os.sched_getaffinity(0))
-    os.sched_setaffinity(0, {cpu})
-    return cpu
-
-
-def _stats(samples, pixels):
-    q = statistics.quantiles(samples, n=5)
-    med = statistics.median(samples)
-    return {"median_s": med, "p20_s": q[0], "p80_s": q[-1], "rounds": len(samples),
-            "images_per_s": 1.0 / med, "mpixels_per_s": pixels / med / 1e6}
-
-
-def _time_interleaved(fns, rounds):
-    """{name: [seconds]}: one warm-up call each, then `rounds` rounds that call every fn once."""
-    for fn in fns.values():
-        fn()
-    out = {name: [] for name in fns}
-    for _ in range(rounds):
-        for name, fn in fns.items():
-            t0 = time.perf_counter()
-            fn()
-            out[name].append(time.perf_counter() - t0)
-    return out
+    return dicom_bytes(shape, syntax, pixel_data, bits_stored=bits_stored)
 
 
 def main(argv=None):

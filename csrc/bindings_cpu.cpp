@@ -91,6 +91,7 @@ py::dict dicom_meta(const cxrfast::dicom::Parsed& p) {
   d["study_date"] = latin1(p.study_date);
   d["view_position"] = latin1(p.view_position);
   d["modality"] = latin1(p.modality);
+  d["sop_class_uid"] = latin1(p.sop_class_uid.empty() ? p.media_storage_sop_class_uid : p.sop_class_uid);
   d["has_pixel_data"] = p.has_pixel_data;
   d["encapsulated"] = p.encapsulated;
   d["fragments"] = p.fragments;
@@ -116,10 +117,10 @@ namespace {
 
 using cxrfast::bind::dicom_meta;
 
-py::tuple dicom_read(py::bytes data, int frame, std::size_t max_inflated) {
+py::tuple dicom_read(py::bytes data, int frame, std::size_t max_inflated, bool decode) {
   const auto [ptr, size, p] = cxrfast::bind::parse_bytes(data, max_inflated);  // `data` lives for the whole call
   py::dict meta = dicom_meta(p);
-  if (cxrfast::dicom::codec(p) == cxrfast::dicom::Codec::None) return py::make_tuple(meta, py::none());
+  if (!decode || cxrfast::dicom::codec(p) == cxrfast::dicom::Codec::None) return py::make_tuple(meta, py::none());
   cxrfast::dicom::check_decodable(p);
   const std::size_t frame_bytes = cxrfast::dicom::native_frame_bytes(p);
   const std::size_t frames = std::size_t(p.number_of_frames);
@@ -188,10 +189,11 @@ PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   py::register_exception<cxrfast::dicom::ParseError>(m, "DicomParseError", PyExc_ValueError);
   cxrfast::bind::register_pixels(m);
   m.def("dicom_read", &dicom_read, py::arg("data"), py::arg("frame") = -1,
-        py::arg("max_inflated") = cxrfast::dicom::kMaxInflatedBytes,
+        py::arg("max_inflated") = cxrfast::dicom::kMaxInflatedBytes, py::arg("decode") = true,
         "Parse a DICOM Part 10 file (bytes) → (meta dict, pixels). pixels: a numpy array for the syntaxes "
         "decoded here (native, RLE Lossless, JPEG Lossless; frame −1: all frames); for those decoded by a codec "
         "library (meta['codec'] == 'external') the list of the requested frames' encoded streams (bytes); "
         "else None, and the meta lists the fragments' (offset, length). max_inflated: the largest inflated "
-        "dataset accepted from the deflated syntax.");
+        "dataset accepted from the deflated syntax. decode=False: the meta only (pixels None), nothing checked "
+        "beyond the parse.");
 }

@@ -66,10 +66,14 @@ struct Parsed {
   // identification the data layer needs
   std::string sop_instance_uid, study_instance_uid, series_instance_uid, patient_id, study_date, view_position,
       modality;
+  std::string sop_class_uid;               // (0008,0016)
+  std::string media_storage_sop_class_uid;  // (0002,0002) of the file meta group (a DICOMDIR has only this)
   // pixel data (7FE0,0010)
   bool has_pixel_data = false;
   bool encapsulated = false;
   bool pixel_vr_ow = false;  // OW: in big endian, 8-bit values sit byte-swapped in 16-bit words
+  std::size_t pixel_element = 0;  // offset of the (7FE0,0010) element itself, for messages
+  std::size_t extended_offset_table_element = 0, extended_offset_table_lengths_element = 0;  // idem
   std::size_t pixel_offset = 0, pixel_length = 0;                    // native
   std::vector<std::uint32_t> basic_offset_table;                     // encapsulated
   std::vector<std::pair<std::size_t, std::size_t>> fragments;        // (offset, length), encapsulated
@@ -91,8 +95,14 @@ struct Bytes {
 };
 Bytes dataset_bytes(const Parsed& p, const std::uint8_t* file, std::size_t file_size);
 
-// Bytes of one native frame: rows · columns · samples · bits_allocated / 8 (bits_allocated 8/16/32).
+// Bytes of one decoded frame: rows · columns · samples · bits_allocated / 8 (bits_allocated 8/16/32).
 std::size_t native_frame_bytes(const Parsed& p);
+
+// Native YBR_FULL_422 (3 samples, two pixels sharing Cb and Cr): stored as 2 samples per pixel.
+bool native_ybr422(const Parsed& p);
+
+// Bytes of one native frame as stored in the file: native_frame_bytes, or 2/3 of it for native_ybr422.
+std::size_t native_stored_frame_bytes(const Parsed& p);
 
 // Decode native frame `frame` (0-based) into `out` (native_frame_bytes(p) bytes, host byte order):
 // byte-swapped for big endian, bits above bits_stored masked off, sign-extended when

@@ -1,10 +1,10 @@
 """cxrfast: fused GPU kernels for chest X-ray image–report pre-training.
 
-``import cxrfast`` is lean: it imports torch but not triton, DALI or the compiled extension, and it
-initialises no CUDA context. The public functions are resolved lazily on first attribute access.
+``import cxrfast`` is lean: it imports neither torch (the modules that need it import it, and cxrfast._ext
+loads torch before the extension, which links against libtorch) nor triton, DALI or the compiled extension,
+and it initialises no CUDA context, so `cxrfast --help` and `--version` are instant. The public functions are
+resolved lazily on first attribute access.
 """
-
-import torch  # noqa: F401  (cxrfast._C links against libtorch: torch must be loaded first)
 
 __version__ = "0.1.0"
 

@@ -30,10 +30,12 @@ class Bar:
 
     width = 24
 
-    def __init__(self, total: int, desc: str, unit: str = "it", min_interval: float = 0.0, file=None):
+    def __init__(self, total: int, desc: str, unit: str = "it", min_interval: float = 0.0, file=None,
+                 start: float | None = None):
         self.total, self.desc, self.unit, self.min_interval = total, desc, unit, min_interval
         self.file = file if file is not None else sys.stderr
-        self.n, self.t0, self.last_draw = 0, time.perf_counter(), float("-inf")
+        self.n, self.last_draw = 0, float("-inf")
+        self.t0 = time.perf_counter() if start is None else start
         self.tty = hasattr(self.file, "isatty") and self.file.isatty()
         self.drawn = False
 
@@ -66,10 +68,12 @@ class Bar:
 
 
 class _Tqdm:
-    def __init__(self, total: int, desc: str, unit: str, min_interval: float):
+    def __init__(self, total: int, desc: str, unit: str, min_interval: float, start: float | None = None):
         from tqdm import tqdm
 
         self.bar = tqdm(total=total, desc=desc, file=sys.stderr, unit=unit, mininterval=max(min_interval, 0.1))
+        if start is not None:  # tqdm's clock is time.time(): the same instant on it
+            self.bar.start_t -= time.perf_counter() - start
 
     def step(self, label: str = "", n: int = 1) -> None:
         if label:
@@ -80,9 +84,11 @@ class _Tqdm:
         self.bar.close()
 
 
-def progress(total: int, desc: str, unit: str = "it", min_interval: float = 0.0):
-    """tqdm when installed, else `Bar`; both have step(label="", n=1) and close()."""
+def progress(total: int, desc: str, unit: str = "it", min_interval: float = 0.0, start: float | None = None):
+    """tqdm when installed, else `Bar`; both have step(label="", n=1) and close(). start: the
+    time.perf_counter() the rate counts from (default: now), so a bar created after some set-up reports the
+    rate of the whole run."""
     try:
-        return _Tqdm(total, desc, unit, min_interval)
+        return _Tqdm(total, desc, unit, min_interval, start)
     except ImportError:
-        return Bar(total, desc, unit, min_interval)
+        return Bar(total, desc, unit, min_interval, start=start)

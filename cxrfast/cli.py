@@ -1,19 +1,24 @@
 """The `cxrfast` command.
 
-    cxrfast bench losses [--device auto|cpu|cuda] [--dtype bf16|fp16|fp32] [--shapes NAME] [--json PATH]
-                         [--compile] [--rounds N] [--no-memory] [--list-shapes]
-    cxrfast prepare SRC OUT [--size 512] [--workers N] [--shard-size 1024] [--fit pad|crop] [--no-progress]
+    cxrfast --version
+    cxrfast doctor                                  what is installed, and what each missing piece costs
+    cxrfast bench losses|local|decode|radiograph    benchmarks against the baselines users run today
+    cxrfast prepare SRC OUT [--size 512] [--workers N] [--voi ...] [--window C W] [--dtype uint8|uint16] ...
+    cxrfast dicom info FILE                         the attributes read_dicom reads, the codec, the frames
+    cxrfast dicom render FILE OUT.png [--size N]    load_radiograph's model input, as a PNG
+    cxrfast explain OP [--batch B --dim D ...]      which implementation an op would run, and why
 
-`bench losses` times cxrfast's InfoNCE, triplet and local (word–region) losses (forward + backward)
-against the baselines users run today (open_clip's ClipLoss pattern, VSE++'s ContrastiveLoss, GLoRIA's
-looped local loss) on the same inputs, and prints
-the times, their ratio and the peak extra memory of each.
+`bench losses` times cxrfast's InfoNCE and triplet losses (forward + backward) against open_clip's ClipLoss
+pattern and VSE++'s ContrastiveLoss, `bench local` the word–region local loss against GLoRIA's looped one,
+`bench decode` read_dicom against pydicom, `bench radiograph` load_radiograph against pydicom + OpenCV; each
+table gives the median and its 20th–80th percentiles.
 
-`prepare` loads every DICOM / PNG / JPEG of a folder or an index CSV with cxrfast.io.load_radiograph,
-writes them resized into memory-mappable uint8 shards plus a metadata table, skips and reports bad
-files, and resumes after an interruption (cxrfast/data/prepare.py).
+`prepare` loads every DICOM / PNG / JPEG of a folder, an index CSV or one file with
+cxrfast.io.load_radiograph, writes them resized into memory-mappable shards plus a metadata table, skips and
+reports bad files and files that are not images, and resumes after an interruption (cxrfast/data/prepare.py).
 
-`python -m cxrfast ...` is the same command. torch is imported only when a command runs, so `cxrfast --help` is instant.
+`python -m cxrfast ...` is the same command. Parsing imports neither torch nor the extension, so `cxrfast
+--help` and `--version` are instant; a command imports what it needs when it runs.
 """
 
 from __future__ import annotations
@@ -22,36 +27,95 @@ import argparse
 import sys
 import time
 
+# the suites of `cxrfast bench`: name -> what it runs (its --help)
+SUITES = {
+    "losses": "InfoNCE (CLIP / ConVIRT / LoVT) and triplet (VSE++ / JoImTeRNet) losses, forward + backward: "
+              "cxrfast vs open_clip's ClipLoss pattern and VSE++'s ContrastiveLoss (eager, optionally compiled), "
+              "time and peak memory; the CPU default set cpu-demo also runs two small word–region cases",
+    "local": "the word–region local loss (GLoRIA / JoImTeRNet), forward + backward: cxrfast vs GLoRIA's looped "
+             "local_loss; sets local-cpu (CPU default), local-gpu (CUDA default), local-smoke",
+    "decode": "DICOM decoding alone: cxrfast.io.read_dicom vs pydicom (dcmread + pixel_array) on the same bytes, "
+              "a synthetic 12-bit radiograph raw and as JPEG Lossless SV1",
+    "radiograph": "decode + window + resize to a model input: cxrfast.io.load_radiograph vs pydicom + OpenCV, one "
+                  "file at a time (raw and JPEG Lossless SV1), then load_radiographs over many files on 1 and all "
+                  "cores (and CUDA)",
+}
+# the ops `cxrfast explain` knows (cxrfast.ops._dispatch.EXPLAINED; spelled here so that parsing imports no torch)
+EXPLAIN_OPS = ("contrastive_loss", "triplet_loss", "word_region_similarity", "local_contrastive_loss",
+               "local_triplet_loss", "lovt_local_loss")
+VOIS = ("auto", "window", "lut", "minmax", "percentile", "none")
+
 
 def build_parser() -> argparse.ArgumentParser:
+    from cxrfast import __version__
+
     parser = argparse.ArgumentParser(prog="cxrfast", description="cxrfast: fused kernels for chest X-ray "
                                      "image-report pre-training.")
+    parser.add_argument("--version", action="version", version=f"cxrfast {__version__}")
     commands = parser.add_subparsers(dest="command", metavar="COMMAND")
-    bench = commands.add_parser("bench", help="benchmarks against the baselines users run today",
-                                description="Benchmarks against the baselines users run today.")
-    suites = bench.add_subparsers(dest="suite", metavar="SUITE")
-    losses = suites.add_parser(
-        "losses", help="InfoNCE and triplet losses: cxrfast vs open_clip / VSE++ (forward + backward)",
-        description="Time cxrfast's InfoNCE and triplet losses (forward + backward) against the baselines "
-                    "(open_clip's ClipLoss pattern, VSE++'s ContrastiveLoss) and compare peak memory.")
-    losses.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
-                        help="where to run (default: cuda when available, else cpu)")
-    losses.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
-                        help="embedding dtype (default: bf16 on CUDA, fp32 on CPU)")
-    losses.add_argument("--shapes", default=None, metavar="NAME",
-                        help="shape set (default: gpu on CUDA, cpu-demo on CPU; see --list-shapes)")
-    losses.add_argument("--json", default=None, metavar="PATH", help="also save the rows and metadata as JSON")
-    losses.add_argument("--compile", action="store_true",
-                        help="also time the baselines under torch.compile (slow to compile on CPU)")
-    losses.add_argument("--rounds", type=int, default=None, metavar="N",
-                        help="timed rounds per case (default: as many as fit about 1 s on CPU, 2 s on CUDA)")
-    losses.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
-    losses.add_argument("--list-shapes", action="store_true", help="list the shape sets and exit")
-    losses.set_defaults(func=bench_losses)
-    bench.set_defaults(func=lambda args: _usage(bench))
+    doctor = commands.add_parser("doctor", help="what is installed (torch, CUDA, Triton, the extension, DALI, "
+                                 "codecs) and what each missing piece costs",
+                                 description="Report torch, CUDA, Triton, the compiled extension and its CUDA "
+                                             "part, zlib, DALI and the codec libraries: what is there, and what "
+                                             "each missing piece costs.")
+    doctor.set_defaults(func=doctor_command)
+    _add_bench(commands)
     _add_prepare(commands)
+    _add_dicom(commands)
+    _add_explain(commands)
     _add_tokenizer(commands)
     return parser
+
+
+def _add_bench(commands) -> None:
+    bench = commands.add_parser("bench", help="benchmarks against the baselines users run today",
+                                description="Benchmarks against the baselines users run today. Each table gives "
+                                            "the median and the 20th-80th percentiles of the timed rounds.")
+    suites = bench.add_subparsers(dest="suite", metavar="SUITE")
+    for name in ("losses", "local"):
+        p = suites.add_parser(name, help=SUITES[name], description=SUITES[name] + ".")
+        p.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                       help="where to run (default: cuda when available, else cpu)")
+        p.add_argument("--dtype", choices=("bf16", "fp16", "fp32"), default=None,
+                       help="embedding dtype (default: bf16 on CUDA, fp32 on CPU)")
+        default = "gpu on CUDA, cpu-demo on CPU" if name == "losses" else "local-gpu on CUDA, local-cpu on CPU"
+        p.add_argument("--shapes", default=None, metavar="NAME", help=f"shape set (default: {default}; see "
+                       "--list-shapes)")
+        p.add_argument("--json", default=None, metavar="PATH", help="also save the rows and metadata as JSON")
+        p.add_argument("--compile", action="store_true",
+                       help="also time the baselines under torch.compile (slow to compile on CPU)")
+        p.add_argument("--rounds", type=_int_at_least(1), default=None, metavar="N",
+                       help="timed rounds per case (default: as many as fit about 1 s on CPU, 2 s on CUDA)")
+        p.add_argument("--no-memory", action="store_true", help="skip the peak-memory measurements")
+        p.add_argument("--list-shapes", action="store_true", help="list the shape sets and exit")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+        p.set_defaults(func=bench_losses)
+    for name in ("decode", "radiograph"):
+        p = suites.add_parser(name, help=SUITES[name], description=SUITES[name] + ". Needs pydicom (files, "
+                              "baseline); imagecodecs for the JPEG file; OpenCV for the radiograph baseline.")
+        p.add_argument("--shape", type=_shape, default=(2500, 2048), metavar="ROWSxCOLUMNS",
+                       help="image size (default: 2500x2048, a chest radiograph)")
+        p.add_argument("--rounds", type=_int_at_least(1), default=15, metavar="N",
+                       help="timed rounds per case, interleaved between implementations (default: 15)")
+        if name == "radiograph":
+            p.add_argument("--size", type=_int_at_least(1), default=224, metavar="N",
+                           help="side of the model input (default: 224)")
+            p.add_argument("--files", type=_int_at_least(1), default=32, metavar="N",
+                           help="files of the load_radiographs rows (default: 32)")
+        p.add_argument("--json", default=None, metavar="PATH", help="also save the rows and metadata as JSON")
+        p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+        p.set_defaults(func=bench_files)
+    bench.set_defaults(func=lambda args: _usage(bench))
+
+
+def _shape(text: str) -> tuple[int, int]:
+    try:
+        rows, cols = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected ROWSxCOLUMNS such as 2500x2048, got {text!r}") from None
+    if rows < 2 or cols < 2:
+        raise argparse.ArgumentTypeError(f"expected at least 2x2, got {text!r}")
+    return rows, cols
 
 
 def _int_at_least(low: int):
@@ -67,6 +131,44 @@ def _int_at_least(low: int):
     return parse
 
 
+def _frame(text: str):
+    if text == "all":
+        return "all"
+    try:
+        value = int(text)
+    except ValueError:
+        value = -1
+    if value < 0:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 0 or 'all', got {text!r}")
+    return value
+
+
+def _add_pipeline_options(p, *, frame_all: bool) -> None:
+    """load_radiograph's options, for `prepare` and `dicom render` (defaults spelled here: parsing imports
+    nothing)."""
+    p.add_argument("--fit", choices=("pad", "crop"), default="pad",
+                   help="pad the long side's square (default) or centre-crop the short side's")
+    p.add_argument("--voi", choices=VOIS, default="auto",
+                   help="VOI: the file's VOI LUT, else its window, else min-max (auto, default); or force one")
+    p.add_argument("--window", type=float, nargs=2, default=None, metavar=("C", "W"),
+                   help="window center and width (with --voi auto or window: instead of the file's)")
+    p.add_argument("--percentiles", type=float, nargs=2, default=(0.5, 99.5), metavar=("LO", "HI"),
+                   help="the range of --voi percentile (default: 0.5 99.5)")
+    p.add_argument("--invert", choices=("auto", "yes", "no"), default="auto",
+                   help="invert (auto: MONOCHROME1 files, so bone is bright in every output)")
+    p.add_argument("--resample", choices=("area", "bilinear"), default="area",
+                   help="area average (OpenCV's INTER_AREA when shrinking; default) or antialiased bilinear")
+    p.add_argument("--frame", type=_frame if frame_all else _int_at_least(0), default=0,
+                   metavar="N|all" if frame_all else "N",
+                   help="which frame of a multi-frame file (default: 0)" + ("; all: every frame" if frame_all else ""))
+
+
+def _pipeline_kwargs(args) -> dict:
+    invert = {"auto": "auto", "yes": True, "no": False}[args.invert]
+    return {"fit": args.fit, "voi": args.voi, "window": tuple(args.window) if args.window else None,
+            "percentiles": tuple(args.percentiles), "invert": invert, "resample": args.resample}
+
+
 def _add_prepare(commands) -> None:
     # Defaults are spelled here rather than imported: parsing (and --help) must not import cxrfast.data.
     p = commands.add_parser(
@@ -75,18 +177,22 @@ def _add_prepare(commands) -> None:
         description="Load every image of SRC with cxrfast.io.load_radiograph (window, MONOCHROME1 inversion, "
                     "aspect-preserving\narea resize, pad or crop to SIZE x SIZE, uint8) and write them to OUT:\n"
                     "  OUT/shards/shard-NNNNNN.npy   uint8 [n, SIZE, SIZE], np.load(..., mmap_mode='r')\n"
-                    "  OUT/metadata.csv              index, shard, offset, path, DICOM UIDs, patient id, view, "
-                    "original size, ...\n"
+                    "  OUT/metadata.csv              index, shard, offset, path, frame, DICOM UIDs, patient id, "
+                    "view, original size, ...\n"
                     "  OUT/bad_files.csv             skipped files and why\n"
+                    "  OUT/not_images.csv            skipped DICOM files without pixel data (DICOMDIR, SR, RT "
+                    "Plan, ...)\n"
                     "  OUT/manifest.json             size, counts, options, shard list\n"
                     "Read them back with cxrfast.data.ShardedImages(OUT). Bad files are skipped and the run "
                     "goes on.\nAn interrupted run (even kill -9) is resumed by the same command: no image is "
-                    "lost or written twice.\nA rerun with other settings is refused.",
+                    "lost or written twice.\nA rerun with other settings is refused; one reports the sources "
+                    "gone or changed since they were prepared.",
         epilog="SRC is a folder (searched recursively for *.dcm, *.dicom, *.png, *.jpg, *.jpeg and files with "
-               "a DICOM\npreamble) or an index CSV with a `path` column (relative to the CSV's folder or "
+               "a DICOM\npreamble), an index CSV with a `path` column (relative to the CSV's folder or "
                "absolute) whose\nother columns (subject_id, study_id, split, ...) are carried into "
-               "metadata.csv.")
-    p.add_argument("src", metavar="SRC", help="a folder of images or an index CSV")
+               "metadata.csv, or one image file.\nRates are files (images and skipped files) per second of the "
+               "whole run, start-up included.")
+    p.add_argument("src", metavar="SRC", help="a folder of images, an index CSV, or one image file")
     p.add_argument("out", metavar="OUT", help="output folder (created; a rerun resumes it)")
     p.add_argument("--size", type=_int_at_least(1), default=512, metavar="N",
                    help="side of the square output images in pixels (default: 512)")
@@ -94,10 +200,58 @@ def _add_prepare(commands) -> None:
                    help="processes loading images (default: the CPUs this process may use; 0: in this process)")
     p.add_argument("--shard-size", type=_int_at_least(1), default=1024, metavar="N",
                    help="images per shard file (default: 1024, 256 MiB at 512 px)")
-    p.add_argument("--fit", choices=("pad", "crop"), default="pad",
-                   help="pad the long side's square (default) or centre-crop the short side's")
+    _add_pipeline_options(p, frame_all=True)
+    p.add_argument("--dtype", choices=("uint8", "uint16"), default="uint8", help="shard dtype (default: uint8)")
+    p.add_argument("--include", action="append", default=None, metavar="PATTERN",
+                   help="only the sources whose path (relative to SRC, or as in the index) matches this shell "
+                        "pattern (repeatable: any of them)")
+    p.add_argument("--exclude", action="append", default=None, metavar="PATTERN",
+                   help="leave out the sources matching this pattern (repeatable)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
     p.set_defaults(func=prepare_command)
+
+
+def _add_dicom(commands) -> None:
+    d = commands.add_parser("dicom", help="look at one DICOM file: its attributes, or its model input as a PNG",
+                            description="Look at one DICOM file.")
+    sub = d.add_subparsers(dest="dicom_command", metavar="ACTION")
+    info = sub.add_parser("info", help="the attributes cxrfast.io.read_dicom reads, the codec, the frames",
+                          description="Print the attributes cxrfast.io.read_dicom reads (size, bits, photometric "
+                                      "interpretation, rescale, windows, LUTs, UIDs), the transfer syntax and its "
+                                      "codec, and the frames; without decoding the pixels.")
+    info.add_argument("file", metavar="FILE")
+    info.set_defaults(func=dicom_info)
+    render = sub.add_parser("render", help="write cxrfast.io.load_radiograph's model input as a PNG",
+                            description="Write what cxrfast.io.load_radiograph(FILE, SIZE, ...) returns (uint8) as "
+                                        "a PNG: the model input prepare would store.")
+    render.add_argument("file", metavar="FILE", help="a DICOM, PNG or JPEG file")
+    render.add_argument("out", metavar="OUT.png")
+    render.add_argument("--size", type=_int_at_least(1), default=512, metavar="N",
+                        help="side of the square output in pixels (default: 512)")
+    _add_pipeline_options(render, frame_all=False)
+    render.set_defaults(func=dicom_render)
+    d.set_defaults(func=lambda args: _usage(d))
+
+
+def _add_explain(commands) -> None:
+    e = commands.add_parser("explain", help="which implementation an op would run on given shapes, and why",
+                            description="Which implementation cxrfast.<OP> would run on inputs of the given shapes, "
+                                        "dtype and device, and why (cxrfast.explain). Runs no kernel.")
+    e.add_argument("op", choices=EXPLAIN_OPS, metavar="OP", help=", ".join(EXPLAIN_OPS))
+    e.add_argument("--batch", "-B", type=_int_at_least(1), default=256, metavar="B", help="batch (default: 256)")
+    e.add_argument("--dim", "-D", type=_int_at_least(1), default=512, metavar="D",
+                   help="embedding / feature dim (default: 512)")
+    e.add_argument("--regions", "-R", type=_int_at_least(1), default=49, metavar="R",
+                   help="local losses: regions per image (default: 49, a 7x7 map)")
+    e.add_argument("--words", "-L", type=_int_at_least(1), default=20, metavar="L",
+                   help="local losses: words (LoVT: sentences) per report (default: 20)")
+    e.add_argument("--grid", type=_int_at_least(1), nargs=2, default=None, metavar=("H", "W"),
+                   help="lovt_local_loss: the region grid (default: 7 7; sets --regions)")
+    e.add_argument("--dtype", choices=("fp32", "bf16", "fp16", "fp64"), default="fp32", help="(default: fp32)")
+    e.add_argument("--device", choices=("auto", "cpu", "cuda"), default="auto",
+                   help="(default: cuda when available, else cpu)")
+    e.add_argument("--impl", default="auto", help="what to ask for (default: auto)")
+    e.set_defaults(func=explain_command)
 
 
 def _usage(parser: argparse.ArgumentParser) -> int:
@@ -123,7 +277,8 @@ def prepare_command(args) -> int:
 
     try:
         summary = prepare(args.src, args.out, size=args.size, workers=args.workers, shard_size=args.shard_size,
-                          fit=args.fit, progress=not args.no_progress)
+                          dtype=args.dtype, frame=args.frame, include=args.include, exclude=args.exclude,
+                          progress=not args.no_progress, **_pipeline_kwargs(args))
     except (PrepareError, ShardFormatError) as exc:
         print(f"cxrfast prepare: {exc}", file=sys.stderr)
         return 2
@@ -136,7 +291,204 @@ def prepare_command(args) -> int:
 
 
 # --------------------------------------------------------------------------------------------------
-# bench losses
+# doctor
+
+
+def _version_of(dist: str) -> str | None:
+    from importlib import metadata
+
+    try:
+        return metadata.version(dist)
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def _doctor_rows() -> list[tuple[str, bool, str]]:
+    """(name, present, text): what is there, and for what is missing what it costs."""
+    import platform
+
+    rows = [("python", True, platform.python_version())]
+    import torch
+
+    rows.append(("torch", True, torch.__version__))
+    if torch.cuda.is_available():
+        names = ", ".join(sorted({torch.cuda.get_device_name(i) for i in range(torch.cuda.device_count())}))
+        rows.append(("CUDA", True, f"{torch.cuda.device_count()} device(s): {names}; CUDA {torch.version.cuda}"))
+    else:
+        why = "torch built without CUDA" if torch.version.cuda is None else "no CUDA device visible"
+        rows.append(("CUDA", False, f"no ({why}): the losses run their chunked PyTorch path (no Triton kernels), "
+                                    "load_radiographs(device='cuda') is unavailable"))
+    triton = _version_of("triton")
+    rows.append(("triton", triton is not None, triton or "not installed: impl='auto' runs the chunked PyTorch path "
+                 "on CUDA too (a few times slower, same results); impl='triton' raises"))
+    from cxrfast import _ext
+
+    if _ext.load():
+        from cxrfast import _C
+
+        rows.append(("cxrfast._C", True, "built"))
+        cuda_kernels = bool(_C.cuda_compiled())
+        rows.append(("CUDA kernels of cxrfast._C", cuda_kernels, "built" if cuda_kernels else
+                     "not built (no nvcc at build time): load_radiographs(device='cuda') and the CUDA group_counts "
+                     "are unavailable; the CPU pipeline is unaffected"))
+        zlib = bool(_C.zlib_compiled())
+        rows.append(("zlib", zlib, "linked" if zlib else "not linked (no zlib.h at build time): DICOM files in the "
+                     "deflated transfer syntax are refused"))
+    else:
+        rows.append(("cxrfast._C", False, f"{_ext.unavailable_reason()}; without it: no read_dicom, "
+                     "load_radiograph(s) or prepare (the losses are unaffected)"))
+    dali = _version_of("nvidia-dali-cuda120") or _version_of("nvidia-dali-cuda110") or _version_of("nvidia-dali")
+    rows.append(("DALI", dali is not None, dali or "not installed: nothing in this release needs it; batches come "
+                 "from torch's DataLoader over cxrfast.data.ShardedImages"))
+    codecs = [("imagecodecs", "imagecodecs", "JPEG baseline / extended, JPEG-LS, JPEG 2000 and HTJ2K DICOM files are "
+               "refused (raw, RLE, deflated and JPEG Lossless need nothing)"),
+              ("pydicom", "pydicom", "only the tests, cxrfast.io.testing and the decode / radiograph baselines need "
+               "it; reading does not"),
+              ("pylibjpeg", "pylibjpeg", "pydicom's JPEG plugins: only the baselines of bench decode / radiograph"),
+              ("opencv", "opencv-python-headless", "only the resize baseline of bench radiograph"),
+              ("pillow", "pillow", "PNG / JPEG inputs are refused, dicom render cannot write its PNG"),
+              ("matplotlib", "matplotlib", "cxrfast.viz and the benchmark plots are unavailable")]
+    for name, dist, cost in codecs:
+        version = _version_of(dist) or (_version_of("opencv-python") if name == "opencv" else None)
+        rows.append((name, version is not None, version or f"not installed: {cost}"))
+    return rows
+
+
+def doctor_command(args) -> int:
+    rows = _doctor_rows()
+    width = max(len(name) for name, _, _ in rows)
+    for name, present, text in rows:
+        print(f"  {name:<{width}}  {'ok     ' if present else 'missing'}  {text}")
+    missing = [name for name, present, _ in rows if not present]
+    print(f"{len(rows) - len(missing)} of {len(rows)} present" + (f"; missing: {', '.join(missing)}" if missing else ""))
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# dicom
+
+
+def _dicom_fail(command: str, exc: Exception) -> int:
+    print(f"cxrfast dicom {command}: {exc}", file=sys.stderr)
+    return 2
+
+
+def _info_lines(path: str, meta: dict) -> list[str]:
+    from cxrfast.io import COMPRESSED, TRANSFER_SYNTAXES
+    from cxrfast.io._dicom import what_it_is
+
+    ts = meta["transfer_syntax"]
+    name = TRANSFER_SYNTAXES.get(ts) or COMPRESSED.get(ts, ("unknown",))[0]
+    codec = meta["codec"] if meta["codec"] != "external" else COMPRESSED[ts][1]
+    if codec.startswith("imagecodecs."):
+        codec += " (installed)" if _version_of("imagecodecs") else " (imagecodecs is not installed: refused)"
+    signed = "signed" if meta["pixel_representation"] == 1 else "unsigned"
+    fields = [("file", path), ("transfer syntax", f"{ts} ({name})"), ("codec", codec)]
+    if meta["has_pixel_data"]:
+        where = (f"encapsulated, {len(meta['fragments'])} fragment(s)" if meta["encapsulated"] else "native")
+        fields += [("frames", meta["number_of_frames"]), ("rows × columns", f"{meta['rows']} × {meta['columns']}"),
+                   ("samples", meta["samples_per_pixel"]),
+                   ("bits stored", f"{meta['bits_stored']} (allocated {meta['bits_allocated']}, high bit "
+                                   f"{meta['high_bit']}, {signed})"),
+                   ("photometric", meta["photometric_interpretation"]), ("pixel data", where)]
+    else:
+        fields.append(("pixel data", f"none: not an image, {what_it_is(meta)}"))
+    rescale = (f"slope {meta['rescale_slope']:g}, intercept {meta['rescale_intercept']:g}" if meta["has_rescale"]
+               else "none")
+    windows = ", ".join(f"center {c:g} width {w:g}" for c, w in zip(meta["window_center"], meta["window_width"]))
+    luts = []
+    if meta.get("modality_lut"):
+        luts.append(f"Modality LUT of {len(meta['modality_lut']['data'])} entries")
+    if meta.get("voi_luts"):
+        luts.append(f"{len(meta['voi_luts'])} VOI LUT(s)")
+    fields += [("rescale", rescale), ("window", windows or "none"),
+               ("VOI LUT function", meta["voi_lut_function"] or "none (LINEAR)"), ("LUTs", ", ".join(luts) or "none"),
+               ("modality", meta["modality"] or "-"), ("view position", meta["view_position"] or "-"),
+               ("SOP class", meta.get("sop_class_uid") or "-"), ("SOP instance", meta["sop_instance_uid"] or "-"),
+               ("study", meta["study_instance_uid"] or "-"), ("series", meta["series_instance_uid"] or "-"),
+               ("patient", meta["patient_id"] or "-"), ("study date", meta["study_date"] or "-"),
+               ("file format", ("preamble + " if meta["has_preamble"] else "no preamble, ")
+                + ("explicit" if meta["explicit_vr"] else "implicit") + " VR, "
+                + ("big" if meta["big_endian"] else "little") + " endian" + (", deflated" if meta["deflated"] else ""))]
+    return [f"{label:<17} {value}" for label, value in fields]
+
+
+def dicom_info(args) -> int:
+    import cxrfast.io as cio
+
+    try:
+        meta = cio.read_dicom(args.file, pixels=False).meta
+    except (cio.ReadError, TypeError) as exc:
+        return _dicom_fail("info", exc)
+    print("\n".join(_info_lines(args.file, meta)))
+    return 0
+
+
+def dicom_render(args) -> int:
+    import cxrfast.io as cio
+
+    try:
+        from PIL import Image
+    except ImportError:
+        return _dicom_fail("render", ImportError("writing a PNG needs Pillow (pip install pillow)"))
+    try:
+        r = cio.load_radiograph(args.file, args.size, frame=args.frame, dtype="uint8", **_pipeline_kwargs(args))
+    except (cio.ReadError, ValueError, TypeError) as exc:
+        return _dicom_fail("render", exc)
+    try:
+        Image.fromarray(r.image).save(args.out, format="PNG")
+    except (OSError, ValueError) as exc:
+        return _dicom_fail("render", f"{args.out}: cannot write the PNG: {exc}")
+    print(f"{args.out}: {args.size}x{args.size} uint8 ({r.meta.get('format', 'dicom')}, "
+          f"{r.meta.get('rows')}x{r.meta.get('columns')} source)")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# explain
+
+
+def _explain_inputs(args, device):
+    """Zero tensors of the shapes asked for (explain reads shapes, dtypes and devices, never values)."""
+    import torch
+
+    dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16, "fp64": torch.float64}[args.dtype]
+    B, D = args.batch, args.dim
+
+    def zeros(*shape):
+        return torch.zeros(*shape, dtype=dtype, device=device)
+
+    if args.op == "contrastive_loss":
+        return (zeros(B, D), zeros(B, D), 10.0), {}
+    if args.op == "triplet_loss":
+        return (zeros(B, D), zeros(B, D)), {}
+    lengths = torch.full((B,), args.words, dtype=torch.int64, device=device)
+    if args.op == "lovt_local_loss":
+        H, W = args.grid or (7, 7)
+        return (zeros(B, H * W, D), zeros(B, args.words, D), lengths), {"grid": (H, W)}
+    return (zeros(B, args.regions, D), zeros(B, args.words, D), lengths), {}
+
+
+def explain_command(args) -> int:
+    import cxrfast
+    from cxrfast.bench import measure
+
+    try:
+        device = measure.resolve_device(args.device)
+    except (RuntimeError, ValueError) as exc:
+        print(f"cxrfast explain: {exc}", file=sys.stderr)
+        return 2
+    positional, kwargs = _explain_inputs(args, device)
+    try:
+        print(cxrfast.explain(args.op, *positional, impl=args.impl, **kwargs))
+    except (ValueError, TypeError) as exc:
+        print(f"cxrfast explain: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# bench losses / local
 
 
 def _list_shapes() -> int:
@@ -183,6 +535,24 @@ def _describe(device, dtype: str, set_name: str, n_cases: int, env: dict, fused_
     ]
 
 
+def _spread(row) -> str:
+    """The 20th-80th percentiles of a row's timed rounds: "23.2 ms–26 ms"."""
+    from cxrfast.bench.fmt import fmt_time
+
+    if row is None or row.get("p20_s") is None:
+        return "-"
+    return f"{fmt_time(row['p20_s'])}–{fmt_time(row['p80_s'])}"
+
+
+def _align(head: list[str], body: list[list[str]], right: set) -> list[str]:
+    widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
+
+    def fmt(cells):
+        return "  ".join(c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(cells, widths, head)).rstrip()
+
+    return [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)]
+
+
 def _table(rows: list[dict], compiled: bool) -> list[str]:
     from cxrfast.bench.fmt import fmt_bytes, fmt_ratio, fmt_time
 
@@ -196,9 +566,9 @@ def _table(rows: list[dict], compiled: bool) -> list[str]:
     by_case: dict = {}
     for r in rows:
         by_case.setdefault(r["shape_id"], {})[r["impl"]] = r
-    head = ["loss", "paper", "B", "D", "impl", "cxrfast", "baseline", "ratio"]
+    head = ["loss", "paper", "B", "D", "impl", "cxrfast", "cxrfast p20–p80", "baseline", "baseline p20–p80", "ratio"]
     if compiled:
-        head += ["compiled", "ratio"]
+        head += ["compiled", "compiled p20–p80", "ratio"]
     head += ["mem cxrfast", "mem baseline"]
     body, notes = [], []
     for impls in by_case.values():
@@ -206,41 +576,66 @@ def _table(rows: list[dict], compiled: bool) -> list[str]:
         ref = f or b
         ok = lambda r: r is not None and r["status"] == "ok"  # noqa: E731
         line = [ref["loss"], ref["paper"], str(ref["B"]), str(ref["D"]), f["impl_detail"] if f else "-",
-                cell(f), cell(b), fmt_ratio(b["median_s"], f["median_s"]) if ok(f) and ok(b) else "-"]
+                cell(f), _spread(f), cell(b), _spread(b),
+                fmt_ratio(b["median_s"], f["median_s"]) if ok(f) and ok(b) else "-"]
         if compiled:
-            line += [cell(c), fmt_ratio(c["median_s"], f["median_s"]) if ok(f) and ok(c) else "-"]
+            line += [cell(c), _spread(c), fmt_ratio(c["median_s"], f["median_s"]) if ok(f) and ok(c) else "-"]
         line += [fmt_bytes(f and f["peak_mem_bytes"]), fmt_bytes(b and b["peak_mem_bytes"])]
         body.append(line)
         for r in (f, b, c):
             if r is not None and r["note"]:
                 notes.append(f"  {ref['shape_id']} {r['impl']}: {r['note']}")
-    widths = [max(len(row[i]) for row in [head] + body) for i in range(len(head))]
-    right = {"B", "D", "cxrfast", "baseline", "ratio", "compiled", "mem cxrfast", "mem baseline"}
-    fmt = lambda cells: "  ".join(  # noqa: E731
-        c.rjust(w) if h in right else c.ljust(w) for c, w, h in zip(cells, widths, head))
-    return [fmt(head), fmt(["-" * w for w in widths]), *map(fmt, body)] + (["notes:"] + notes if notes else [])
+    right = {"B", "D", "cxrfast", "baseline", "ratio", "compiled", "mem cxrfast", "mem baseline", "cxrfast p20–p80",
+             "baseline p20–p80", "compiled p20–p80"}
+    return _align(head, body, right) + (["notes:"] + notes if notes else [])
+
+
+class _NoBar:
+    def step(self, label: str = "", n: int = 1) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
 
 
 def bench_losses(args) -> int:
+    """`bench losses` and `bench local` (args.suite)."""
     if args.list_shapes:
         return _list_shapes()
     import torch
 
     from cxrfast.bench import measure, shapes
 
+    command = f"cxrfast bench {args.suite}"
     try:
         device = measure.resolve_device(args.device)
     except RuntimeError as exc:
-        print(f"cxrfast bench losses: {exc}", file=sys.stderr)
+        print(f"{command}: {exc}", file=sys.stderr)
         return 2
     dtype = measure.resolve_dtype(args.dtype, device)
-    set_name = args.shapes or ("gpu" if device.type == "cuda" else "cpu-demo")
+    cuda = device.type == "cuda"
+    if args.suite == "local":
+        set_name = args.shapes or ("local-gpu" if cuda else "local-cpu")
+    else:
+        set_name = args.shapes or ("gpu" if cuda else "cpu-demo")
     try:
         chosen = shapes.get(set_name)
     except KeyError as exc:
-        print(f"cxrfast bench losses: --shapes: {exc.args[0]}", file=sys.stderr)
+        print(f"{command}: --shapes: {exc.args[0]}", file=sys.stderr)
         return 2
-    runnable = [s for s in chosen if device.type == "cuda" or not s.gpu_only]
+    if args.suite == "local":
+        chosen = [s for s in chosen if s.loss == "local"]
+        if not chosen:
+            local_sets = ", ".join(n for n, ss in shapes.SETS.items() if any(s.loss == "local" for s in ss))
+            print(f"{command}: --shapes: shape set {set_name!r} has no local-loss shapes; these have: {local_sets}",
+                  file=sys.stderr)
+            return 2
+    runnable = [s for s in chosen if cuda or not s.gpu_only]
+    if not runnable:
+        cpu_sets = ", ".join(n for n, ss in shapes.SETS.items() if not any(s.gpu_only for s in ss))
+        print(f"{command}: shape set {set_name!r} holds GPU-only shapes: it needs a GPU (running on "
+              f"{device.type}); sets that run on a CPU: {cpu_sets}", file=sys.stderr)
+        return 2
     left_out = len(chosen) - len(runnable)
     impls = ["fused", "baseline"] + (["compiled"] if args.compile else [])
     env = measure.environment(device)
@@ -248,7 +643,7 @@ def bench_losses(args) -> int:
 
     t_start = time.perf_counter()
     rows: list[dict] = []
-    bar = measure.progress(len(runnable) * len(impls), "bench losses")
+    bar = _NoBar() if args.no_progress else measure.progress(len(runnable) * len(impls), command)
     try:
         for shape in runnable:
             inputs = measure.make_inputs(shape, device, dtype)
@@ -267,7 +662,8 @@ def bench_losses(args) -> int:
     if left_out:
         lines.append(f"  ({left_out} GPU-only shapes of '{set_name}' left out on {device.type})")
     lines += ["", *_table(rows, args.compile), "",
-              "ratio = baseline time / cxrfast time (> 1: cxrfast is faster)."]
+              "times: median of the timed rounds, and their 20th–80th percentiles; "
+              "ratio = baseline median / cxrfast median (> 1: cxrfast is faster)."]
     if device.type != "cuda":
         lines.append("On CPU cxrfast runs its chunked PyTorch fallback: a few 16 MB blocks of rows plus "
                      "O(B*D) memory,\nwhere the baselines hold B x B matrices (InfoNCE: about four fp32 "
@@ -280,7 +676,69 @@ def bench_losses(args) -> int:
     lines.append(f"{len(rows)} measurements in {elapsed:.0f} s.")
     print("\n".join(lines), flush=True)
     if args.json:
-        out = measure.write_json(args.json, measure.results_document("losses", rows, env))
+        out = measure.write_json(args.json, measure.results_document(args.suite, rows, env))
+        print(f"saved {out}")
+    return 0
+
+
+def bench_files(args) -> int:
+    """`bench decode` and `bench radiograph`: one table of median (p20–p80) per case and implementation."""
+    import os
+
+    command = f"cxrfast bench {args.suite}"
+    from cxrfast import _ext
+
+    if not _ext.load():
+        print(f"{command}: needs the compiled extension: {_ext.unavailable_reason()}", file=sys.stderr)
+        return 2
+    import importlib.util
+
+    if importlib.util.find_spec("pydicom") is None:
+        print(f"{command}: needs pydicom to write its DICOM files (pip install pydicom)", file=sys.stderr)
+        return 2
+    import torch
+
+    from cxrfast.bench import measure
+    from cxrfast.bench import radiograph as rg
+    from cxrfast.bench.fmt import fmt_time
+
+    groups = 2 if args.suite == "decode" else 3
+    bar = _NoBar() if args.no_progress else measure.progress(groups * args.rounds, command)
+    t0 = time.perf_counter()
+    try:
+        if args.suite == "decode":
+            rows = rg.decode_rows(args.shape, args.rounds, step=bar.step)
+        else:
+            rows = rg.radiograph_rows(args.shape, args.size, args.rounds, args.files, step=bar.step)
+    finally:
+        bar.close()
+    env = measure.environment(torch.device("cpu"))
+    head = ["case", "implementation", "median (p20–p80)", "images/s", "Mpx/s", "cxrfast ×"]
+    body, ours = [], {}
+    for r in rows:
+        if r["impl"] in ("cxrfast", "workers=1") and r["median_s"]:
+            ours[r["case"]] = r["median_s"]
+    for r in rows:
+        if r["median_s"] is None:
+            body.append([r["case"], r["impl"], "skipped", "-", "-", r["note"]])
+            continue
+        mine = ours.get(r["case"])
+        if r["impl"] in ("cxrfast", "workers=1") or not mine:
+            ratio = "—"
+        elif r["impl"].startswith(("workers=", "device=")):  # the same work, more cores or the GPU: its speed-up
+            ratio = f"{mine / r['median_s']:.2f}× faster than 1 worker"
+        else:
+            ratio = f"{r['median_s'] / mine:.2f}×"
+        body.append([r["case"], r["impl"], f"{fmt_time(r['median_s'])} ({_spread(r)})", f"{r['images_per_s']:.1f}",
+                     f"{r['mpixels_per_s']:.0f}", ratio])
+    where = f"cpu ({env['cpu_model']}, {os.cpu_count()} cores)"
+    print(f"{command}: {where}; synthetic 12-bit radiographs of {args.shape[0]}x{args.shape[1]}, "
+          f"{args.rounds} interleaved rounds")
+    print("\n".join(_align(head, body, {"images/s", "Mpx/s", "cxrfast ×"})))
+    print(f"times: median of the rounds and their 20th–80th percentiles; cxrfast × = that median / cxrfast's "
+          f"(> 1: cxrfast is faster). {time.perf_counter() - t0:.0f} s.")
+    if args.json:
+        out = measure.write_json(args.json, measure.results_document(args.suite, rows, env))
         print(f"saved {out}")
     return 0
 

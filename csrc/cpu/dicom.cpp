@@ -62,6 +62,30 @@ bool long_vr(char a, char b) {
 
 bool valid_vr(char a, char b) { return a >= 'A' && a <= 'Z' && b >= 'A' && b <= 'Z'; }
 
+// One of the VRs of PS3.5 6.2.
+bool known_vr(char a, char b) {
+  static const char* const kVrs[] = {"AE", "AS", "AT", "CS", "DA", "DS", "DT", "FD", "FL", "IS", "LO", "LT", "OB",
+                                     "OD", "OF", "OL", "OV", "OW", "PN", "SH", "SL", "SQ", "SS", "ST", "SV", "TM",
+                                     "UC", "UI", "UL", "UN", "UR", "US", "UT", "UV"};
+  for (const char* v : kVrs)
+    if (v[0] == a && v[1] == b) return true;
+  return false;
+}
+
+// Whether the first 8 bytes (size >= 8) of a file without preamble, "DICM" and file meta group can start a
+// dataset: a standard (even) group in either byte order, then a known explicit VR or an implicit length that
+// fits the file. A PNG (group 5089), a JPEG (D8FF), a text or a ZIP file fail it: they are "not DICOM", rather
+// than a DICOM file with an absurd element length.
+bool plausible_first_element(const std::uint8_t* d, std::size_t size) {
+  const std::uint32_t le_group = std::uint32_t(d[0] | d[1] << 8), be_group = std::uint32_t(d[0] << 8 | d[1]);
+  const bool le_ok = le_group % 2 == 0 && le_group <= 0x7FE0u, be_ok = be_group % 2 == 0 && be_group <= 0x7FE0u;
+  if (!le_ok && !be_ok) return false;
+  if (known_vr(char(d[4]), char(d[5]))) return true;
+  const std::uint32_t length = std::uint32_t(d[4]) | std::uint32_t(d[5]) << 8 | std::uint32_t(d[6]) << 16 |
+                               std::uint32_t(d[7]) << 24;  // implicit VR: little endian only
+  return le_ok && (length == 0xFFFFFFFFu || length <= size - 8);
+}
+
 struct Reader {
   const std::uint8_t* data;
   std::size_t size;
@@ -73,6 +97,16 @@ struct Reader {
       std::ostringstream os;
       os << what << " needs " << n << " bytes but the file ends at byte " << size << " (truncated or a lying length)";
       fail(tag, pos, os.str());
+    }
+  }
+  // The value of the element whose header starts at `start` (its value at `pos`, `n` bytes): the message
+  // gives the element's own offset, then where its value starts and ends, so the numbers agree.
+  void need_value(std::size_t start, std::size_t pos, std::size_t n, std::uint32_t tag, const char* what) const {
+    if (pos > size || n > size - pos) {
+      std::ostringstream os;
+      os << what << " needs " << n << " bytes from byte " << pos << " (to byte " << pos + n
+         << ") but the file ends at byte " << size << " (truncated or a lying length)";
+      fail(tag, start, os.str());
     }
   }
   std::uint16_t u16(std::size_t pos) const {
@@ -96,12 +130,15 @@ struct Header {
   char vr[2];
   std::uint32_t length;
   std::size_t value;  // offset of the value
+  std::size_t start;  // offset of the element (its tag)
 };
+
+void need_value(const Reader& r, const Header& h, const char* what) { r.need_value(h.start, h.value, h.length, h.tag, what); }
 
 // Element header at pos (items and delimiters are always tag + 32-bit length, whatever the syntax).
 Header read_header(const Reader& r, std::size_t pos) {
   r.need(pos, 8, 0, "an element header");
-  Header h{r.tag_at(pos), {0, 0}, 0, 0};
+  Header h{r.tag_at(pos), {0, 0}, 0, 0, pos};
   if ((h.tag >> 16) == 0xFFFEu || !r.explicit_vr) {
     h.length = r.u32(pos + 4);
     h.value = pos + 8;
@@ -132,7 +169,7 @@ std::size_t skip_undefined(const Reader& r, std::size_t pos, std::uint32_t tag, 
     if (item.tag == kSeqEnd) return item.value;
     if (item.tag != kItem) fail(item.tag, pos, "expected an item (FFFE,E000) or a sequence delimiter in " + tag_str(tag));
     if (item.length != kUndefined) {
-      r.need(item.value, item.length, item.tag, "an item");
+      need_value(r, item, "an item");
       pos = item.value + item.length;
       continue;
     }
@@ -200,7 +237,7 @@ bool is_vr(const Header& h, const char* vr) { return h.vr[0] == vr[0] && h.vr[1]
 // a sequence: SQ, any element of an implicit-VR dataset, or UN (then implicit VR little endian, PS3.5 6.2.2).
 std::size_t skip_element(const Reader& r, const Header& e, std::size_t pos, int depth) {
   if (e.length != kUndefined) {
-    r.need(e.value, e.length, e.tag, "an element value");
+    need_value(r, e, "an element value");
     return e.value + e.length;
   }
   if (r.explicit_vr && !is_vr(e, "SQ") && !is_vr(e, "UN")) fail(e.tag, pos, "undefined length on a non-sequence element");
@@ -283,7 +320,7 @@ std::size_t read_lut_sequence(const Reader& r, const Header& h, std::size_t pos,
     fail(h.tag, pos, "VR " + printable(std::string(h.vr, 2)) + " where a sequence (SQ) is required");
   }
   const bool undefined = h.length == kUndefined;
-  if (!undefined) r.need(h.value, h.length, h.tag, "a sequence");
+  if (!undefined) need_value(r, h, "a sequence");
   const std::size_t end = undefined ? r.size : h.value + h.length;
   std::size_t at = h.value;
   for (int index = 0;; ++index) {
@@ -330,9 +367,10 @@ std::size_t read_lut_sequence(const Reader& r, const Header& h, std::size_t pos,
 // Records the pixel data of element h; returns the offset just after it.
 std::size_t read_pixel_data(const Reader& r, const Header& h, Parsed& p) {
   p.has_pixel_data = true;
+  p.pixel_element = h.start;
   p.pixel_vr_ow = h.vr[0] == 'O' && h.vr[1] == 'W';
   if (h.length != kUndefined) {
-    r.need(h.value, h.length, h.tag, "native pixel data");
+    need_value(r, h, "native pixel data");
     p.pixel_offset = h.value;
     p.pixel_length = h.length;
     return h.value + h.length;
@@ -345,7 +383,7 @@ std::size_t read_pixel_data(const Reader& r, const Header& h, Parsed& p) {
     if (item.tag == kSeqEnd) return item.value;
     if (item.tag != kItem || item.length == kUndefined)
       fail(item.tag, pos, "encapsulated pixel data: expected a defined-length item or the sequence delimiter");
-    r.need(item.value, item.length, item.tag, "a pixel data fragment");
+    need_value(r, item, "a pixel data fragment");
     if (first) {  // the basic offset table (possibly empty)
       if (item.length % 4) fail(item.tag, pos, "basic offset table length is not a multiple of 4");
       for (std::size_t k = 0; k < item.length; k += 4) p.basic_offset_table.push_back(r.u32(item.value + k));
@@ -374,8 +412,12 @@ void on_element(const Reader& r, const Header& h, Parsed& p) {
     case 0x00281050u: p.window_center = numbers(r, h); break;
     case 0x00281051u: p.window_width = numbers(r, h); break;
     case 0x00281056u: p.voi_lut_function = str_value(r, h); break;
-    case 0x7FE00001u: p.extended_offset_table = u64_values(r, h); break;
-    case 0x7FE00002u: p.extended_offset_table_lengths = u64_values(r, h); break;
+    case 0x7FE00001u: p.extended_offset_table = u64_values(r, h); p.extended_offset_table_element = h.start; break;
+    case 0x7FE00002u:
+      p.extended_offset_table_lengths = u64_values(r, h);
+      p.extended_offset_table_lengths_element = h.start;
+      break;
+    case 0x00080016u: p.sop_class_uid = str_value(r, h); break;
     case 0x00080018u: p.sop_instance_uid = str_value(r, h); break;
     case 0x0020000Du: p.study_instance_uid = str_value(r, h); break;
     case 0x0020000Eu: p.series_instance_uid = str_value(r, h); break;
@@ -406,7 +448,7 @@ void walk(Reader& r, std::size_t pos, std::size_t end, Parsed& p) {
       pos = skip_element(r, h, pos, 1);
       continue;
     }
-    r.need(h.value, h.length, h.tag, "an element value");
+    need_value(r, h, "an element value");
     on_element(r, h, p);
     pos = h.value + h.length;
   }
@@ -481,14 +523,17 @@ Parsed parse(const std::uint8_t* data, std::size_t size, std::size_t max_inflate
     meta = true;
     Header h = read_header(r, pos);
     if (h.length == kUndefined) fail(h.tag, pos, "undefined length in the file meta group");
-    r.need(h.value, h.length, h.tag, "a file meta element");
+    need_value(r, h, "a file meta element");
     if (h.tag == 0x00020010u) p.transfer_syntax = str_value(r, h);
+    if (h.tag == 0x00020002u) p.media_storage_sop_class_uid = str_value(r, h);
     pos = h.value + h.length;
   }
   if (!meta) {
     if (p.has_preamble) fail(0x00020000u, pos, "no file meta group after the DICM prefix");
     // a bare dataset: explicit VR LE when the bytes after the first tag look like a VR, else implicit
     if (size < 8) throw ParseError("file of " + std::to_string(size) + " bytes is too short to be DICOM");
+    if (pos == 0 && !plausible_first_element(data, size))
+      throw ParseError("not a DICOM file (no DICM prefix and no plausible first element)");
     p.transfer_syntax = valid_vr(char(data[4]), char(data[5])) ? kExplicitLE : kImplicitLE;
   } else if (p.transfer_syntax.empty()) {
     fail(0x00020010u, pos, "the file meta group has no TransferSyntaxUID");
@@ -562,6 +607,14 @@ std::size_t native_frame_bytes(const Parsed& p) {
          std::size_t(p.bits_allocated / 8);
 }
 
+bool native_ybr422(const Parsed& p) {
+  return p.has_pixel_data && !p.encapsulated && p.samples_per_pixel == 3 && p.photometric_interpretation == "YBR_FULL_422";
+}
+
+std::size_t native_stored_frame_bytes(const Parsed& p) {
+  return native_ybr422(p) ? native_frame_bytes(p) / 3 * 2 : native_frame_bytes(p);
+}
+
 namespace {
 
 // stored_value in place, branch-free (vectorisable), over n samples of type T, after a byte swap when `swap`.
@@ -597,12 +650,13 @@ void native_fast(const std::uint8_t* src, std::size_t n_bytes, const Parsed& p, 
 
 void decode_native_frame(const std::uint8_t* file, std::size_t file_size, const Parsed& p, int frame, std::uint8_t* out) {
   const auto [data, size] = dataset_bytes(p, file, file_size);
-  const std::size_t n_bytes = native_frame_bytes(p);
+  const std::size_t n_bytes = native_stored_frame_bytes(p);
   const std::size_t start = p.pixel_offset + std::size_t(frame) * n_bytes;
   if (start > size || n_bytes > size - start) fail(kPixelData, start, "frame extends past the end of the file");
-  const bool planar = p.samples_per_pixel > 1 && p.planar_configuration == 1;
+  const bool ybr422 = native_ybr422(p);
+  const bool planar = p.samples_per_pixel > 1 && p.planar_configuration == 1 && !ybr422;
   const bool ow_swapped_bytes = p.bits_allocated == 8 && p.big_endian && p.pixel_vr_ow;
-  if (!planar && !ow_swapped_bytes) {
+  if (!planar && !ow_swapped_bytes && !ybr422) {
     if (p.bits_allocated == 8) return native_fast<std::uint8_t>(data + start, n_bytes, p, out);
     if (p.bits_allocated == 16) return native_fast<std::uint16_t>(data + start, n_bytes, p, out);
     return native_fast<std::uint32_t>(data + start, n_bytes, p, out);
@@ -613,7 +667,7 @@ void decode_native_frame(const std::uint8_t* file, std::size_t file_size, const 
   const std::uint8_t* src = data + start;
   const int spp = p.samples_per_pixel;
   const std::size_t plane = std::size_t(p.rows) * std::size_t(p.columns);
-  for (std::size_t k = 0; k < n_values; ++k) {
+  auto value = [&](std::size_t k) {  // stored value k of the frame
     std::uint32_t v = 0;
     const std::uint8_t* b = src + k * bytes;
     if (bytes == 1) {
@@ -631,7 +685,21 @@ void decode_native_frame(const std::uint8_t* file, std::size_t file_size, const 
                        : (std::uint32_t(b[0]) | std::uint32_t(b[1]) << 8 | std::uint32_t(b[2]) << 16 |
                           std::uint32_t(b[3]) << 24);
     }
-    v = stored_value(v, bytes, stored, p.pixel_representation == 1);
+    return stored_value(v, bytes, stored, p.pixel_representation == 1);
+  };
+  if (ybr422) {
+    // YBR_FULL_422 (PS3.3 C.7.6.3.1.2): two pixels share their chroma, stored Y1 Y2 Cb Cr; expanded to
+    // Y1 Cb Cr Y2 Cb Cr, as pydicom's pixel_array does (cxrfast.io then converts YBR_FULL to RGB, as it does)
+    for (std::size_t k = 0; k + 4 <= n_values; k += 4) {
+      const std::uint32_t y1 = value(k), y2 = value(k + 1), cb = value(k + 2), cr = value(k + 3);
+      const std::uint32_t px[6] = {y1, cb, cr, y2, cb, cr};
+      for (std::size_t j = 0; j < 6; ++j)
+        std::memcpy(out + (k / 4 * 6 + j) * std::size_t(bytes), &px[j], std::size_t(bytes));  // host LE
+    }
+    return;
+  }
+  for (std::size_t k = 0; k < n_values; ++k) {
+    const std::uint32_t v = value(k);
     // planar configuration 1 (RRR…GGG…BBB…) → interleaved, as pydicom returns it
     std::size_t dst = k;
     if (spp > 1 && p.planar_configuration == 1) {
@@ -679,7 +747,7 @@ bool has_extended_offsets(const Parsed& p) {
 void decode_rle_frame(const std::uint8_t* file, std::size_t file_size, const Parsed& p, int frame, std::uint8_t* out) {
   const auto [data, size] = dataset_bytes(p, file, file_size);
   if (frame < 0 || std::size_t(frame) >= p.fragments.size())
-    fail(kPixelData, 0, "RLE frame " + std::to_string(frame) + " has no fragment (each RLE frame is one fragment)");
+    fail(kPixelData, p.pixel_element, "RLE frame " + std::to_string(frame) + " has no fragment (each RLE frame is one fragment)");
   auto [offset, length] = p.fragments[std::size_t(frame)];
   if (offset > size || length > size - offset) fail(kPixelData, offset, "RLE fragment extends past the end of the file");
   const std::uint8_t* src = data + offset;
@@ -727,17 +795,17 @@ std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* file, std::size
   const auto [data, size] = dataset_bytes(p, file, file_size);
   const std::size_t frames = std::size_t(std::max(p.number_of_frames, 1));
   if (frame < 0 || std::size_t(frame) >= frames)
-    fail(kPixelData, 0, "frame " + std::to_string(frame) + " out of range for " + std::to_string(frames) + " frame(s)");
+    fail(kPixelData, p.pixel_element, "frame " + std::to_string(frame) + " out of range for " + std::to_string(frames) + " frame(s)");
   std::vector<std::pair<std::size_t, std::size_t>> parts;
   std::size_t keep = std::size_t(-1);  // bytes of the frame, when a table gives its length
   if (has_extended_offsets(p)) {
     const auto& offsets = p.extended_offset_table;
     const auto& lengths = p.extended_offset_table_lengths;
     if (offsets.size() != frames || lengths.size() != frames)
-      fail(0x7FE00001u, 0, "the extended offset table has " + std::to_string(offsets.size()) + " offsets and " +
+      fail(0x7FE00001u, p.extended_offset_table_element, "the extended offset table has " + std::to_string(offsets.size()) + " offsets and " +
                                std::to_string(lengths.size()) + " lengths (7FE0,0002) for " + std::to_string(frames) +
                                " frames");
-    if (p.fragments.empty()) fail(kPixelData, 0, "no fragments");
+    if (p.fragments.empty()) fail(kPixelData, p.pixel_element, "no fragments");
     // offsets count from the first fragment's item tag, like the basic offset table's; the standard puts
     // each frame in one fragment, but a frame split over consecutive fragments is accepted too
     const std::size_t base = p.fragments[0].first - 8;
@@ -746,7 +814,7 @@ std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* file, std::size
     auto it = std::lower_bound(p.fragments.begin(), p.fragments.end(), value,
                                [](const std::pair<std::size_t, std::size_t>& f, std::size_t v) { return f.first < v; });
     if (it == p.fragments.end() || it->first != value)
-      fail(0x7FE00001u, 0, "frame " + std::to_string(frame) + ": offset " + std::to_string(offset) +
+      fail(0x7FE00001u, p.extended_offset_table_element, "frame " + std::to_string(frame) + ": offset " + std::to_string(offset) +
                                " is not the start of a fragment's item");
     std::uint64_t total = 0;
     for (; it != p.fragments.end() && total < length; ++it) {
@@ -755,17 +823,17 @@ std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* file, std::size
     }
     // a frame of odd length sits in a fragment padded to even length: one byte more is the pad
     if (total < length || total - length > 1)
-      fail(0x7FE00002u, 0, "frame " + std::to_string(frame) + ": the extended offset table gives " +
+      fail(0x7FE00002u, p.extended_offset_table_lengths_element, "frame " + std::to_string(frame) + ": the extended offset table gives " +
                                std::to_string(length) + " bytes, its fragments hold " + std::to_string(total));
     keep = std::size_t(length);
   } else if (frames == 1) {
     parts = p.fragments;
   } else if (!p.basic_offset_table.empty()) {
     if (p.basic_offset_table.size() != frames)
-      fail(kPixelData, 0, "the basic offset table has " + std::to_string(p.basic_offset_table.size()) +
+      fail(kPixelData, p.pixel_element, "the basic offset table has " + std::to_string(p.basic_offset_table.size()) +
                               " entries for " + std::to_string(frames) + " frames");
     // table offsets count from the first fragment's item tag (8 bytes before its value)
-    if (p.fragments.empty()) fail(kPixelData, 0, "no fragments");
+    if (p.fragments.empty()) fail(kPixelData, p.pixel_element, "no fragments");
     const std::size_t base = p.fragments[0].first - 8;
     const std::size_t lo = base + p.basic_offset_table[std::size_t(frame)];
     const std::size_t hi = std::size_t(frame) + 1 < frames ? base + p.basic_offset_table[std::size_t(frame) + 1]
@@ -775,10 +843,10 @@ std::vector<std::uint8_t> encapsulated_frame(const std::uint8_t* file, std::size
   } else if (p.fragments.size() == frames) {
     parts.push_back(p.fragments[std::size_t(frame)]);
   } else {
-    fail(kPixelData, 0, std::to_string(p.fragments.size()) + " fragments for " + std::to_string(frames) +
+    fail(kPixelData, p.pixel_element, std::to_string(p.fragments.size()) + " fragments for " + std::to_string(frames) +
                             " frames and no basic offset table: frame boundaries unknown");
   }
-  if (parts.empty()) fail(kPixelData, 0, "frame " + std::to_string(frame) + " has no fragment");
+  if (parts.empty()) fail(kPixelData, p.pixel_element, "frame " + std::to_string(frame) + " has no fragment");
   std::vector<std::uint8_t> out;
   for (const auto& [offset, length] : parts) {
     if (offset > size || length > size - offset) fail(kPixelData, offset, "fragment extends past the end of the file");
@@ -863,6 +931,15 @@ void check_decodable(const Parsed& p) {
     // the codec library sizes its output from the stream's own header, which cxrfast.io checks against
     // Rows / Columns / SamplesPerPixel / BitsAllocated before decoding; here: frames must be locatable
     if (p.fragments.empty()) pixel_error("encapsulated pixel data without fragments");
+  } else if (native_ybr422(p)) {
+    const std::size_t stored_bytes = native_stored_frame_bytes(p);
+    if (std::size_t(p.rows) * std::size_t(p.columns) % 2)
+      pixel_error("YBR_FULL_422 needs an even number of pixels (two share their chroma), Rows × Columns is " +
+                  std::to_string(std::size_t(p.rows) * std::size_t(p.columns)));
+    if (p.pixel_length / stored_bytes < frames)
+      pixel_error("pixel data holds " + std::to_string(p.pixel_length) + " bytes but YBR_FULL_422 (2 samples per "
+                  "pixel stored) × Rows × Columns × BitsAllocated/8 × NumberOfFrames needs " +
+                  std::to_string(stored_bytes * frames));
   } else if (frame_bytes == 0 || p.pixel_length / frame_bytes < frames) {
     pixel_error("pixel data holds " + std::to_string(p.pixel_length) + " bytes but Rows × Columns × Samples × " +
                 "BitsAllocated/8 × NumberOfFrames needs " + std::to_string(frame_bytes * frames));

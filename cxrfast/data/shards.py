@@ -4,14 +4,17 @@ Layout of an output folder OUT:
 
     OUT/manifest.json               format, size, dtype, options, source, counts, shard list, `complete`
     OUT/metadata.csv                one row per image, all shards (written when a run completes)
-    OUT/bad_files.csv               path, reason: the sources that were skipped (idem)
-    OUT/shards/shard-000000.npy     uint8 [n, size, size], n <= shard_size: np.load(mmap_mode="r") works
+    OUT/bad_files.csv               path, reason: the sources skipped as broken (idem)
+    OUT/not_images.csv              path, reason: the sources skipped as not images (DICOMDIR, SR, ...) (idem)
+    OUT/stale_sources.csv           sources gone or changed since they were prepared (idem)
+    OUT/shards/shard-000000.npy     uint8 or uint16 [n, size, size], n <= shard_size: np.load(mmap_mode="r") works
     OUT/shards/shard-000000.csv     the metadata rows of that shard's images  (the commit marker)
-    OUT/shards/shard-000000.skipped.csv   the bad sources met while that shard was filled
+    OUT/shards/shard-000000.skipped.csv   the sources skipped while that shard was filled (kind: bad / not-image)
 
 The metadata columns are `COLUMNS` (index = global row, shard, offset in the shard, the source path as
-found in SRC, format, DICOM UIDs, patient id, study date, view position, modality, the original rows
-and columns), then the extra columns of an index CSV.
+found in SRC, the frame of the file, format, DICOM UIDs, patient id, study date, view position, modality, the
+original rows and columns, the source's size and mtime when it was read), then the extra columns of an
+index CSV.
 
 Commit protocol (why a kill -9 at any moment loses and duplicates nothing): a shard is written under
 a temporary name (``.shard-K.npy.tmp``, its two CSV parts likewise), flushed and fsync'ed, then renamed
@@ -37,21 +40,29 @@ from pathlib import Path
 
 import numpy as np
 
-__all__ = ["COLUMNS", "BAD_COLUMNS", "FORMAT", "FORMAT_VERSION", "Part", "ShardedImages", "ShardFormatError",
-           "scan", "read_manifest"]
+__all__ = ["COLUMNS", "BAD_COLUMNS", "SKIPPED_COLUMNS", "STALE_COLUMNS", "FORMAT", "FORMAT_VERSION", "DTYPES", "Part",
+           "ShardedImages", "ShardFormatError", "scan", "read_manifest"]
 
 FORMAT = "cxrfast-shards"
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: frame, source size / mtime, skipped kinds, uint16 shards
+READABLE_VERSIONS = (1, 2)
 MANIFEST = "manifest.json"
 METADATA = "metadata.csv"
 BAD_FILES = "bad_files.csv"
+NOT_IMAGES = "not_images.csv"
+STALE = "stale_sources.csv"
 SHARD_DIR = "shards"
-DTYPE = np.dtype(np.uint8)
+DTYPES = ("uint8", "uint16")
+DTYPE = np.dtype(np.uint8)  # version 1's only dtype, and the default
 
-COLUMNS = ("index", "shard", "offset", "path", "format", "sop_instance_uid", "study_instance_uid",
-           "series_instance_uid", "patient_id", "study_date", "view_position", "modality", "rows", "columns")
-INT_COLUMNS = ("index", "shard", "offset", "rows", "columns")
-BAD_COLUMNS = ("path", "reason")
+COLUMNS = ("index", "shard", "offset", "path", "frame", "format", "sop_instance_uid", "study_instance_uid",
+           "series_instance_uid", "patient_id", "study_date", "view_position", "modality", "rows", "columns",
+           "source_bytes", "source_mtime_ns")
+INT_COLUMNS = ("index", "shard", "offset", "frame", "rows", "columns", "source_bytes", "source_mtime_ns")
+BAD_COLUMNS = ("path", "reason")  # bad_files.csv and not_images.csv
+SKIPPED_COLUMNS = ("path", "kind", "reason", "source_bytes", "source_mtime_ns")  # shard-K.skipped.csv
+SKIPPED_KINDS = ("bad", "not-image")
+STALE_COLUMNS = ("path", "state", "prepared_bytes", "prepared_mtime_ns", "bytes", "mtime_ns")
 
 _PART = re.compile(r"shard-(\d+)\.(npy|csv|skipped\.csv)$")
 
@@ -66,15 +77,24 @@ def shard_name(k: int) -> str:
 
 @dataclass
 class Part:
-    """One committed shard: its number, its image rows and the bad sources committed with it."""
+    """One committed shard: its number, its image rows and the sources skipped with it (`skipped`, each with
+    its kind: "bad" or "not-image")."""
 
     k: int
     rows: list[dict] = field(default_factory=list)
-    bad: list[dict] = field(default_factory=list)
+    skipped: list[dict] = field(default_factory=list)
 
     @property
     def count(self) -> int:
         return len(self.rows)
+
+    @property
+    def bad(self) -> list[dict]:
+        return [s for s in self.skipped if s.get("kind", "bad") == "bad"]
+
+    @property
+    def not_images(self) -> list[dict]:
+        return [s for s in self.skipped if s.get("kind") == "not-image"]
 
 
 # --------------------------------------------------------------------------------------------------
@@ -148,9 +168,9 @@ def read_manifest(root) -> dict:
         raise ShardFormatError(f"{path}: cannot read the manifest: {exc}") from None
     if doc.get("format") != FORMAT:
         raise ShardFormatError(f"{path}: format {doc.get('format')!r}, expected {FORMAT!r}")
-    if doc.get("format_version") != FORMAT_VERSION:
+    if doc.get("format_version") not in READABLE_VERSIONS:
         raise ShardFormatError(f"{path}: format_version {doc.get('format_version')!r}; this cxrfast reads "
-                               f"version {FORMAT_VERSION}")
+                               f"versions {', '.join(map(str, READABLE_VERSIONS))}")
     return doc
 
 
@@ -159,14 +179,14 @@ def read_manifest(root) -> dict:
 
 
 class ShardWriter:
-    """Shard K of [n, size, size] uint8 images, appended one at a time to ``.shard-K.npy.tmp``.
+    """Shard K of [n, size, size] images (uint8 or uint16), appended one at a time to ``.shard-K.npy.tmp``.
 
     The .npy header is written first for `capacity` images and rewritten with the final count on
     `finish`: numpy pads the header so its length does not depend on the first dimension, so the data
     never moves."""
 
-    def __init__(self, root, k: int, size: int, capacity: int):
-        self.dir, self.k, self.size = Path(root) / SHARD_DIR, k, size
+    def __init__(self, root, k: int, size: int, capacity: int, dtype=DTYPE):
+        self.dir, self.k, self.size, self.dtype = Path(root) / SHARD_DIR, k, size, np.dtype(dtype)
         self.tmp = self.dir / f".{shard_name(k)}.npy.tmp"
         self.f = open(self.tmp, "wb")
         self.header_len = self._header(capacity)
@@ -175,15 +195,17 @@ class ShardWriter:
     def _header(self, n: int) -> int:
         self.f.seek(0)
         np.lib.format.write_array_header_1_0(
-            self.f, {"descr": np.lib.format.dtype_to_descr(DTYPE), "fortran_order": False,
+            self.f, {"descr": np.lib.format.dtype_to_descr(self.dtype), "fortran_order": False,
                      "shape": (n, self.size, self.size)})
         return self.f.tell()
 
     def append(self, image: np.ndarray) -> int:
         """Write one image; returns its offset in the shard."""
-        if image.shape != (self.size, self.size) or image.dtype != DTYPE:
-            raise ValueError(f"shard image: expected uint8 [{self.size}, {self.size}], got {image.dtype} "
+        if image.shape != (self.size, self.size) or image.dtype != self.dtype:
+            raise ValueError(f"shard image: expected {self.dtype} [{self.size}, {self.size}], got {image.dtype} "
                              f"{list(image.shape)}")
+        if image.dtype.byteorder == ">":
+            image = image.astype(image.dtype.newbyteorder("<"))
         self.f.write(np.ascontiguousarray(image).data)
         self.n += 1
         return self.n - 1
@@ -204,16 +226,17 @@ class ShardWriter:
         self.tmp.unlink(missing_ok=True)
 
 
-def commit(root, k: int, writer: ShardWriter | None, rows: list[dict], bad: list[dict], columns,
+def commit(root, k: int, writer: ShardWriter | None, rows: list[dict], skipped: list[dict], columns,
            crash_at=None) -> None:
     """Commit shard K: the images in `writer` (None when it has none), their metadata `rows` and the
-    `bad` sources met since the previous commit. See the module docstring for the order of renames.
+    sources `skipped` since the previous commit (SKIPPED_COLUMNS). See the module docstring for the order of
+    renames.
     `crash_at(stage, k)` is the test hook that simulates a kill between the steps."""
     d = Path(root) / SHARD_DIR
     name = shard_name(k)
     npy_tmp = writer.finish() if writer is not None else None
     bad_tmp, csv_tmp = d / f".{name}.skipped.csv.tmp", d / f".{name}.csv.tmp"
-    write_csv(bad_tmp, BAD_COLUMNS, bad)
+    write_csv(bad_tmp, SKIPPED_COLUMNS, skipped)
     write_csv(csv_tmp, columns, rows)
     if crash_at:
         crash_at("tmp", k)
@@ -243,11 +266,12 @@ def _npy_header(path: Path):
     return a.shape, bool(a.flags.f_contiguous and not a.flags.c_contiguous), a.dtype
 
 
-def scan(root, size: int, *, repair: bool = False) -> list[Part]:
+def scan(root, size: int, *, repair: bool = False, dtype=DTYPE) -> list[Part]:
     """The committed shards of `root`, in order. With repair=True (the writer, holding the lock) the
     debris of an interrupted commit is deleted; without, it is ignored. Raises ShardFormatError when
     committed files contradict each other (a missing or mis-shaped .npy, a gap in the numbering)."""
     d = Path(root) / SHARD_DIR
+    want = np.dtype(dtype)
     if not d.is_dir():
         return []
     markers, others = {}, []
@@ -281,14 +305,14 @@ def scan(root, size: int, *, repair: bool = False) -> list[Part]:
         if rows:
             npy = d / f"{name}.npy"
             try:
-                shape, fortran, dtype = _npy_header(npy)
+                shape, fortran, stored = _npy_header(npy)
             except (OSError, ValueError) as exc:
                 raise ShardFormatError(f"{npy}: committed but unreadable: {exc}") from None
             expected = (len(rows), size, size)
-            if tuple(shape) != expected or fortran or dtype != DTYPE:
-                raise ShardFormatError(f"{npy}: holds {dtype} {list(shape)}, its {name}.csv lists "
-                                       f"{len(rows)} images of {size}x{size} uint8")
-            if npy.stat().st_size < 128 + len(rows) * size * size:
+            if tuple(shape) != expected or fortran or stored != want:
+                raise ShardFormatError(f"{npy}: holds {stored} {list(shape)}, its {name}.csv lists "
+                                       f"{len(rows)} images of {size}x{size} {want}")
+            if npy.stat().st_size < 128 + len(rows) * size * size * want.itemsize:
                 raise ShardFormatError(f"{npy}: shorter than its {len(rows)} images")
         parts.append(Part(k, rows, bad))
     return parts
@@ -308,12 +332,13 @@ class ShardedImages:
 
         ds = ShardedImages("out/")
         len(ds)                    # images
-        image, row = ds[i]         # uint8 [size, size] (a read-only memmap view), metadata dict
+        image, row = ds[i]         # uint8 (or uint16) [size, size] (a read-only memmap view), metadata dict
         ds.metadata[i]["sop_instance_uid"]
         ds.shard(0)                # the whole shard as a read-only memmap [n, size, size]
 
     Rows are in the order `prepare` wrote them (row i has ``index == i``); integer columns (index,
-    shard, offset, rows, columns) are ints, the others strings. An output whose run has not finished
+    shard, offset, frame, rows, columns, source_bytes, source_mtime_ns) are ints, the others strings.
+    `bad_files` and `not_images` list the skipped sources (path, reason). An output whose run has not finished
     raises ShardFormatError unless allow_partial=True (then the committed shards are read). Memory maps
     are opened on first use in each process, so the object can be handed to DataLoader workers."""
 
@@ -324,11 +349,13 @@ class ShardedImages:
             raise ShardFormatError(f"{self.root}: `cxrfast prepare` has not finished writing it (rerun the "
                                    "same command to resume it), or pass allow_partial=True")
         self.size = int(self.manifest["size"])
-        parts = scan(self.root, self.size)
+        self.dtype = np.dtype(self.manifest.get("dtype", "uint8"))
+        parts = scan(self.root, self.size, dtype=self.dtype)
         self.parts = [p for p in parts if p.count]
         self.metadata = [_typed(r) for p in self.parts for r in p.rows]
         self.columns = list(self.metadata[0]) if self.metadata else list(self.manifest.get("columns", COLUMNS))
-        self.bad_files = [b for p in parts for b in p.bad]
+        self.bad_files = [{"path": b["path"], "reason": b["reason"]} for p in parts for b in p.bad]
+        self.not_images = [{"path": b["path"], "reason": b["reason"]} for p in parts for b in p.not_images]
         for i, row in enumerate(self.metadata):
             if row["index"] != i:
                 raise ShardFormatError(f"{self.root}: row {i} has index {row['index']}")
@@ -362,5 +389,5 @@ class ShardedImages:
         return state
 
     def __repr__(self) -> str:
-        return (f"ShardedImages({str(self.root)!r}: {len(self)} images of {self.size}x{self.size} uint8 in "
+        return (f"ShardedImages({str(self.root)!r}: {len(self)} images of {self.size}x{self.size} {self.dtype} in "
                 f"{len(self.parts)} shards)")

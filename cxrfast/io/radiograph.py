@@ -43,7 +43,10 @@ _PNG = b"\x89PNG\r\n\x1a\n"
 _JPEG = b"\xff\xd8\xff"
 
 
-class ImageError(ValueError):
+from cxrfast.io._dicom import DicomError, ReadError, decode_dicom, dicom_error, read_source, source_type_error
+
+
+class ImageError(ReadError):
     """A PNG/JPEG file that cannot be read, or an image the pipeline cannot take; names the file."""
 
 
@@ -123,9 +126,7 @@ def _options(size, fit, voi, window, voi_function, voi_index, fallback, percenti
 
 
 def _read(source) -> tuple[str, bytes]:
-    from cxrfast.io import read_source
-
-    return read_source(source, ImageError)
+    return read_source(source, ImageError, "load_radiograph: `source`")
 
 
 def _is_image(data: bytes) -> str | None:
@@ -174,8 +175,6 @@ def _decode_image(name: str, data: bytes, fmt: str) -> tuple[np.ndarray, dict]:
 
 def _library_pixels(name: str, data: bytes, frame: int) -> tuple[np.ndarray, dict]:
     """Pixel data the C++ decoders do not take (library codecs): read_dicom's decode, errors included."""
-    from cxrfast.io import decode_dicom
-
     img = decode_dicom(name, data, frame)
     return img.pixels, img.meta
 
@@ -187,7 +186,6 @@ def _image_options(opts: dict) -> dict:
 
 def _load_one(source, opts: dict, frame: int) -> Radiograph:
     from cxrfast import _ext
-    from cxrfast.io import DicomError
 
     if not _ext.load():
         raise RuntimeError(f"cxrfast.io.load_radiograph needs the compiled extension: {_ext.unavailable_reason()}")
@@ -207,7 +205,7 @@ def _load_one(source, opts: dict, frame: int) -> Radiograph:
             pixels, meta = _library_pixels(name, data, frame)
             image = _C.radiograph_pixels(pixels, meta, opts)
     except (_C.DicomParseError, _C.PipelineError, IndexError) as exc:
-        raise DicomError(f"{name}: {exc}") from None
+        raise dicom_error(name, exc, data) from None
     meta["format"] = "dicom"
     return Radiograph(image, meta)
 
@@ -222,6 +220,8 @@ def load_radiograph(source, size: int = 512, *, fit: str = "pad", voi: str = "au
     The module docstring describes the steps and options; ``cxrfast.reference.pixels.radiograph`` is their
     float64 definition. Raises DicomError / ImageError (ValueError) naming the file and the problem, and
     ValueError naming a bad argument. ``frame``: which frame of a multi-frame file.
+    Errors: every file problem is a cxrfast.io.ReadError (DicomError, NotAnImageError, ImageError, and
+    MissingFileError, also a FileNotFoundError).
     """
     opts = _options(size, fit, voi, window, voi_function, voi_index, fallback, percentiles, invert, resample, dtype,
                     mean, std, pad_value)
@@ -237,7 +237,6 @@ def _frame(frame) -> int:
 def _prepare(source, opts: dict, frame: int):
     """One image readied for the batched kernel (_C.Prepared), errors as in load_radiograph."""
     from cxrfast import _C
-    from cxrfast.io import DicomError
 
     name, data = _read(source)
     fmt = _is_image(data)
@@ -252,8 +251,7 @@ def _prepare(source, opts: dict, frame: int):
         prepared.meta["format"] = "dicom"
         return prepared
     except (_C.DicomParseError, _C.PipelineError, IndexError) as exc:
-        error = ImageError if fmt is not None else DicomError
-        raise error(f"{name}: {exc}") from None
+        raise (ImageError(f"{name}: {exc}") if fmt is not None else dicom_error(name, exc, data)) from None
 
 
 def _render(prepared: list, opts: dict, device, workers: int):
@@ -304,18 +302,25 @@ def load_radiographs(sources, size: int = 512, *, device="cpu", workers: int | N
     frame = _frame(frame)
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
-    sources = list(sources)
-    workers = workers or os.cpu_count() or 1
-    dev = torch.device(device)
-    if dev.type not in ("cpu", "cuda"):
-        raise ValueError(f"device must be 'cpu' or 'cuda', got {device!r}")
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError("load_radiographs(device='cuda'): torch has no CUDA device here")
+    sources = _source_list(sources)
+    if workers is not None and (isinstance(workers, bool) or not isinstance(workers, (int, np.integer))
+                                or workers < 1):
+        raise ValueError(f"load_radiographs: `workers` must be an int >= 1 or None (all cores), got {workers!r}")
+    workers = int(workers or os.cpu_count() or 1)
+    dev = _device(device)
+
+    not_sources = {i: msg for i, s in enumerate(sources)
+                   if (msg := source_type_error(f"load_radiographs: `sources[{i}]`", s))}
+    if not_sources and errors == "raise":
+        raise TypeError(next(iter(not_sources.values())))
 
     def run(fn):
         results, failed = [None] * len(sources), {}
 
         def one(i):
+            if i in not_sources:
+                failed[i] = not_sources[i]
+                return
             try:
                 results[i] = fn(sources[i])
             except (ValueError, OSError) as exc:
@@ -348,6 +353,43 @@ def load_radiographs(sources, size: int = 512, *, device="cpu", workers: int | N
     else:
         images = _render(prepared, opts, dev, workers)
     return RadiographBatch(images, [dict(p.meta) for p in prepared], indices, failed)
+
+
+def _source_list(sources) -> list:
+    """The sources as a list; one path or one file's bytes is a TypeError (iterating it would read its
+    characters as files)."""
+    if isinstance(sources, (str, bytes, bytearray, memoryview, os.PathLike)):
+        kind = "path" if isinstance(sources, (str, os.PathLike)) else "file's bytes"
+        shown = repr(sources) if kind == "path" else f"<{len(sources)} bytes>"
+        raise TypeError(f"load_radiographs: `sources` must be a list (or another iterable) of paths or bytes, got a "
+                        f"single {kind} {shown}: pass [{shown}], or use load_radiograph for one image")
+    try:
+        return list(sources)
+    except TypeError:
+        raise TypeError(f"load_radiographs: `sources` must be a list of paths or bytes, got "
+                        f"{type(sources).__name__}") from None
+
+
+def _device(device):
+    """torch.device for 'cpu', 'cuda' or 'cuda:N' (a torch.device too), checked against this machine."""
+    import torch
+
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError, ValueError):
+        dev = None
+    if dev is None or dev.type not in ("cpu", "cuda"):
+        raise ValueError(f"load_radiographs: `device` must be 'cpu' or 'cuda' (or 'cuda:N'), got {device!r}")
+    if dev.type == "cuda":
+        shown = str(dev)
+        if not torch.cuda.is_available():
+            raise RuntimeError(f"load_radiographs(device={shown!r}): torch has no CUDA device here "
+                               f"(torch {torch.__version__}, CUDA build: {torch.version.cuda or 'no'})")
+        n = torch.cuda.device_count()
+        if dev.index is not None and dev.index >= n:
+            raise RuntimeError(f"load_radiographs(device={shown!r}): this machine has {n} CUDA device(s), "
+                               f"numbered 0..{n - 1}")
+    return dev
 
 
 def _defaults() -> dict:

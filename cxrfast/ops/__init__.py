@@ -12,3 +12,7 @@ from cxrfast.ops.triplet import triplet_loss
 
 __all__ = ["UnsupportedInputError", "contrastive_loss", "explain", "local_contrastive_loss", "local_triplet_loss",
            "lovt_local_loss", "triplet_loss", "word_region_similarity"]
+
+
+def __dir__():
+    return list(__all__)

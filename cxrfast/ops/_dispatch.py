@@ -67,6 +67,12 @@ def select(op: str, impl: str, reasons: list[str]) -> str:
     return impl
 
 
+# the ops explain() knows, and the module whose plan(...) it asks
+EXPLAINED = {"contrastive_loss": "cxrfast.ops.contrastive", "triplet_loss": "cxrfast.ops.triplet",
+             "word_region_similarity": "cxrfast.ops.local", "local_contrastive_loss": "cxrfast.ops.local",
+             "local_triplet_loss": "cxrfast.ops.local", "lovt_local_loss": "cxrfast.ops.lovt"}
+
+
 def explain(op: str, *args, **kwargs) -> str:
     """Which implementation `cxrfast.<op>(*args, **kwargs)` would run, and why. Runs no kernel.
 
@@ -75,12 +81,13 @@ def explain(op: str, *args, **kwargs) -> str:
     """
     import importlib
 
-    modules = {"contrastive_loss": "cxrfast.ops.contrastive", "triplet_loss": "cxrfast.ops.triplet",
-               "word_region_similarity": "cxrfast.ops.local", "local_contrastive_loss": "cxrfast.ops.local",
-               "local_triplet_loss": "cxrfast.ops.local"}
-    if op not in modules:
-        raise ValueError(f"explain: unknown op {op!r}; known: {sorted(modules)}")
-    impl, reasons, requested = importlib.import_module(modules[op]).plan(*args, **kwargs)
+    if op not in EXPLAINED:
+        raise ValueError(f"explain: unknown op {op!r}; known: {sorted(EXPLAINED)}")
+    planned = importlib.import_module(EXPLAINED[op]).plan(*args, **kwargs)
+    if len(planned) == 2:  # an op without a Triton path says why itself
+        impl, why = planned
+        return f"{op}: {impl} ({kwargs.get('impl', 'auto')}; {why})"
+    impl, reasons, requested = planned
     if reasons:
         why = "Triton not used: " + "; ".join(reasons)
     elif impl != "triton" and interpreting():

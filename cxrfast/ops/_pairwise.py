@@ -51,6 +51,30 @@ def rowdot(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return _RowDot.apply(x, y)
 
 
+def group_sums(x: torch.Tensor, w: torch.Tensor, ids: torch.Tensor | None, n_groups: int) -> torch.Tensor:
+    """G [n_groups, D] = Σ_{i: ids[i] = g} w_i · x_i in fp32 (fp64 for fp64), differentiable, block by block
+    (transient memory O(block · D)); ids None: one group, Σ_i w_i · x_i as [1, D]."""
+    cd = torch.promote_types(x.dtype, torch.float32)
+    out = torch.zeros(n_groups if ids is not None else 1, x.shape[1], dtype=cd, device=x.device)
+    for i in range(0, x.shape[0], ROWDOT_BLOCK):
+        sl = slice(i, i + ROWDOT_BLOCK)
+        part = x[sl].to(cd) * w[sl, None].to(cd)
+        if ids is None:
+            out = out + part.sum(0, keepdim=True)
+        else:
+            out = out.index_add(0, ids[sl].long(), part)
+    return out
+
+
+def column_scores(x, y, rx, ry, scale, ids: torch.Tensor | None, n_groups: int) -> torch.Tensor:
+    """c_j = Σ_{i in j's group} s_ij with s = scale · diag(rx) · x · yᵀ · diag(ry) ([N], differentiable), in
+    O((M + N) · D): s_ij is linear in x_i, so the sum over i is one weighted sum of x per group, dotted with
+    y_j. ids: dense group ids of the rows and columns (None: every row, i.e. the column sums of s)."""
+    G = group_sums(x, rx, ids, n_groups)  # [groups, D]
+    per_col = G[ids.long()] if ids is not None else G.expand(y.shape[0], -1)
+    return scale.to(G.dtype) * ry.to(G.dtype) * rowdot(y, per_col)
+
+
 def zeros_if_none(g, like: torch.Tensor) -> torch.Tensor:
     return torch.zeros_like(like) if g is None else g.contiguous()
 

@@ -17,6 +17,12 @@ def check_finite_enabled() -> bool:
     return not torch.compiler.is_compiling()
 
 
+def readable(t: torch.Tensor) -> bool:
+    """Whether a data-dependent check may read `t`'s values: not while torch.compile traces, and never for
+    meta tensors (they have shapes only: shape inference must not fail on a check)."""
+    return t.device.type != "meta" and not torch.compiler.is_compiling()
+
+
 def embedding_pair(op: str, a: torch.Tensor, b: torch.Tensor, names=("image_emb", "text_emb")) -> None:
     na, nb = names
     for name, t in ((na, a), (nb, b)):
@@ -44,13 +50,18 @@ def embedding_pair(op: str, a: torch.Tensor, b: torch.Tensor, names=("image_emb"
 
 
 def finite(op: str, name: str, t: torch.Tensor) -> None:
-    if check_finite_enabled() and not bool(torch.isfinite(t).all()):
+    if check_finite_enabled() and readable(t) and not bool(torch.isfinite(t).all()):
         bad = int((~torch.isfinite(t)).sum())
         raise ValueError(f"{op}: `{name}` contains {bad} non-finite value(s) (NaN or inf)")
 
 
-def scalar(op: str, name: str, value, like: torch.Tensor) -> torch.Tensor:
-    """A 0-dim float tensor on `like`'s device (a learnable tensor is kept, so its gradient flows)."""
+def scalar(op: str, name: str, value, like: torch.Tensor, *, positive: str | None = None) -> torch.Tensor:
+    """A 0-dim float tensor on `like`'s device (a learnable tensor is kept, so its gradient flows).
+    positive: when given, the value must be > 0, and this text says what it is (for the message); a tensor's
+    sign is checked with its finiteness (one sync, under CXRFAST_CHECK_FINITE)."""
+    def not_positive(got):
+        return ValueError(f"{op}: `{name}` must be > 0 ({positive}), got {got}")
+
     if isinstance(value, torch.Tensor):
         if value.numel() != 1:
             raise ValueError(f"{op}: `{name}` must be a scalar (one element), got shape {tuple(value.shape)}")
@@ -61,10 +72,14 @@ def scalar(op: str, name: str, value, like: torch.Tensor) -> torch.Tensor:
         if not value.is_floating_point():
             value = value.to(torch.float32)
         finite(op, name, value)
+        if positive and check_finite_enabled() and readable(value) and not bool(value.detach() > 0):
+            raise not_positive(value.item())
         return value.reshape(())
     if isinstance(value, Real) and not isinstance(value, bool):
         if not math.isfinite(value):
             raise ValueError(f"{op}: `{name}` must be finite, got {value}")
+        if positive and not value > 0:
+            raise not_positive(value)
         return torch.tensor(float(value), dtype=torch.float32, device=like.device)
     raise TypeError(f"{op}: `{name}` must be a number or a scalar tensor, got {type(value).__name__}")
 
@@ -83,6 +98,30 @@ def groups_arg(op: str, groups, batch: int, like: torch.Tensor):
     return groups.to(torch.int64).contiguous()
 
 
+def lengths_arg(op: str, name: str, value, batch: int, like: torch.Tensor, per: str) -> torch.Tensor:
+    """Per-sample counts (word / sentence lengths) as int64 on `like`'s device: a 1-D integer tensor or a list
+    of ints, [batch] long (`per`: what each counts, for the message); a CPU tensor is moved. The values are the
+    caller's to check."""
+    lengths = value
+    if not isinstance(lengths, torch.Tensor):
+        try:
+            if isinstance(value, (str, bytes)) or value is None:
+                raise TypeError
+            lengths = torch.as_tensor(value)
+        except (TypeError, ValueError, RuntimeError):
+            raise TypeError(f"{op}: `{name}` must be a 1-D integer tensor or a list of ints (one {per}), got "
+                            f"{type(value).__name__}") from None
+    if lengths.dim() != 1 or lengths.shape[0] != batch:
+        raise ValueError(f"{op}: `{name}` must have shape [{batch}] (one {per}), got {tuple(lengths.shape)}")
+    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
+        raise TypeError(f"{op}: `{name}` must hold integers, got {lengths.dtype}")
+    if lengths.device != like.device:
+        if lengths.device.type != "cpu":
+            raise ValueError(f"{op}: `{name}` is on {lengths.device} but the features are on {like.device}")
+        lengths = lengths.to(like.device)
+    return lengths.to(torch.int64)
+
+
 def weights_arg(op: str, weights) -> tuple[float, float]:
     try:
         w = tuple(float(v) for v in weights)
@@ -92,6 +131,9 @@ def weights_arg(op: str, weights) -> tuple[float, float]:
         raise ValueError(f"{op}: `weights` must be a pair (w_i2t, w_t2i), got {len(w)} values")
     if not all(math.isfinite(v) for v in w):
         raise ValueError(f"{op}: `weights` must be finite, got {w}")
+    if min(w) < 0 or sum(w) <= 0:
+        raise ValueError(f"{op}: `weights` must be ≥ 0 with a positive sum (w_i2t, w_t2i; (1, 0) is one "
+                         f"direction only), got {w}")
     return w
 
 
@@ -100,6 +142,14 @@ def finite_number(op: str, name: str, value) -> float:
     if isinstance(value, bool) or not isinstance(value, Real) or not math.isfinite(value):
         raise ValueError(f"{op}: `{name}` must be a finite number, got {value!r}")
     return float(value)
+
+
+def positive_number(op: str, name: str, value) -> float:
+    """A finite number > 0 (temperatures, scales)."""
+    value = finite_number(op, name, value)
+    if not value > 0:
+        raise ValueError(f"{op}: `{name}` must be > 0, got {value}")
+    return value
 
 
 def probability(op: str, name: str, value) -> float:

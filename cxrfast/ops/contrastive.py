@@ -8,7 +8,8 @@ import torch
 
 from cxrfast.ops import _chunked, _dispatch, _validate
 from cxrfast.ops._register import op
-from cxrfast.ops._pairwise import input_grads, inverse_norms, stat_fakes, zeros_if_none
+from cxrfast.ops._pairwise import column_scores, input_grads, inverse_norms, stat_fakes, zeros_if_none
+from cxrfast.reference.contrastive import REDUCTIONS
 
 OP = "contrastive_loss"
 
@@ -96,11 +97,14 @@ def row_targets(pos_r, cnt, sum_r, n_cols: int, label_smoothing: float) -> torch
     return (1.0 - label_smoothing) * pos_r / cnt + (label_smoothing / n_cols) * sum_r
 
 
+SCALE_MEANING = "the multiplier of the cosine similarities, 1/temperature: e.g. 10 for τ = 0.1"
+
+
 def checked_arguments(op, image_emb, text_emb, logit_scale, weights, label_smoothing, groups, impl):
     """Validate the InfoNCE arguments (errors named for `op`) and resolve the implementation:
     (scale 0-dim tensor, (w_i2t, w_t2i), label_smoothing, groups int64 or None, chosen impl)."""
     _validate.embedding_pair(op, image_emb, text_emb)
-    scale = _validate.scalar(op, "logit_scale", logit_scale, image_emb)
+    scale = _validate.scalar(op, "logit_scale", logit_scale, image_emb, positive=SCALE_MEANING)
     w = _validate.weights_arg(op, weights)
     eps = _validate.probability(op, "label_smoothing", label_smoothing)
     groups = _validate.groups_arg(op, groups, image_emb.shape[0], image_emb)
@@ -124,6 +128,7 @@ def contrastive_loss(
     weights=(0.5, 0.5),
     label_smoothing: float = 0.0,
     groups: torch.Tensor | None = None,
+    reduction: str = "mean",
     impl: str = "auto",
 ) -> torch.Tensor:
     """Symmetric InfoNCE without any B × B tensor.
@@ -136,16 +141,21 @@ def contrastive_loss(
         S = logit_scale * F.normalize(image_emb) @ F.normalize(text_emb).T
         weights[0] * F.cross_entropy(S, arange(B)) + weights[1] * F.cross_entropy(S.T, arange(B))
 
-    Returns a 0-dim fp32 tensor (fp64 for fp64 input). Gradients flow to both embeddings and to
-    logit_scale. See cxrfast.reference.contrastive_loss for the full definition.
+    reduction: "mean" (the loss above), "sum", or "none": the per-sample losses ℓ [B],
+    ℓ_i = weights[0] · CE(S[i, :]) + weights[1] · CE(S[:, i]) (pair i's image and text as anchors; their mean
+    is the loss), from the same O(B) statistics plus, with groups or label smoothing, O(B·D) column sums.
+
+    Returns a 0-dim fp32 tensor (fp64 for fp64 input), [B] for reduction="none". Gradients flow to both
+    embeddings and to logit_scale. See cxrfast.reference.contrastive_loss for the full definition.
     """
     scale, w, eps, groups, chosen = checked_arguments(OP, image_emb, text_emb, logit_scale, weights,
                                                       label_smoothing, groups, impl)
+    _validate.choice(OP, "reduction", reduction, REDUCTIONS)
     if chosen == "reference":
         from cxrfast.reference import contrastive_loss as reference
 
         return reference(image_emb, text_emb, scale, normalize=normalize, weights=w,
-                         label_smoothing=eps, groups=groups)
+                         label_smoothing=eps, groups=groups, reduction=reduction)
 
     B = image_emb.shape[0]
     if groups is not None:
@@ -153,7 +163,29 @@ def contrastive_loss(
     rx, ry = inverse_norms(image_emb, normalize), inverse_norms(text_emb, normalize)
     lse_r, lse_c, pos_r, cnt, sum_r = torch.ops.cxrfast.infonce_stats(
         image_emb, text_emb, rx, ry, scale, groups, groups, 0, True, chosen)
+    if reduction == "none":
+        return per_sample(image_emb, text_emb, rx, ry, scale, groups, (lse_r, lse_c, pos_r, cnt, sum_r), w, eps)
     # Positives are symmetric, so Σ_j (target term of column j) = Σ_i (target term of row i):
     # one O(B) sum serves both directions.
     target = row_targets(pos_r, cnt, sum_r, B, eps).sum()
-    return (w[0] * lse_r.sum() + w[1] * lse_c.sum() - (w[0] + w[1]) * target) / B
+    total = w[0] * lse_r.sum() + w[1] * lse_c.sum() - (w[0] + w[1]) * target
+    return total if reduction == "sum" else total / B
+
+
+def per_sample(x, y, rx, ry, scale, groups, stats, w, eps) -> torch.Tensor:
+    """ℓ_i = w_i2t · (lse_r[i] − row target i) + w_t2i · (lse_c[i] − column target i), [B].
+
+    The column target of text i is (1−ε) · (Σ of s over i's positive images) / cnt[i] + ε/B · Σ_j s_ji. Without
+    groups its positive is s_ii = pos_r[i]; with groups, and for the smoothing term, the column sums come
+    from column_scores (O(B·D), no B × B): the statistics ops give row sums only."""
+    lse_r, lse_c, pos_r, cnt, sum_r = stats
+    B = x.shape[0]
+    if groups is None:
+        pos_c = pos_r
+    else:
+        pos_c = column_scores(x, y, rx, ry, scale, groups, B)
+    col_target = (1.0 - eps) * pos_c / cnt
+    if eps:
+        col_target = col_target + (eps / B) * column_scores(x, y, rx, ry, scale, None, 1)
+    row = lse_r - row_targets(pos_r, cnt, sum_r, B, eps)
+    return w[0] * row + w[1] * (lse_c - col_target)

@@ -13,6 +13,7 @@ import torch.nn.functional as F
 
 from cxrfast.ops import _dispatch, _validate, _wordregion
 from cxrfast.ops._register import no_autocast
+from cxrfast.reference.contrastive import REDUCTIONS, reduce
 
 OP = "word_region_similarity"
 VARIANTS = ("gloria", "single")
@@ -110,18 +111,8 @@ def checked_inputs(op: str, regions, words, word_lengths) -> torch.Tensor:
         raise ValueError(f"{op}: `regions` is on {regions.device} but `words` is on {words.device}")
     if regions.dtype != words.dtype:
         raise TypeError(f"{op}: `regions` is {regions.dtype} but `words` is {words.dtype}; cast one of them")
-    lengths = word_lengths if isinstance(word_lengths, torch.Tensor) else torch.as_tensor(word_lengths)
-    if lengths.dim() != 1 or lengths.shape[0] != words.shape[0]:
-        raise ValueError(f"{op}: `word_lengths` must have shape [{words.shape[0]}] (one length per report), "
-                         f"got {tuple(lengths.shape)}")
-    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-        raise TypeError(f"{op}: `word_lengths` must hold integers, got {lengths.dtype}")
-    if lengths.device != words.device:
-        if lengths.device.type != "cpu":
-            raise ValueError(f"{op}: `word_lengths` is on {lengths.device} but `words` is on {words.device}")
-        lengths = lengths.to(words.device)
-    lengths = lengths.to(torch.int64)
-    if not torch.compiler.is_compiling():
+    lengths = _validate.lengths_arg(op, "word_lengths", word_lengths, words.shape[0], words, "length per report")
+    if all(_validate.readable(t) for t in (regions, words, lengths)):
         L = words.shape[1]
         bad = ((lengths < 1) | (lengths > L)).nonzero()
         if bad.numel():
@@ -153,11 +144,8 @@ def plan(regions, words, word_lengths=None, *, impl="auto", **_):
 
 
 def _hyper(op, temp_attention, temp_aggregate, aggregate, variant):
-    ta = _validate.finite_number(op, "temp_attention", temp_attention)
-    tg = _validate.finite_number(op, "temp_aggregate", temp_aggregate)
-    for name, value in (("temp_attention", ta), ("temp_aggregate", tg)):
-        if value <= 0:
-            raise ValueError(f"{op}: `{name}` must be > 0, got {value}")
+    ta = _validate.positive_number(op, "temp_attention", temp_attention)
+    tg = _validate.positive_number(op, "temp_aggregate", temp_aggregate)
     _validate.choice(op, "aggregate", aggregate, AGGREGATES)
     _validate.choice(op, "variant", variant, VARIANTS)
     return ta, tg
@@ -194,16 +182,24 @@ def word_region_similarity(
     gradients flow to `regions` and `words`. With return_attention=True, also returns α of the matched
     pairs (b = i) as [B, L, R] (zeros at padding; needs B_img == B_txt), e.g. for cxrfast.viz.
     """
-    ta, tg = _hyper(OP, temp_attention, temp_aggregate, aggregate, variant)
-    lengths = checked_inputs(OP, regions, words, word_lengths)
+    return _similarity(OP, regions, words, word_lengths, temp_attention=temp_attention,
+                       temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant, impl=impl,
+                       return_attention=return_attention, chunk_bytes=chunk_bytes)
+
+
+def _similarity(op, regions, words, word_lengths, *, temp_attention, temp_aggregate, aggregate, variant, impl,
+                return_attention=False, chunk_bytes=None):
+    """word_region_similarity, its errors named for `op` (the function the user called)."""
+    ta, tg = _hyper(op, temp_attention, temp_aggregate, aggregate, variant)
+    lengths = checked_inputs(op, regions, words, word_lengths)
     if return_attention and regions.shape[0] != words.shape[0]:
-        raise ValueError(f"{OP}: return_attention needs B_img == B_txt (matched pairs b = i), got "
+        raise ValueError(f"{op}: return_attention needs B_img == B_txt (matched pairs b = i), got "
                          f"{regions.shape[0]} images and {words.shape[0]} reports")
     if chunk_bytes is None:
         chunk_bytes = _wordregion.default_chunk_bytes(regions.device)
     elif isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes <= 0:
-        raise ValueError(f"{OP}: `chunk_bytes` must be a positive int, got {chunk_bytes!r}")
-    chosen = _dispatch.select(OP, impl, _triton_reasons(regions, words))
+        raise ValueError(f"{op}: `chunk_bytes` must be a positive int, got {chunk_bytes!r}")
+    chosen = _dispatch.select(op, impl, _triton_reasons(regions, words))
     if chosen == "reference":
         from cxrfast.reference.local import word_region_similarity as reference
 
@@ -237,22 +233,27 @@ def local_contrastive_loss(
     aggregate: str = "sum",
     variant: str = "gloria",
     weights=(1.0, 1.0),
+    reduction: str = "mean",
     impl: str = "auto",
     chunk_bytes: int | None = None,
 ) -> torch.Tensor:
     """GLoRIA's local loss: cross-entropy both ways over temp_logits · S (pair i ↔ i),
     weights[0]·CE(S) + weights[1]·CE(Sᵀ); GLoRIA adds both directions, weights (1, 1).
-    S = word_region_similarity(...) (same arguments); the B × B matrix is small, the work is in S."""
+    S = word_region_similarity(...) (same arguments); the B × B matrix is small, the work is in S.
+    reduction "mean" (the loss), "sum", or "none": ℓ [B], ℓ_i = weights[0]·CE(S[i, :]) + weights[1]·CE(S[:, i])."""
     op_ = "local_contrastive_loss"
     _square(op_, regions, words)
     w = _validate.weights_arg(op_, weights)
-    t = _validate.finite_number(op_, "temp_logits", temp_logits)
-    S = word_region_similarity(regions, words, word_lengths, temp_attention=temp_attention,
-                               temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant, impl=impl,
-                               chunk_bytes=chunk_bytes)
+    t = _validate.positive_number(op_, "temp_logits", temp_logits)
+    _validate.choice(op_, "reduction", reduction, REDUCTIONS)
+    S = _similarity(op_, regions, words, word_lengths, temp_attention=temp_attention,
+                    temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant, impl=impl,
+                    chunk_bytes=chunk_bytes)
     logits = t * S
     labels = torch.arange(S.shape[0], device=S.device)
-    return w[0] * F.cross_entropy(logits, labels) + w[1] * F.cross_entropy(logits.t(), labels)
+    per_sample = (w[0] * F.cross_entropy(logits, labels, reduction="none")
+                  + w[1] * F.cross_entropy(logits.t(), labels, reduction="none"))
+    return reduce(per_sample, reduction)
 
 
 def local_triplet_loss(
@@ -273,15 +274,16 @@ def local_triplet_loss(
     """JoImTeRNet's word-level (local) ranking loss on the word–region similarity S: for every
     anchor image and every anchor report, [margin + S(negative) − S(matched)]₊, the hardest negative
     (VSE++) or all of them; see cxrfast.reference.triplet.triplet_from_scores. The margin is in S's
-    units (log-sum-exp of temp_aggregate · cosine)."""
-    from cxrfast.reference.triplet import triplet_from_scores
+    units (log-sum-exp of temp_aggregate · cosine). reduction as in triplet_loss: "sum" over the 2·B anchors,
+    "mean" (÷ B), "none": ℓ [B], pair i's image anchor plus its report anchor."""
+    from cxrfast.reference.triplet import REDUCTIONS as TRIPLET_REDUCTIONS, triplet_from_scores
 
     op_ = "local_triplet_loss"
     _square(op_, regions, words)
     m = _validate.finite_number(op_, "margin", margin)
     _validate.choice(op_, "negatives", negatives, ("hardest", "all"))
-    _validate.choice(op_, "reduction", reduction, ("sum", "mean"))
-    S = word_region_similarity(regions, words, word_lengths, temp_attention=temp_attention,
-                               temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant, impl=impl,
-                               chunk_bytes=chunk_bytes)
+    _validate.choice(op_, "reduction", reduction, TRIPLET_REDUCTIONS)
+    S = _similarity(op_, regions, words, word_lengths, temp_attention=temp_attention,
+                    temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant, impl=impl,
+                    chunk_bytes=chunk_bytes)
     return triplet_from_scores(S, margin=m, negatives=negatives, reduction=reduction)

@@ -31,7 +31,7 @@ from numbers import Integral
 import torch
 
 from cxrfast.ops import _validate
-from cxrfast.reference.contrastive import NORM_EPS
+from cxrfast.reference.contrastive import NORM_EPS, REDUCTIONS, reduce
 from cxrfast.reference.local import word_mask
 from cxrfast.reference.lovt import (ATTENTION_TEMPERATURE, DISTANCE_THRESHOLD, LOSS_NAMES, SMOOTH_LAMBDA,
                                     TEMPERATURE, region_positive_weights)
@@ -58,24 +58,27 @@ def _positive(name: str, value, *, allow_zero: bool = False) -> float:
     return value
 
 
-def _lengths(lengths, batch: int, like: torch.Tensor) -> None:
-    if not isinstance(lengths, torch.Tensor):
-        raise TypeError(f"{OP}: `sentence_lengths` must be a 1-D integer tensor, got {type(lengths).__name__}")
-    if tuple(lengths.shape) != (batch,):
-        raise ValueError(f"{OP}: `sentence_lengths` must have shape [{batch}] (one count per report), "
-                         f"got {tuple(lengths.shape)}")
-    if lengths.is_floating_point() or lengths.is_complex() or lengths.dtype == torch.bool:
-        raise TypeError(f"{OP}: `sentence_lengths` must hold integers, got {lengths.dtype}")
-    if lengths.device != like.device:
-        raise ValueError(f"{OP}: `sentence_lengths` is on {lengths.device} but `regions` is on {like.device}")
 
 
-def _grid(grid, n_regions: int) -> tuple[int, int]:
+def grid_pair(grid) -> tuple[int, int]:
+    """`grid` as (H, W), positive ints; else a ValueError naming it."""
     ok = (isinstance(grid, (tuple, list)) and len(grid) == 2
           and all(isinstance(g, Integral) and not isinstance(g, bool) and g >= 1 for g in grid))
     if not ok:
         raise ValueError(f"{OP}: `grid` must be a pair of positive ints (H, W), got {grid!r}")
-    H, W = int(grid[0]), int(grid[1])
+    return int(grid[0]), int(grid[1])
+
+
+def hyper_parameters(temperature, attention_temperature, distance_threshold, smooth_lambda) -> dict:
+    """The scalar options, checked (errors name them)."""
+    return dict(temperature=_positive("temperature", temperature),
+                attention_temperature=_positive("attention_temperature", attention_temperature),
+                distance_threshold=_positive("distance_threshold", distance_threshold, allow_zero=True),
+                smooth_lambda=_positive("smooth_lambda", smooth_lambda, allow_zero=True))
+
+
+def _grid(grid, n_regions: int) -> tuple[int, int]:
+    H, W = grid_pair(grid)
     if H * W != n_regions:
         raise ValueError(f"{OP}: `grid` {(H, W)} has H·W = {H * W} cells but `regions` has R = {n_regions}")
     return H, W
@@ -99,7 +102,7 @@ def _check_values(lengths, n_sentences, regions, sentences, region_weights, sent
     """The data-dependent checks (each a device sync), skipped while torch.compile traces. The length
     range is always checked in eager mode (a length 0 or > M gives NaN or reads padding silently); the
     value checks follow CXRFAST_CHECK_FINITE. `sentences` and `sentence_weights` are zero at padding."""
-    if torch.compiler.is_compiling():
+    if not all(_validate.readable(t) for t in (lengths, regions, sentences)):
         return
     lo, hi = (int(v) for v in torch.aminmax(lengths))
     if lo < 1 or hi > n_sentences:
@@ -126,8 +129,19 @@ def _select(impl) -> str:
     return impl
 
 
+def plan(regions=None, sentences=None, sentence_lengths=None, *, impl="auto", **_):
+    """(chosen impl, why, what was requested) — for `explain`. There is no Triton kernel for this op."""
+    chosen = _select(impl)
+    if chosen == "reference":
+        why = "CXRFAST_IMPL=reference" if impl == "auto" else "requested"
+    else:
+        why = ("no Triton kernel: per sample a few small batched matmuls ([R, M] attention, [R, R] and [M, M] "
+               "scores) that cuBLAS runs well; linear in B")
+    return chosen, why
+
+
 def _intra_sample(local, attended, temperature, weights, *, positives=None, valid=None):
-    """(l2att, att2l) of LoVT's intra-sample loss over N locals per sample.
+    """(l2att, att2l) of LoVT's intra-sample loss over N locals per sample, per sample: [B] each.
 
     local, attended [B, N, D]; positives [N, N] row-normalised (None: the identity, read as the diagonal
     of the score matrix); valid [B, N] bool (None: no padding; otherwise local/attended are zero there);
@@ -149,8 +163,7 @@ def _intra_sample(local, attended, temperature, weights, *, positives=None, vali
         # and an all −∞ row would put NaN into the backward of logsumexp)
         lse_ab = scores.masked_fill(~valid[:, None, :], float("-inf")).logsumexp(2)
         lse_ba = scores.masked_fill(~valid[:, :, None], float("-inf")).logsumexp(1)
-    batch = local.shape[0]
-    return ((weights * (lse_ab - pos_ab)).sum() / batch, (weights * (lse_ba - pos_ba)).sum() / batch)
+    return (weights * (lse_ab - pos_ab)).sum(1), (weights * (lse_ba - pos_ba)).sum(1)
 
 
 def _inverse_norms(t: torch.Tensor) -> torch.Tensor:
@@ -170,7 +183,7 @@ def _normalised_weights(w, valid, shape, like):
 
 
 def _batched(regions, sentences, valid, grid, temperature, attention_temperature, distance_threshold,
-             smooth_lambda, region_weights, sentence_weights):
+             smooth_lambda, region_weights, sentence_weights, reduction):
     B, R, D = regions.shape
     M = sentences.shape[1]
     # one score matrix for both attention directions (LoVT's symmetric attention)
@@ -186,8 +199,8 @@ def _batched(regions, sentences, valid, grid, temperature, attention_temperature
                                _normalised_weights(region_weights, None, (B, R), regions), positives=pos)
     s_ab, s_ba = _intra_sample(sentences, to_sentences, temperature,
                                _normalised_weights(sentence_weights, valid, (B, M), regions), valid=valid)
-    losses = dict(zip(LOSS_NAMES, (r_ab, r_ba, s_ab, s_ba)))
-    losses["loss"] = (r_ab + r_ba + s_ab + s_ba) / 4
+    losses = {name: reduce(part, reduction) for name, part in zip(LOSS_NAMES, (r_ab, r_ba, s_ab, s_ba))}
+    losses["loss"] = sum(losses.values()) / 4
     return losses
 
 
@@ -203,6 +216,7 @@ def lovt_local_loss(
     smooth_lambda: float = SMOOTH_LAMBDA,
     region_weights: torch.Tensor | None = None,
     sentence_weights: torch.Tensor | None = None,
+    reduction: str = "mean",
     impl: str = "auto",
 ) -> dict[str, torch.Tensor]:
     """LoVT's local losses: region ↔ sentence cross-attention inside each sample, then an intra-sample
@@ -218,8 +232,10 @@ def lovt_local_loss(
     smooth_lambda=0 is LoVT's no_spatial ablation, distance_threshold=0 plain per-region InfoNCE).
 
     Returns {"region_l2att", "region_att2l", "sentence_l2att", "sentence_att2l", "loss"}: 0-dim tensors
-    (fp32 for 16-bit inputs), "loss" the mean of the four (LoVT_100's total adds 1.5 · loss). Gradients
-    flow to regions, sentences and the weights. Equivalent to cxrfast.reference.lovt.lovt_local_loss.
+    (fp32 for 16-bit inputs), "loss" the mean of the four (LoVT_100's total adds 1.5 · loss). reduction:
+    "mean" (LoVT's, over the batch), "sum", or "none": each entry is then [B], the losses of each sample
+    alone. Gradients flow to regions, sentences and the weights. Equivalent to
+    cxrfast.reference.lovt.lovt_local_loss.
     """
     _features("regions", regions)
     _features("sentences", sentences)
@@ -234,14 +250,12 @@ def lovt_local_loss(
     if sentences.dtype != regions.dtype:
         raise TypeError(f"{OP}: `regions` is {regions.dtype} but `sentences` is {sentences.dtype}; "
                         "cast one of them")
-    _lengths(sentence_lengths, B, regions)
+    sentence_lengths = _validate.lengths_arg(OP, "sentence_lengths", sentence_lengths, B, regions, "count per report")
     grid = _grid(grid, R)
-    temperature = _positive("temperature", temperature)
-    attention_temperature = _positive("attention_temperature", attention_temperature)
-    distance_threshold = _positive("distance_threshold", distance_threshold, allow_zero=True)
-    smooth_lambda = _positive("smooth_lambda", smooth_lambda, allow_zero=True)
+    kwargs = hyper_parameters(temperature, attention_temperature, distance_threshold, smooth_lambda)
     region_weights = _local_weights("region_weights", region_weights, (B, R), regions)
     sentence_weights = _local_weights("sentence_weights", sentence_weights, (B, M), regions)
+    _validate.choice(OP, "reduction", reduction, REDUCTIONS)
     chosen = _select(impl)
 
     valid = word_mask(sentence_lengths, M)  # [B, M]
@@ -250,8 +264,7 @@ def lovt_local_loss(
         sentence_weights = sentence_weights.masked_fill(~valid, 0)
     _check_values(sentence_lengths, M, regions, masked, region_weights, sentence_weights)
 
-    kwargs = dict(temperature=temperature, attention_temperature=attention_temperature,
-                  distance_threshold=distance_threshold, smooth_lambda=smooth_lambda)
+    kwargs["reduction"] = reduction
     if chosen == "reference":
         from cxrfast.reference.lovt import lovt_local_loss as reference
 

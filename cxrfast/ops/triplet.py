@@ -10,7 +10,7 @@ from cxrfast.ops._pairwise import input_grads, inverse_norms, rowdot, stat_fakes
 
 OP = "triplet_loss"
 NEGATIVES = ("hardest", "all")
-REDUCTIONS = ("sum", "mean")
+REDUCTIONS = ("sum", "mean", "none")
 DISTANCES = ("cosine", "dot")
 
 
@@ -114,9 +114,10 @@ def triplet_loss(
     image_emb, text_emb [B, D]; the pair (i, i) is positive, every (i, j ≠ i) negative. With s the cosine
     similarity (distance="cosine") or the dot product (distance="dot"):
         image i: [margin + s(i, j) − s(i, i)]₊ over texts j ≠ i;  text j: [margin + s(i, j) − s(j, j)]₊ over i ≠ j.
-    negatives="hardest": the largest hinge of each anchor (VSE++); "all": their sum. reduction="sum" adds
-    the 2·B anchor terms, "mean" divides by B. JoImTeRNet: distance="cosine", margin=0.5 (its cosine
-    distance form is the same expression). Returns a 0-dim fp32 tensor (fp64 for fp64 input).
+    negatives="hardest": the largest hinge of each anchor (VSE++); "all": their sum. The per-sample loss ℓ_i
+    adds pair i's two anchors (image i, text i); reduction="sum" adds the 2·B anchor terms (Σ ℓ), "mean"
+    divides that by B, "none" returns ℓ [B]. JoImTeRNet: distance="cosine", margin=0.5 (its cosine
+    distance form is the same expression). Returns a 0-dim fp32 tensor (fp64 for fp64 input), [B] for "none".
     """
     _validate.embedding_pair(OP, image_emb, text_emb)
     _validate.choice(OP, "negatives", negatives, NEGATIVES)
@@ -145,8 +146,9 @@ def triplet_loss(
         s_c = _pair_scores(x[i], y, rx[i], ry)
         per_img = torch.where(has_r, (margin + s_r - diag).clamp(min=0), 0)
         per_txt = torch.where(has_c, (margin + s_c - diag).clamp(min=0), 0)
-        total = per_img.sum() + per_txt.sum()
     else:
-        hinge_r, hinge_c, _, _ = torch.ops.cxrfast.triplet_all(x, y, rx, ry, diag, float(margin), chosen)
-        total = hinge_r.sum() + hinge_c.sum()
+        per_img, per_txt, _, _ = torch.ops.cxrfast.triplet_all(x, y, rx, ry, diag, float(margin), chosen)
+    if reduction == "none":
+        return per_img + per_txt
+    total = per_img.sum() + per_txt.sum()
     return total / B if reduction == "mean" else total

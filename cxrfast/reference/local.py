@@ -18,6 +18,8 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
+from cxrfast.reference.contrastive import reduce
+
 VARIANTS = ("gloria", "single")
 AGGREGATES = ("sum", "mean")
 COSINE_EPS = 1e-8  # GLoRIA's cosine_similarity clamp of ‖c‖·‖w‖
@@ -87,11 +89,16 @@ def local_contrastive_loss(
     aggregate: str = "sum",
     variant: str = "gloria",
     weights=(1.0, 1.0),
+    reduction: str = "mean",
 ) -> torch.Tensor:
     """Cross-entropy both ways over temp_logits · S (B_img == B_txt, pair i ↔ i):
-    weights[0] · CE(S) + weights[1] · CE(Sᵀ). GLoRIA adds both directions: weights (1, 1)."""
+    weights[0] · CE(S) + weights[1] · CE(Sᵀ). GLoRIA adds both directions: weights (1, 1).
+    Per sample: ℓ_i = weights[0] · CE(S[i, :], i) + weights[1] · CE(S[:, i], i); reduction "mean" (the loss
+    above), "sum" or "none" (ℓ [B])."""
     sim = temp_logits * word_region_similarity(regions, words, word_lengths, temp_attention=temp_attention,
                                                temp_aggregate=temp_aggregate, aggregate=aggregate,
                                                variant=variant)
     labels = torch.arange(sim.shape[0], device=sim.device)
-    return weights[0] * F.cross_entropy(sim, labels) + weights[1] * F.cross_entropy(sim.t(), labels)
+    per_sample = (weights[0] * F.cross_entropy(sim, labels, reduction="none")
+                  + weights[1] * F.cross_entropy(sim.t(), labels, reduction="none"))
+    return reduce(per_sample, reduction)

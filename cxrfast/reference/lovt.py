@@ -64,6 +64,7 @@ import math
 import torch
 import torch.nn.functional as F
 
+from cxrfast.reference.contrastive import reduce
 from cxrfast.reference.local import word_mask
 
 # LoVT's defaults: scan_local_intra_contrastive.yaml / report_sent_intra_contrastive.yaml, BiModalModelConfig
@@ -131,12 +132,14 @@ def intra_sample_contrastive(
     valid: torch.Tensor | None = None,
     weights: torch.Tensor | None = None,
     temperature: float = TEMPERATURE,
+    reduction: str = "mean",
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """LoVT's ``LocalIntraSampleContrastiveLoss`` (no cross-sample or same-modality negatives).
 
     local [B, N, D] (z), attended [B, N, D] (z̃ at the same positions), positive_weights [N, N]
     (un-normalised), valid [B, N] bool (None: all valid), weights [B, N] ≥ 0 (None: uniform) →
-    (l2att, att2l), each a 0-dim tensor; see the module docstring for the formula.
+    (l2att, att2l), each a 0-dim tensor (reduction "mean", LoVT's; "sum") or the per-sample Σ_i w_i · loss_i
+    [B] (reduction "none"); see the module docstring for the formula.
     """
     B, N, _ = local.shape
     if valid is None:
@@ -163,7 +166,7 @@ def intra_sample_contrastive(
     additive = torch.zeros_like(weights).masked_fill(~valid, float("-inf"))
     loss_ab = -(pos * scores_ab).sum(-1) + torch.logsumexp(scores_ab + additive[:, None, :], dim=-1)  # [B, N]
     loss_ba = -(pos * scores_ba).sum(-1) + torch.logsumexp(scores_ba + additive[:, None, :], dim=-1)
-    return (weights * loss_ab).sum(-1).mean(), (weights * loss_ba).sum(-1).mean()
+    return reduce((weights * loss_ab).sum(-1), reduction), reduce((weights * loss_ba).sum(-1), reduction)
 
 
 def lovt_local_loss(
@@ -178,6 +181,7 @@ def lovt_local_loss(
     smooth_lambda: float = SMOOTH_LAMBDA,
     region_weights: torch.Tensor | None = None,
     sentence_weights: torch.Tensor | None = None,
+    reduction: str = "mean",
 ) -> dict[str, torch.Tensor]:
     """The four LoVT local losses and their mean.
 
@@ -186,6 +190,8 @@ def lovt_local_loss(
     optional per-local weights (LoVT: the attention-pooling weights, detached by the caller).
     Returns {"region_l2att", "region_att2l", "sentence_l2att", "sentence_att2l", "loss"} (0-dim each;
     "loss" is the mean of the four: LoVT_100 adds 0.375 · their sum = 1.5 · loss to its global loss).
+    reduction "mean" (LoVT's: the mean over the batch of each sample's loss), "sum", or "none": each entry
+    is then the [B] per-sample losses (those of the sample alone).
     """
     to_regions, to_sentences = cross_attention(regions, sentences, sentence_lengths,
                                                attention_temperature=attention_temperature)
@@ -195,9 +201,10 @@ def lovt_local_loss(
     # the report side: absolute threshold 0 → a sentence's only positive is its own aligned vector
     sentence_pos = torch.eye(sentences.shape[1], dtype=sentences.dtype, device=sentences.device)
     losses = dict(zip(LOSS_NAMES, (
-        *intra_sample_contrastive(regions, to_regions, region_pos, weights=region_weights, temperature=temperature),
+        *intra_sample_contrastive(regions, to_regions, region_pos, weights=region_weights, temperature=temperature,
+                                  reduction=reduction),
         *intra_sample_contrastive(sentences, to_sentences, sentence_pos, valid=valid, weights=sentence_weights,
-                                  temperature=temperature),
+                                  temperature=temperature, reduction=reduction),
     )))
     losses["loss"] = sum(losses.values()) / 4
     return losses

@@ -6,6 +6,8 @@ import torch
 
 from cxrfast.reference.contrastive import similarity_matrix
 
+REDUCTIONS = ("sum", "mean", "none")
+
 
 def triplet_loss(
     image_emb: torch.Tensor,
@@ -22,7 +24,8 @@ def triplet_loss(
     For image i and every negative text j ≠ i: [margin + s(i, j) − s(i, i)]₊;
     for text j and every negative image i ≠ j: [margin + s(i, j) − s(j, j)]₊.
     negatives="hardest" keeps the largest hinge of each image and of each text (VSE++ max violation);
-    negatives="all" sums them. reduction "sum" adds over the 2·B anchors, "mean" divides by B.
+    negatives="all" sums them. The per-sample loss ℓ_i adds the two anchors of pair i (image i and text i);
+    reduction "sum" adds them over the 2·B anchors (Σ_i ℓ_i), "mean" divides that by B, "none" returns ℓ [B].
     JoImTeRNet's cosine *distance* form, [margin + d(i, i) − d(i, j)]₊ with d = 1 − cos, is the same
     expression (the 1s cancel): distance="cosine", margin=0.5.
     """
@@ -34,6 +37,8 @@ def triplet_from_scores(s: torch.Tensor, *, margin: float, negatives: str = "har
                         ) -> torch.Tensor:
     """The ranking loss of `triplet_loss` on a given score matrix s [B, B] (pair i ↔ i on the diagonal):
     also JoImTeRNet's local (word-level) triplet loss on the word–region similarity S."""
+    if reduction not in REDUCTIONS:
+        raise ValueError(f"`reduction` must be one of {REDUCTIONS}, got {reduction!r}")
     n = s.shape[0]
     diag = s.diagonal()
     eye = torch.eye(n, dtype=torch.bool, device=s.device)
@@ -44,5 +49,8 @@ def triplet_from_scores(s: torch.Tensor, *, margin: float, negatives: str = "har
         per_txt = cost_txt.max(dim=0).values if n > 1 else cost_txt.sum(0)
     else:
         per_img, per_txt = cost_img.sum(1), cost_txt.sum(0)
-    total = per_img.sum() + per_txt.sum()
+    per_sample = per_img + per_txt
+    if reduction == "none":
+        return per_sample
+    total = per_sample.sum()
     return total / n if reduction == "mean" else total

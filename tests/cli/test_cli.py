@@ -32,7 +32,9 @@ def test_bench_losses_smoke_runs(tmp_path):
     for needle in ("infonce", "triplet-hardest", "triplet-all", "ratio", "chunked", "the Triton kernels need CUDA"):
         assert needle in text, f"{needle!r} missing from:\n{text}"
     header = next(line for line in text.splitlines() if line.startswith("loss "))
-    assert header.split()[:8] == ["loss", "paper", "B", "D", "impl", "cxrfast", "baseline", "ratio"]
+    assert header.split()[:10] == ["loss", "paper", "B", "D", "impl", "cxrfast", "cxrfast", "p20–p80", "baseline",
+                                   "baseline"]
+    assert "ratio" in header.split()
     doc = json.loads(out.read_text())
     assert doc["env"]["device_type"] == "cpu" and doc["env"]["torch"]
     fused = [r for r in doc["rows"] if r["impl"] == "fused"]

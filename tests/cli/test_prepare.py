@@ -70,17 +70,18 @@ def test_prepare_command(tmp_path, capsys):
     assert main(argv) == 0
     cap = capsys.readouterr()
     lines = cap.out.splitlines()
-    assert lines[0] == f"{good} images written, {bad} skipped (see {out / 'bad_files.csv'})"
-    assert re.fullmatch(r"this run -- [0-9.]+ s \(first result after [0-9.]+ s\), [0-9.]+ images/s, in this process",
+    assert lines[0] == (f"{good} images written, {bad} bad files skipped (see {out / 'bad_files.csv'}), 1 file that is "
+                        f"not an image skipped (see {out / 'not_images.csv'})")
+    assert re.fullmatch(r"this run -- [0-9.]+ s \(first result after [0-9.]+ s\), [0-9.]+ files/s, in this process",
                         lines[1]), lines[1]
     assert lines[2].startswith(f"{out}: {-(-good // 3)} shards of 24x24 uint8")
     bar = cap.err.strip().splitlines()[-1]  # not a terminal: a line per draw, the last one always drawn
-    assert bar.startswith(f"prepare [{'#' * 24}] {good + bad}/{good + bad} ") and " images/s ETA 0:00" in bar
+    assert bar.startswith(f"prepare [{'#' * 24}] {good + bad + 1}/{good + bad + 1} ") and " files/s ETA 0:00" in bar
     assert len(ShardedImages(out)) == good
 
     assert main(argv + ["--no-progress"]) == 0  # resumed: nothing left
     cap = capsys.readouterr()
-    assert cap.out.splitlines()[1] == f"nothing left to do: {good} images and {bad} skipped were already done"
+    assert cap.out.splitlines()[1] == f"nothing left to do: {good} images and {bad + 1} skipped were already done"
     assert cap.err == ""
 
     assert main(argv[:4] + ["48"] + argv[5:]) == 2
@@ -89,7 +90,7 @@ def test_prepare_command(tmp_path, capsys):
     assert f"size: {out} has 24, this run asks for 48" in err
 
     assert main(["prepare", str(tmp_path / "missing"), str(tmp_path / "o2")]) == 2
-    assert "missing: no such folder or index CSV" in capsys.readouterr().err
+    assert "missing: no such folder, index CSV or image file" in capsys.readouterr().err
 
 
 def test_progress_bar_units_rate_eta_and_throttle(monkeypatch):

@@ -64,9 +64,10 @@ def make_tree(root, n_dicom: int = 12, *, shape=(64, 80), bad: bool = True, extr
 
     n_dicom 12-bit DICOMs (a few MONOCHROME1, a few implicit VR, one extensionless) in two sub-folders;
     with `extras` also two PNGs (8- and 16-bit), a JPEG, and files prepare must not pick up; with `bad`
-    a truncated DICOM, a text file named .dcm, a zero-byte PNG and a DICOM without pixel data."""
+    a truncated DICOM, a text file named .dcm and a zero-byte PNG ("bad"), and a DICOM without pixel data
+    ("not_images")."""
     root = Path(root)
-    good, bad_files = [], {}
+    good, bad_files, not_images = [], {}, {}
     rows, cols = shape
     for i in range(n_dicom):
         sub = root / ("study_a" if i % 2 else "study_b")
@@ -94,10 +95,11 @@ def make_tree(root, n_dicom: int = 12, *, shape=(64, 80), bad: bool = True, extr
         (root / "bad" / "text.dcm").write_text("this is not a DICOM file\n" * 10)
         (root / "bad" / "empty.png").write_bytes(b"")
         (root / "bad" / "nopixels.dcm").write_bytes(dicom_bytes(radiograph(rows, cols, 201), 201, with_pixels=False))
-        bad_files = {"bad/empty.png": "zero bytes", "bad/nopixels.dcm": "no pixel data",
-                     "bad/text.dcm": "not DICOM", "bad/truncated.dcm": "truncated"}
+        bad_files = {"bad/empty.png": "zero bytes", "bad/text.dcm": "not DICOM", "bad/truncated.dcm": "truncated"}
+        not_images = {"bad/nopixels.dcm": "no pixel data"}  # skipped as "not an image", not as a bad file
     good.sort()
-    return {"good": good, "bad": bad_files, "sources": sorted(good + list(bad_files))}
+    return {"good": good, "bad": bad_files, "not_images": not_images if bad else {},
+            "sources": sorted(good + list(bad_files) + (list(not_images) if bad else []))}
 
 
 def direct(root, relpath: str, size: int, fit: str = "pad") -> np.ndarray:

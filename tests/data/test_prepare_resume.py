@@ -129,10 +129,11 @@ def test_sigkill_after_first_shard_then_rerun(src, reference, tmp_path):
     assert again.returncode == 0, stderr
     done_before = len(committed) * SHARD
     lines = stdout.splitlines()
-    assert lines[0] == f"{len(made['good'])} images written, {len(made['bad'])} skipped (see {out / 'bad_files.csv'})"
+    assert lines[0] == (f"{len(made['good'])} images written, {len(made['bad'])} bad files skipped (see "
+                        f"{out / 'bad_files.csv'}), 1 file that is not an image skipped (see {out / 'not_images.csv'})")
     assert lines[1].startswith(f"this run: {len(made['good']) - done_before} images, 0 skipped; "
-                               f"{done_before} images and {len(made['bad'])} skipped were already done")
-    assert "images/s" in lines[1] and "images/s" in stderr  # the summary and the bar
+                               f"{done_before} images and {len(made['bad']) + 1} skipped were already done")
+    assert "files/s" in lines[1] and "files/s" in stderr  # the summary and the bar, one rate
     _assert_complete_and_exact(out, root, made, reference)
 
 

@@ -52,16 +52,20 @@ def test_folder_to_shards(tree, tmp_path):
     out = tmp_path / "out"
     s = prepare(root, out, size=40, workers=0, shard_size=4, progress=False)
     good = made["good"]
-    assert (s.count, s.skipped, s.written, s.skipped_now) == (len(good), 4, len(good), 4)
+    assert (s.count, s.skipped, s.written, s.skipped_now) == (len(good), 3, len(good), 3)
+    assert (s.not_images, s.not_images_now) == (1, 1)
     assert s.shards == -(-len(good) // 4)
-    assert s.lines()[0] == f"{len(good)} images written, 4 skipped (see {out / 'bad_files.csv'})"
-    assert "images/s" in s.lines()[1]
+    assert s.lines()[0] == (f"{len(good)} images written, 3 bad files skipped (see {out / 'bad_files.csv'}), 1 file "
+                            f"that is not an image skipped (see {out / 'not_images.csv'})")
+    assert "files/s" in s.lines()[1]
 
     # bad files: each with a reason, the run went on
     bad = {r["path"]: r["reason"] for r in _read_csv(out / "bad_files.csv")}
     assert set(bad) == set(made["bad"])
     assert all(reason.strip() for reason in bad.values()), bad
-    assert "Pixel Data" in bad["bad/nopixels.dcm"] and "truncated" in bad["bad/truncated.dcm"]
+    assert "truncated" in bad["bad/truncated.dcm"] and "not a DICOM file" in bad["bad/text.dcm"]
+    not_images = {r["path"]: r["reason"] for r in _read_csv(out / "not_images.csv")}
+    assert list(not_images) == ["bad/nopixels.dcm"] and "not an image: no Pixel Data" in not_images["bad/nopixels.dcm"]
 
     # metadata table: one row per good source in order, DICOM attributes from the files
     meta = _read_csv(out / "metadata.csv")
@@ -83,10 +87,11 @@ def test_folder_to_shards(tree, tmp_path):
 
     # shards: plain .npy, memory-mappable, pixels = load_radiograph of the file
     manifest = json.loads((out / "manifest.json").read_text())
-    assert manifest["complete"] and manifest["count"] == len(good) and manifest["skipped"] == 4
+    assert manifest["complete"] and manifest["count"] == len(good) and manifest["skipped"] == 3
+    assert manifest["not_images"] == 1
     assert (manifest["size"], manifest["dtype"], manifest["shard_size"]) == (40, "uint8", 4)
     assert manifest["cxrfast"] and manifest["options"]["fit"] == "pad"
-    assert [(r["images"], r["skipped"], r["workers"]) for r in manifest["runs"]] == [(len(good), 4, 0)]
+    assert [(r["images"], r["skipped"], r["workers"]) for r in manifest["runs"]] == [(len(good), 3, 0)]
     assert [sh["count"] for sh in manifest["shards"]] == [4] * (len(good) // 4) + [len(good) % 4] * bool(len(good) % 4)
     for sh in manifest["shards"]:
         arr = np.load(out / sh["file"], mmap_mode="r")
@@ -110,10 +115,10 @@ def test_folder_to_shards(tree, tmp_path):
     # a rerun has nothing to do and changes nothing
     before = {p.name: p.read_bytes() for p in (out / "shards").iterdir()}
     again = prepare(root, out, size=40, workers=0, shard_size=4, progress=False)
-    assert (again.count, again.written, again.skipped, again.skipped_now) == (len(good), 0, 4, 0)
+    assert (again.count, again.written, again.skipped, again.skipped_now) == (len(good), 0, 3, 0)
     assert {p.name: p.read_bytes() for p in (out / "shards").iterdir()} == before
     runs = json.loads((out / "manifest.json").read_text())["runs"]
-    assert [(r["images"], r["skipped"]) for r in runs] == [(len(good), 4), (0, 0)]
+    assert [(r["images"], r["skipped"]) for r in runs] == [(len(good), 3), (0, 0)]
 
 
 def test_crop_fit_and_new_files_are_appended(tmp_path):
@@ -179,7 +184,7 @@ def test_bad_index_csv_is_refused(tmp_path, text, message):
 
 def test_refusals(tree, tmp_path):
     root, _ = tree
-    with pytest.raises(PrepareError, match="no such folder or index CSV"):
+    with pytest.raises(PrepareError, match="no such folder, index CSV or image file"):
         prepare(tmp_path / "nope", tmp_path / "out", workers=0, progress=False)
     (tmp_path / "empty").mkdir()
     with pytest.raises(PrepareError, match="no DICOM, PNG or JPEG files found"):

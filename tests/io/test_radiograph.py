@@ -384,8 +384,10 @@ def test_bad_files_raise_errors_naming_the_file_and_problem(tmp_path):
     png.write_bytes(b"\x89PNG\r\n\x1a\n" + b"\0" * 30)
     with pytest.raises(cio.ImageError, match="broken.png: cannot decode the PNG"):
         cio.load_radiograph(png)
-    with pytest.raises(cio.ImageError, match="missing.dcm: cannot read the file"):
+    with pytest.raises(cio.MissingFileError, match="missing.dcm: no such file"):  # a FileNotFoundError too
         cio.load_radiograph(tmp_path / "missing.dcm")
+    with pytest.raises(cio.ImageError, match=f"{tmp_path}: is a folder, not a file"):
+        cio.load_radiograph(tmp_path)
     with pytest.raises(cio.DicomError, match="trunc.dcm"):
         data = open(nowin, "rb").read()
         (tmp_path / "trunc.dcm").write_bytes(data[: len(data) - 100])

@@ -257,7 +257,7 @@ def test_rows_only_statistics(impl, device, pair_methods):
 # ---------------------------------------------------------------------------------------------- module
 
 def test_module_learnable_scale_is_clamped_and_keeps_its_gradient():
-    loss_fn = cxrfast.nn.ContrastiveLoss(logit_scale=1 / 0.07, max_logit_scale=100.0)
+    loss_fn = cxrfast.nn.ContrastiveLoss(logit_scale=1 / 0.07, learnable=True, max_logit_scale=100.0)
     x, y = torch.randn(8, 6), torch.randn(8, 6)
     loss = loss_fn(x, y)
     torch.testing.assert_close(loss, cxrfast.contrastive_loss(x, y, 1 / 0.07))

@@ -200,7 +200,7 @@ ERRORS = [
     (dict(u=torch.randn(2, 3, 5)), ValueError, "feature dims differ: `regions` has D=4, `sentences` has D=5"),
     (dict(u=torch.randn(2, 3, 4, device="meta")), ValueError, "`sentences` is on meta but `regions` is on cpu"),
     (dict(u=torch.randn(2, 3, 4, dtype=torch.float64)), TypeError, "`regions` is torch.float32 but `sentences`"),
-    (dict(n=[1, 3]), TypeError, "`sentence_lengths` must be a 1-D integer tensor"),
+    (dict(n="13"), TypeError, "`sentence_lengths` must be a 1-D integer tensor or a list of ints"),
     (dict(n=torch.tensor([1, 2, 3])), ValueError, r"`sentence_lengths` must have shape \[2\]"),
     (dict(n=torch.tensor([1.0, 3.0])), TypeError, "`sentence_lengths` must hold integers"),
     (dict(n=torch.tensor([1, 3], device="meta")), ValueError, "`sentence_lengths` is on meta"),
