@@ -43,7 +43,7 @@ import torch.distributed as dist
 
 from cxrfast.ops import _validate
 from cxrfast.ops import contrastive as _contrastive
-from cxrfast.ops._pairwise import inverse_norms
+from cxrfast.ops._pairwise import grad_precision, inverse_norms
 
 __all__ = ["all_gather_with_grad", "contrastive_loss", "is_distributed"]
 
@@ -211,12 +211,15 @@ def contrastive_loss(
     # ids mapped once over the whole batch, so this rank's rows and all columns compare consistently
     col_ids = _contrastive.dense_group_ids(groups_all) if groups is not None else None
     row_ids = col_ids[offset:offset + b] if groups is not None else None
+    # 16-bit embeddings are differentiated through fp32 copies (ops._pairwise.grad_precision)
+    (x, kd), (x_all, _) = grad_precision(image_emb), grad_precision(image_all)
+    (t, _), (t_all, _) = grad_precision(text_emb), grad_precision(text_all)
     i2t = torch.ops.cxrfast.infonce_stats(
-        image_emb, text_all, inverse_norms(image_emb, normalize), inverse_norms(text_all, normalize),
-        scale, row_ids, col_ids, offset, False, chosen)
+        x, t_all, inverse_norms(x, normalize), inverse_norms(t_all, normalize),
+        scale, row_ids, col_ids, offset, False, chosen, kd)
     t2i = torch.ops.cxrfast.infonce_stats(
-        text_emb, image_all, inverse_norms(text_emb, normalize), inverse_norms(image_all, normalize),
-        scale, row_ids, col_ids, offset, False, chosen)
+        t, x_all, inverse_norms(t, normalize), inverse_norms(x_all, normalize),
+        scale, row_ids, col_ids, offset, False, chosen, kd)
     # Only row statistics are needed (columns=False skips the column softmax in both kernels): the
     # columns of these blocks are other ranks' rows, which they compute themselves.
     return (w[0] * _row_cross_entropy_sum(i2t, n, eps) + w[1] * _row_cross_entropy_sum(t2i, n, eps)) / b

@@ -244,7 +244,7 @@ def _looks_like_dicom(path: Path) -> bool:
     with open(path, "rb") as f:
         head = f.read(1 << 16)
     try:
-        _C.dicom_read(head, 0)
+        _C.dicom_read(head, -1, decode=False)
     except ValueError as exc:  # DicomParseError: "not a DICOM file" only when the start is implausible
         return not str(exc).startswith("not a DICOM file")
     except Exception:

@@ -8,7 +8,8 @@ import torch
 
 from cxrfast.ops import _chunked, _dispatch, _validate
 from cxrfast.ops._register import op
-from cxrfast.ops._pairwise import column_scores, input_grads, inverse_norms, stat_fakes, zeros_if_none
+from cxrfast.ops._pairwise import (column_scores, grad_precision, input_grads, inverse_norms, kernel_inputs,
+                                   stat_fakes, zeros_if_none)
 from cxrfast.reference.contrastive import REDUCTIONS
 
 OP = "contrastive_loss"
@@ -18,12 +19,14 @@ OP = "contrastive_loss"
 def infonce_stats(
     x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, scale: torch.Tensor,
     row_groups: Optional[torch.Tensor], col_groups: Optional[torch.Tensor], pos_offset: int,
-    columns: bool, impl: str,
+    columns: bool, impl: str, kernel_dtype: Optional[torch.dtype] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Row/column statistics of s = scale · diag(rx) · x · yᵀ · diag(ry), x [M, D], y [N, D]:
     (lse_r [M], lse_c [N], pos_r [M], cnt [M], sum_r [M]); see cxrfast.kernels.contrastive.
     columns=False returns lse_c empty ([0]) and skips its softmax. Nothing M × N is stored.
-    impl: "triton" or "chunked"."""
+    impl: "triton" or "chunked". kernel_dtype: the dtype the kernels read x and y in, when they come as
+    fp32 copies of 16-bit embeddings (_pairwise.grad_precision); None: their own dtype."""
+    x, y = kernel_inputs(x, y, kernel_dtype)
     args = (x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns)
     if impl == "triton":
         from cxrfast.kernels.contrastive import infonce_forward
@@ -33,7 +36,7 @@ def infonce_stats(
 
 
 @infonce_stats.register_fake
-def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns, impl):
+def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, columns, impl, kernel_dtype=None):
     M, N = x.shape[0], y.shape[0]
     return stat_fakes((M,), (N if columns else 0,), (M,), (M,), (M,), like=x)
 
@@ -44,8 +47,10 @@ def infonce_stats_backward(
     row_groups: Optional[torch.Tensor], col_groups: Optional[torch.Tensor], pos_offset: int,
     lse_r: torch.Tensor, lse_c: torch.Tensor,
     g_lse_r: torch.Tensor, g_lse_c: torch.Tensor, g_pos: torch.Tensor, g_sum: torch.Tensor, impl: str,
+    kernel_dtype: Optional[torch.dtype] = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradient pieces (A_x [M, D], A_y [N, D], V_r [M], V_c [N]) of Σ g·stats (kernels.pairwise)."""
+    x, y = kernel_inputs(x, y, kernel_dtype)
     args = (x, y, rx, ry, scale, row_groups, col_groups, pos_offset, lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum)
     if impl == "triton":
         from cxrfast.kernels.contrastive import infonce_backward
@@ -55,16 +60,17 @@ def infonce_stats_backward(
 
 
 @infonce_stats_backward.register_fake
-def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum, impl):
+def _(x, y, rx, ry, scale, row_groups, col_groups, pos_offset, lse_r, lse_c, g_lse_r, g_lse_c, g_pos, g_sum, impl,
+      kernel_dtype=None):
     return stat_fakes(tuple(x.shape), tuple(y.shape), (x.shape[0],), (y.shape[0],), like=x)
 
 
 def _setup_context(ctx, inputs, output):
-    x, y, rx, ry, scale, row_groups, col_groups, pos_offset, _columns, impl = inputs
+    x, y, rx, ry, scale, row_groups, col_groups, pos_offset, _columns, impl, kernel_dtype = inputs
     lse_r, lse_c, _, cnt, _ = output
     ctx.mark_non_differentiable(cnt)
     ctx.save_for_backward(x, y, rx, ry, scale, row_groups, col_groups, lse_r, lse_c)
-    ctx.pos_offset, ctx.impl = pos_offset, impl
+    ctx.pos_offset, ctx.impl, ctx.kernel_dtype = pos_offset, impl, kernel_dtype
 
 
 def _backward(ctx, g_lse_r, g_lse_c, g_pos, g_cnt, g_sum):
@@ -72,8 +78,8 @@ def _backward(ctx, g_lse_r, g_lse_c, g_pos, g_cnt, g_sum):
     pieces = torch.ops.cxrfast.infonce_stats_backward(
         x, y, rx, ry, scale, row_groups, col_groups, ctx.pos_offset, lse_r, lse_c,
         zeros_if_none(g_lse_r, lse_r), zeros_if_none(g_lse_c, lse_c),
-        zeros_if_none(g_pos, lse_r), zeros_if_none(g_sum, lse_r), ctx.impl)
-    return (*input_grads(ctx, x, y, rx, ry, scale, pieces), None, None, None, None, None)
+        zeros_if_none(g_pos, lse_r), zeros_if_none(g_sum, lse_r), ctx.impl, ctx.kernel_dtype)
+    return (*input_grads(ctx, x, y, rx, ry, scale, pieces), None, None, None, None, None, None)
 
 
 torch.library.register_autograd("cxrfast::infonce_stats", _backward, setup_context=_setup_context)
@@ -160,11 +166,13 @@ def contrastive_loss(
     B = image_emb.shape[0]
     if groups is not None:
         groups = dense_group_ids(groups)
-    rx, ry = inverse_norms(image_emb, normalize), inverse_norms(text_emb, normalize)
+    x, kernel_dtype = grad_precision(image_emb)
+    y, _ = grad_precision(text_emb)
+    rx, ry = inverse_norms(x, normalize), inverse_norms(y, normalize)
     lse_r, lse_c, pos_r, cnt, sum_r = torch.ops.cxrfast.infonce_stats(
-        image_emb, text_emb, rx, ry, scale, groups, groups, 0, True, chosen)
+        x, y, rx, ry, scale, groups, groups, 0, True, chosen, kernel_dtype)
     if reduction == "none":
-        return per_sample(image_emb, text_emb, rx, ry, scale, groups, (lse_r, lse_c, pos_r, cnt, sum_r), w, eps)
+        return per_sample(x, y, rx, ry, scale, groups, (lse_r, lse_c, pos_r, cnt, sum_r), w, eps)
     # Positives are symmetric, so Σ_j (target term of column j) = Σ_i (target term of row i):
     # one O(B) sum serves both directions.
     target = row_targets(pos_r, cnt, sum_r, B, eps).sum()

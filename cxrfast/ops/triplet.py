@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from typing import Optional
+
 import torch
 
 from cxrfast.ops import _chunked, _dispatch, _validate
 from cxrfast.ops._register import op
-from cxrfast.ops._pairwise import input_grads, inverse_norms, rowdot, stat_fakes, zeros_if_none
+from cxrfast.ops._pairwise import (grad_precision, input_grads, inverse_norms, kernel_inputs, rowdot, stat_fakes,
+                                   zeros_if_none)
 
 OP = "triplet_loss"
 NEGATIVES = ("hardest", "all")
@@ -33,9 +36,12 @@ def _(x, y, rx, ry, impl):
 
 @op("cxrfast::triplet_all")
 def triplet_all(x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor, diag: torch.Tensor,
-                margin: float, impl: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                margin: float, impl: str, kernel_dtype: Optional[torch.dtype] = None
+                ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """(hinge_r, hinge_c, cnt_r, cnt_c), each [B]: Σ over negatives of [margin + s_ij − d]₊ per row
-    (d = diag[i]) and per column (d = diag[j]), and how many hinges are active."""
+    (d = diag[i]) and per column (d = diag[j]), and how many hinges are active. kernel_dtype: as
+    cxrfast::infonce_stats'."""
+    x, y = kernel_inputs(x, y, kernel_dtype)
     if impl == "triton":
         from cxrfast.kernels.triplet import triplet_all as kernel
 
@@ -44,15 +50,17 @@ def triplet_all(x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Te
 
 
 @triplet_all.register_fake
-def _(x, y, rx, ry, diag, margin, impl):
+def _(x, y, rx, ry, diag, margin, impl, kernel_dtype=None):
     return stat_fakes(*[(x.shape[0],)] * 4, like=x)
 
 
 @op("cxrfast::triplet_all_backward")
 def triplet_all_backward(x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry: torch.Tensor,
                          diag: torch.Tensor, margin: float, g_hinge_r: torch.Tensor, g_hinge_c: torch.Tensor,
-                         impl: str) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+                         impl: str, kernel_dtype: Optional[torch.dtype] = None
+                         ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Gradient pieces (A_x, A_y, V_r, V_c) of Σ g_r·hinge_r + Σ g_c·hinge_c (kernels.pairwise)."""
+    x, y = kernel_inputs(x, y, kernel_dtype)
     if impl == "triton":
         from cxrfast.kernels.triplet import triplet_all_backward as kernel
 
@@ -61,27 +69,28 @@ def triplet_all_backward(x: torch.Tensor, y: torch.Tensor, rx: torch.Tensor, ry:
 
 
 @triplet_all_backward.register_fake
-def _(x, y, rx, ry, diag, margin, g_hinge_r, g_hinge_c, impl):
+def _(x, y, rx, ry, diag, margin, g_hinge_r, g_hinge_c, impl, kernel_dtype=None):
     return stat_fakes(tuple(x.shape), tuple(y.shape), (x.shape[0],), (y.shape[0],), like=x)
 
 
 def _setup_context(ctx, inputs, output):
-    x, y, rx, ry, diag, margin, impl = inputs
+    x, y, rx, ry, diag, margin, impl, kernel_dtype = inputs
     _, _, cnt_r, cnt_c = output
     ctx.mark_non_differentiable(cnt_r, cnt_c)
     ctx.save_for_backward(x, y, rx, ry, diag, cnt_r, cnt_c)
-    ctx.margin, ctx.impl = margin, impl
+    ctx.margin, ctx.impl, ctx.kernel_dtype = margin, impl, kernel_dtype
 
 
 def _backward(ctx, g_hinge_r, g_hinge_c, g_cnt_r, g_cnt_c):
     x, y, rx, ry, diag, cnt_r, cnt_c = ctx.saved_tensors
     g_hinge_r, g_hinge_c = zeros_if_none(g_hinge_r, cnt_r), zeros_if_none(g_hinge_c, cnt_c)
-    pieces = torch.ops.cxrfast.triplet_all_backward(x, y, rx, ry, diag, ctx.margin, g_hinge_r, g_hinge_c, ctx.impl)
+    pieces = torch.ops.cxrfast.triplet_all_backward(x, y, rx, ry, diag, ctx.margin, g_hinge_r, g_hinge_c, ctx.impl,
+                                                    ctx.kernel_dtype)
     one = torch.ones((), dtype=rx.dtype, device=x.device)
     dx, dy, drx, dry, _ = input_grads(ctx, x, y, rx, ry, one, pieces)
     # d appears with a minus sign in every active hinge of its row (as anchor image) and column (text)
     ddiag = -(g_hinge_r * cnt_r + g_hinge_c * cnt_c).to(diag.dtype) if ctx.needs_input_grad[4] else None
-    return dx, dy, drx, dry, ddiag, None, None
+    return dx, dy, drx, dry, ddiag, None, None, None
 
 
 torch.library.register_autograd("cxrfast::triplet_all", _backward, setup_context=_setup_context)
@@ -132,13 +141,15 @@ def triplet_loss(
         return reference(image_emb, text_emb, margin=margin, negatives=negatives,
                          reduction=reduction, distance=distance)
 
-    x, y = image_emb, text_emb
+    x, kernel_dtype = grad_precision(image_emb)  # 16-bit: differentiated in fp32, rounded once (_pairwise)
+    y, _ = grad_precision(text_emb)
     B = x.shape[0]
     normalize = distance == "cosine"
     rx, ry = inverse_norms(x, normalize), inverse_norms(y, normalize)
     diag = _pair_scores(x, y, rx, ry)
     if negatives == "hardest":
-        idx_r, idx_c = torch.ops.cxrfast.triplet_hardest(x.detach(), y.detach(), rx.detach(), ry.detach(), chosen)
+        idx_r, idx_c = torch.ops.cxrfast.triplet_hardest(image_emb.detach(), text_emb.detach(), rx.detach(),
+                                                         ry.detach(), chosen)
         # Only the 2·B chosen pairs carry gradient: recompute their scores differentiably, O(B·D).
         has_r, has_c = idx_r >= 0, idx_c >= 0
         j, i = idx_r.clamp(min=0), idx_c.clamp(min=0)
@@ -147,7 +158,8 @@ def triplet_loss(
         per_img = torch.where(has_r, (margin + s_r - diag).clamp(min=0), 0)
         per_txt = torch.where(has_c, (margin + s_c - diag).clamp(min=0), 0)
     else:
-        per_img, per_txt, _, _ = torch.ops.cxrfast.triplet_all(x, y, rx, ry, diag, float(margin), chosen)
+        per_img, per_txt, _, _ = torch.ops.cxrfast.triplet_all(x, y, rx, ry, diag, float(margin), chosen,
+                                                               kernel_dtype)
     if reduction == "none":
         return per_img + per_txt
     total = per_img.sum() + per_txt.sum()

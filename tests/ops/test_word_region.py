@@ -50,13 +50,32 @@ def _check(impl, regions, words, lengths, dtype, k=2.0, **kw):
     cpu = [t.detach().cpu() for t in (regions, words)]
     S64 = ref(*[t.double() for t in cpu])[0]
     _, g64 = loss_and_grads(lambda v, w: ref(v, w)[1], [t.double() for t in cpu])
-    S_lo = ref(*cpu)[0]
-    _, g_lo = loss_and_grads(lambda v, w: ref(v, w)[1], cpu)
+    S_lo, g_lo = _worst_order(ref, cpu, S64, g64)
     assert S_got.dtype == (torch.float64 if dtype == torch.float64 else torch.float32)
     assert_earned("S", S_got, S64, S_lo, dtype, k)
     for name, g, g_ref, g_low, t in zip(("d regions", "d words"), got_g, g64, g_lo, (regions, words)):
         assert g.dtype == t.dtype, f"{name}: dtype {g.dtype}, expected {t.dtype}"
         assert_earned(name, g, g_ref, g_low, dtype, k)
+
+
+def _worst_order(ref, cpu, S64, g64, orders: int = 4):
+    """The low-precision reference's result and gradients, each the worst of `orders` runs that sum the
+    regions in different orders (the identity and permutations of the regions; S is invariant, ∂regions is
+    permuted back). The kernel sums regions in its own order (tiles, tree reductions), a legitimately
+    different rounding: DESIGN's yardstick earns the order too (issue 9: a single reference order made
+    test_extreme_temperatures[40.0-20.0-gloria-triton] fail at about 1 seed in 40 by a few percent)."""
+    regions, words = cpu
+    g = torch.Generator().manual_seed(20240901)
+    runs = []
+    for k in range(orders):
+        perm = torch.arange(regions.shape[1]) if k == 0 else torch.randperm(regions.shape[1], generator=g)
+        S = ref(regions[:, perm], words)[0]
+        _, (gv, gw) = loss_and_grads(lambda v, w: ref(v, w)[1], [regions[:, perm], words])
+        runs.append((S, [gv[:, torch.argsort(perm)], gw]))
+    worst = lambda xs, ref64: max(xs, key=lambda t: (t.double() - ref64).abs().max().item())  # noqa: E731
+    S_lo = worst([r[0] for r in runs], S64)
+    g_lo = [worst([r[1][i] for r in runs], g64[i]) for i in range(2)]
+    return S_lo, g_lo
 
 
 @pytest.mark.parametrize("shape", SHAPES)
