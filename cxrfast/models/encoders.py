@@ -95,17 +95,20 @@ class ViTEncoder(nn.Module):
 
 
 class BertEncoder(nn.Module):
-    """transformers' BertModel: ids [B, T], mask [B, T] → every layer's hidden states (embeddings first)."""
+    """transformers' BertModel: ids [B, T], mask [B, T] → every layer's hidden states (embeddings first).
 
-    def __init__(self, spec: EncoderSpec, vocab_size: int, max_length: int = 512):
+    add_pooling_layer: keep BERT's pooler (tanh(W h_[CLS] + b), `self.model.pooler`, loaded with the weights
+    from a directory) for presets whose report vector is BERT's pooled output (REFERS)."""
+
+    def __init__(self, spec: EncoderSpec, vocab_size: int, max_length: int = 512, add_pooling_layer: bool = False):
         super().__init__()
         from transformers import BertConfig, BertModel
 
         if spec.pretrained:
-            self.model = BertModel.from_pretrained(spec.pretrained, add_pooling_layer=False)
+            self.model = BertModel.from_pretrained(spec.pretrained, add_pooling_layer=add_pooling_layer)
         else:
             cfg = BertConfig(vocab_size=vocab_size, max_position_embeddings=max(512, max_length), **spec.config)
-            self.model = BertModel(cfg, add_pooling_layer=False)
+            self.model = BertModel(cfg, add_pooling_layer=add_pooling_layer)
         self.hidden = self.model.config.hidden_size
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor):
