@@ -251,14 +251,14 @@ class RefersModel(PresetModel):
     # -- encoders ---------------------------------------------------------------------------------------
 
     def view_tokens(self, batch: Batch):
-        """Per view slot: (patch tokens + that view's [CLS], [B, V, P, D]; [CLS], [B, V, D]), zero where absent."""
+        """Per view slot: (patch tokens + that view's [CLS], [B, V, P, D], as the ViT gives them (ViewFusion masks
+        them); [CLS], [B, V, D], zero where the view is absent)."""
         B, V = batch.view_mask.shape
         if V != self.config.max_views:
             raise ValueError(f"refers: batch has {V} view slots, the model {self.config.max_views} (max_views)")
         h = self.image_encoder(batch.views.flatten(0, 1)).unflatten(0, (B, V))    # [B, V, 1 + P, D]
         cls = h[:, :, :1]
-        present = batch.view_mask[:, :, None, None]
-        return torch.where(present, h[:, :, 1:] + cls, 0), torch.where(present, cls, 0)[:, :, 0]
+        return h[:, :, 1:] + cls, torch.where(batch.view_mask[:, :, None], cls[:, :, 0], 0)
 
     def encode_image(self, batch: Batch) -> dict:
         """{"global": [B, V·D] the views' [CLS] concatenated (the contrastive study vector), "local": [B, V·P, D]
