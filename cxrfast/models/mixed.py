@@ -319,11 +319,14 @@ class MixedModel(PresetModel):
         super().__init__(config)
         c = config
         if c.image_size % c.patch_size:
-            raise ValueError(f"MixedConfig.image_size ({c.image_size}) must be a multiple of patch_size ({c.patch_size})")
+            raise ValueError(f"MixedConfig.image_size ({c.image_size}) must be a multiple of patch_size "
+                             f"({c.patch_size})")
         if not c.mvm_scales or any(f < 1 or c.patch_size % f for f in c.mvm_scales):
-            raise ValueError(f"MixedConfig.mvm_scales must be divisors of patch_size ({c.patch_size}), got {c.mvm_scales}")
+            raise ValueError(f"MixedConfig.mvm_scales must be divisors of patch_size ({c.patch_size}), "
+                             f"got {c.mvm_scales}")
         if c.hidden_size % c.num_heads:
-            raise ValueError(f"MixedConfig.hidden_size ({c.hidden_size}) must be a multiple of num_heads ({c.num_heads})")
+            raise ValueError(f"MixedConfig.hidden_size ({c.hidden_size}) must be a multiple of num_heads "
+                             f"({c.num_heads})")
         if c.attention_backend not in BACKENDS:
             raise ValueError(f"MixedConfig.attention_backend must be one of {BACKENDS}, got {c.attention_backend!r}")
         if c.mvm_loss not in ("l1", "l2"):
@@ -384,9 +387,10 @@ class MixedModel(PresetModel):
     def make_masks(self, batch: Batch, step=None) -> dict:
         """The masks of this batch at `step` (default: the model's counter): mlm_masks' dict plus
         "patch_mask" [B, N] (see the module docstring). Deterministic in (mask_seed, step, row, position)."""
-        step = self.mask_step if step is None else torch.as_tensor(step, dtype=torch.int64, device=self.mask_step.device)
-        key = mask_key(self.config.mask_seed, step.to(batch.input_ids.device))
-        rows = torch.arange(len(batch), device=batch.input_ids.device)
+        device = batch.input_ids.device
+        step = self.mask_step if step is None else torch.as_tensor(step, dtype=torch.int64)
+        key = mask_key(self.config.mask_seed, step.to(device))
+        rows = torch.arange(len(batch), device=device)
         image, text = self.presence(batch)
         masks = mlm_masks(self.config, key, rows, batch.input_ids, batch.attention_mask, text,
                           self.n_predictions(batch.input_ids.shape[1]))
