@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 
 from cxrfast.ops import _dispatch, _validate, _wordregion
+from cxrfast.ops._register import no_autocast
 from cxrfast.reference.contrastive import REDUCTIONS, reduce
 
 OP = "word_region_similarity"
@@ -32,6 +33,7 @@ def _middle(impl: str):
 # (length buckets, one sync), which triton_op's tracing of the body cannot follow. torch.compile and
 # opcheck see the op as opaque (its fake below); the Triton launches inside run as they are.
 @torch.library.custom_op("cxrfast::word_region_similarity", mutates_args=())
+@no_autocast
 def word_region_similarity_op(
     regions: torch.Tensor, words: torch.Tensor, word_lengths: torch.Tensor, temp_attention: float,
     temp_aggregate: float, mean: bool, gloria: bool, chunk_bytes: int, impl: str,
@@ -52,6 +54,7 @@ def _(regions, words, word_lengths, temp_attention, temp_aggregate, mean, gloria
 
 
 @torch.library.custom_op("cxrfast::word_region_similarity_backward", mutates_args=())
+@no_autocast
 def word_region_similarity_backward_op(
     regions: torch.Tensor, words: torch.Tensor, word_lengths: torch.Tensor, cw: torch.Tensor, nc2: torch.Tensor,
     grad_S: torch.Tensor, temp_attention: float, temp_aggregate: float, mean: bool, gloria: bool,

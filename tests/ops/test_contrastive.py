@@ -350,6 +350,15 @@ def test_fp32_dots_follow_torch_matmul_precision():
         torch.set_float32_matmul_precision(saved)
 
 
+def test_ops_ignore_the_callers_autocast():
+    """Under torch.autocast the op's body keeps its own precision: the chunked path's fp32 products used to
+    drop to bf16 inside the custom op (the preset models run under autocast)."""
+    x, y = torch.randn(33, 16), torch.randn(33, 16)
+    want = cxrfast.contrastive_loss(x, y, 20.0, impl="chunked")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = cxrfast.contrastive_loss(x, y, 20.0, impl="chunked")
+    assert got.dtype == torch.float32
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
 def test_bf16_gradients_are_rounded_once():
     """Issue 9: at B = 2, D = 3 in bf16 a gradient entry of ~0.06 came out 0.078 (ref 0.0634): autograd added
     the op's term and the normalisation's radial term, each rounded to bf16 first, and they cancel. The

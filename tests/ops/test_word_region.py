@@ -432,3 +432,12 @@ def test_chunks_run_at_their_own_longest_report(monkeypatch):
     S = cxrfast.word_region_similarity(regions, words, lengths, chunk_bytes=4 * per_pair)  # 2 images × 2 reports
     assert seen == [([1, 2], 2), ([3, 4], 4), ([8, 9], 9)]  # two reports per chunk, in length order
     torch.testing.assert_close(S, R.word_region_similarity(regions, words, lengths), rtol=1e-12, atol=1e-12)
+
+
+def test_word_region_ignores_the_callers_autocast():
+    """The custom op's body ran with the caller's autocast: its fp32 buffers then refused bf16 results."""
+    regions, words, lengths = _inputs(3, 3, 7, 5, 8, torch.float32, "cpu")
+    want = cxrfast.local_contrastive_loss(regions, words, lengths, impl="chunked")
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        got = cxrfast.local_contrastive_loss(regions, words, lengths, impl="chunked")
+    torch.testing.assert_close(got, want, rtol=1e-6, atol=1e-6)
