@@ -4,6 +4,7 @@ ECCV 2022; code github.com/philip-mueller/lovt, configs/experiment/LoVT_100.yaml
     image  ResNet-50 at 224 px: the 7 × 7 regions of stage 4 (2048-d, row-major) are the image's locals
            y_l; its global y_g is attention pooling over them (an 8-head attention whose query is the mean
            region, LoVT's ``avgpool_attention``), whose head-averaged weights are the regions' local weights
+           (nn.MultiheadAttention, as LoVT: these weights are needed, and SDPA does not return them)
     text   BERT's last layer; tokens max-pooled into sentences (special tokens and padding excluded: the
            batch's sentence indices, a scatter, no loop) are the report's locals; its global is attention
            pooling over the sentences (as the image's; the query is the mean of the real sentences)
@@ -24,7 +25,9 @@ ECCV 2022; code github.com/philip-mueller/lovt, configs/experiment/LoVT_100.yaml
 Returned losses: "global" (0.75 · a2b + 0.25 · b2a), "region_l2att", "region_att2l", "sentence_l2att",
 "sentence_att2l" (LoVT's local_a_* / local_b_*), "loss". LoVT's other defaults, kept as config fields: BERT's
 embeddings and first 6 layers frozen (ConVIRT's recipe; tiny and small freeze proportionally fewer),
-attention temperature 1. Its training recipe (AdamW 1e-4, weight decay 1e-6, batch 32, cosine schedule,
+attention temperature 1. LoVT starts from ImageNet's ResNet-50 and Bio_ClinicalBERT; here the encoders are
+random unless EncoderSpec.pretrained names a local Hugging Face directory (nothing is downloaded). Its
+training recipe (AdamW 1e-4, weight decay 1e-6, batch 32, cosine schedule,
 16-step gradient accumulation) is the trainer's business, not the model's. LoVT trains on image–report
 pairs: every sample of a batch must be paired (kind 0) with at least one sentence (lovt_local_loss checks
 the sentence counts; image-only or text-only samples are not supported).
@@ -78,6 +81,7 @@ class LovtConfig(PresetConfig):
     proj_hidden: int = 2048          # d_hidden
     pool_heads: int = 8              # GlobalAvgAttentionAggregator's MultiheadAttention
     attention_temperature: float = 1.0
+    attention_backend: str = "sdpa"  # cxrfast.models.attention's backend for the cross-attention
     temp_global: float = 0.1         # global_contrastive.yaml
     global_weights: tuple = (0.75, 0.25)   # global_a2b (image anchors), global_b2a (report anchors)
     temp_local: float = 0.3          # scan_local / report_sent_intra_contrastive.yaml
@@ -224,7 +228,7 @@ class LovtModel(PresetModel):
         self.image_global = LovtProjection(d_img, c.proj_dim, c.proj_hidden)
         self.text_local = LovtProjection(d_txt, c.proj_dim, c.proj_hidden)
         self.text_global = LovtProjection(d_txt, c.proj_dim, c.proj_hidden)
-        self.attention = LovtCrossAttention(c.proj_dim, c.attention_temperature)
+        self.attention = LovtCrossAttention(c.proj_dim, c.attention_temperature, c.attention_backend)
         bert = self.text_encoder.model
         frozen = ([bert.embeddings] if c.freeze_text_embeddings else []) + list(bert.encoder.layer[:c.freeze_text_layers])
         for module in frozen:
