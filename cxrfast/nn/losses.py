@@ -183,7 +183,7 @@ class LovtLocalLoss(nn.Module):
     """LoVT's intra-sample local losses (regions ↔ sentences), :func:`cxrfast.lovt_local_loss`.
 
     forward(regions [B, H·W, D], sentences [B, M, D], sentence_lengths [B], region_weights=None,
-    sentence_weights=None) → {"region_l2att", "region_att2l", "sentence_l2att", "sentence_att2l", "loss"}
+    sentence_weights=None, attended=None) → {"region_l2att", "region_att2l", "sentence_l2att", "sentence_att2l", "loss"}
     (0-dim each; [B] each for reduction="none"). The per-call weights are LoVT's attention-pooling weights
     (detach them first, as LoVT does). LoVT_100: grid=(7, 7) and the defaults, total += 1.5 · out["loss"].
     """
@@ -200,9 +200,10 @@ class LovtLocalLoss(nn.Module):
                            impl=_validate.choice(_lovt.OP, "impl", impl, _lovt.IMPLS))
 
     def forward(self, regions: torch.Tensor, sentences: torch.Tensor, sentence_lengths: torch.Tensor,
-                region_weights: torch.Tensor | None = None, sentence_weights: torch.Tensor | None = None):
+                region_weights: torch.Tensor | None = None, sentence_weights: torch.Tensor | None = None,
+                attended=None):
         return lovt_local_loss(regions, sentences, sentence_lengths, region_weights=region_weights,
-                               sentence_weights=sentence_weights, **self.kwargs)
+                               sentence_weights=sentence_weights, attended=attended, **self.kwargs)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())

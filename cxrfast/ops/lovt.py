@@ -98,10 +98,32 @@ def _local_weights(name: str, w, shape: tuple[int, int], like: torch.Tensor):
     return w
 
 
-def _check_values(lengths, n_sentences, regions, sentences, region_weights, sentence_weights) -> None:
+def _attended(attended, regions, sentences):
+    """The caller's (z̃ of each region [B, R, D], z̃ of each sentence [B, M, D]), checked; or None."""
+    if attended is None:
+        return None
+    if not isinstance(attended, (tuple, list)) or len(attended) != 2:
+        raise TypeError(f"{OP}: `attended` must be None or a pair (z̃ of each region, z̃ of each sentence), "
+                        f"got {type(attended).__name__}")
+    for name, t, like in (("attended[0]", attended[0], regions), ("attended[1]", attended[1], sentences)):
+        if not isinstance(t, torch.Tensor):
+            raise TypeError(f"{OP}: `{name}` must be a torch.Tensor, got {type(t).__name__}")
+        if t.shape != like.shape:
+            raise ValueError(f"{OP}: `{name}` must have the shape of `{'regions' if like is regions else 'sentences'}` "
+                             f"{list(like.shape)}, got {tuple(t.shape)}")
+        if t.device != regions.device:
+            raise ValueError(f"{OP}: `{name}` is on {t.device} but `regions` is on {regions.device}")
+        if t.dtype != regions.dtype:
+            raise TypeError(f"{OP}: `regions` is {regions.dtype} but `{name}` is {t.dtype}; cast one of them")
+    return tuple(attended)
+
+
+def _check_values(lengths, n_sentences, regions, sentences, region_weights, sentence_weights,
+                  attended=None) -> None:
     """The data-dependent checks (each a device sync), skipped while torch.compile traces. The length
     range is always checked in eager mode (a length 0 or > M gives NaN or reads padding silently); the
-    value checks follow CXRFAST_CHECK_FINITE. `sentences` and `sentence_weights` are zero at padding."""
+    value checks follow CXRFAST_CHECK_FINITE. `sentences`, `sentence_weights` and attended[1] are zero at
+    padding."""
     if not all(_validate.readable(t) for t in (lengths, regions, sentences)):
         return
     lo, hi = (int(v) for v in torch.aminmax(lengths))
@@ -112,6 +134,8 @@ def _check_values(lengths, n_sentences, regions, sentences, region_weights, sent
         return
     _validate.finite(OP, "regions", regions)
     _validate.finite(OP, "sentences", sentences)
+    for i, t in enumerate(attended or ()):
+        _validate.finite(OP, f"attended[{i}]", t)
     for name, w in (("region_weights", region_weights), ("sentence_weights", sentence_weights)):
         if w is None:
             continue
@@ -183,13 +207,17 @@ def _normalised_weights(w, valid, shape, like):
 
 
 def _batched(regions, sentences, valid, grid, temperature, attention_temperature, distance_threshold,
-             smooth_lambda, region_weights, sentence_weights, reduction):
+             smooth_lambda, region_weights, sentence_weights, reduction, attended=None):
     B, R, D = regions.shape
     M = sentences.shape[1]
-    # one score matrix for both attention directions (LoVT's symmetric attention)
-    scores = torch.bmm(regions, sentences.transpose(1, 2)).mul_(1.0 / (math.sqrt(D) * attention_temperature))
-    to_regions = torch.bmm(torch.softmax(scores.masked_fill(~valid[:, None, :], float("-inf")), dim=2), sentences)
-    to_sentences = torch.bmm(torch.softmax(scores, dim=1).transpose(1, 2), regions)  # [B, M, D]
+    if attended is None:
+        # one score matrix for both attention directions (LoVT's symmetric attention)
+        scores = torch.bmm(regions, sentences.transpose(1, 2)).mul_(1.0 / (math.sqrt(D) * attention_temperature))
+        to_regions = torch.bmm(torch.softmax(scores.masked_fill(~valid[:, None, :], float("-inf")), dim=2),
+                               sentences)
+        to_sentences = torch.bmm(torch.softmax(scores, dim=1).transpose(1, 2), regions)  # [B, M, D]
+    else:
+        to_regions, to_sentences = attended
     to_sentences = to_sentences.masked_fill(~valid[:, :, None], 0)  # padded sentences attend to nothing
 
     pos = region_positive_weights(grid, distance_threshold=distance_threshold, smooth_lambda=smooth_lambda,
@@ -216,6 +244,7 @@ def lovt_local_loss(
     smooth_lambda: float = SMOOTH_LAMBDA,
     region_weights: torch.Tensor | None = None,
     sentence_weights: torch.Tensor | None = None,
+    attended: tuple[torch.Tensor, torch.Tensor] | None = None,
     reduction: str = "mean",
     impl: str = "auto",
 ) -> dict[str, torch.Tensor]:
@@ -230,6 +259,10 @@ def lovt_local_loss(
     scores after 1/sqrt(D) (LoVT 1); a region's positives are the regions within distance_threshold ·
     sqrt(H² + W²) cells, weighted exp(−smooth_lambda · distance / sqrt(H² + W²)) (LoVT 0.5 and 1;
     smooth_lambda=0 is LoVT's no_spatial ablation, distance_threshold=0 plain per-region InfoNCE).
+    attended: None (the op's own attention above, with the features as keys and values) or the caller's
+    (z̃ of each region [B, R, D], z̃ of each sentence [B, M, D]), as LoVT's attention with key, value and
+    output projections and a BatchNorm makes them (cxrfast.models.lovt): the losses then score z against
+    the given z̃ (attention_temperature unused; padded rows of z̃ never read; gradients flow to them).
 
     Returns {"region_l2att", "region_att2l", "sentence_l2att", "sentence_att2l", "loss"}: 0-dim tensors
     (fp32 for 16-bit inputs), "loss" the mean of the four (LoVT_100's total adds 1.5 · loss). reduction:
@@ -253,6 +286,7 @@ def lovt_local_loss(
     sentence_lengths = _validate.lengths_arg(OP, "sentence_lengths", sentence_lengths, B, regions, "count per report")
     grid = _grid(grid, R)
     kwargs = hyper_parameters(temperature, attention_temperature, distance_threshold, smooth_lambda)
+    attended = _attended(attended, regions, sentences)
     region_weights = _local_weights("region_weights", region_weights, (B, R), regions)
     sentence_weights = _local_weights("sentence_weights", sentence_weights, (B, M), regions)
     _validate.choice(OP, "reduction", reduction, REDUCTIONS)
@@ -262,15 +296,19 @@ def lovt_local_loss(
     masked = sentences.masked_fill(~valid[:, :, None], 0)  # padding is never read (NaN · 0 would be NaN)
     if sentence_weights is not None:
         sentence_weights = sentence_weights.masked_fill(~valid, 0)
-    _check_values(sentence_lengths, M, regions, masked, region_weights, sentence_weights)
+    if attended is not None:  # padded rows are never read, whatever they hold
+        attended = (attended[0], attended[1].masked_fill(~valid[:, :, None], 0))
+    _check_values(sentence_lengths, M, regions, masked, region_weights, sentence_weights, attended)
 
     kwargs["reduction"] = reduction
     if chosen == "reference":
         from cxrfast.reference.lovt import lovt_local_loss as reference
 
         return reference(regions, masked, sentence_lengths, grid=grid, region_weights=region_weights,
-                         sentence_weights=sentence_weights, **kwargs)
+                         sentence_weights=sentence_weights, attended=attended, **kwargs)
     # 16-bit inputs: softmax, normalisation and log-sum-exp in fp32 (a no-op for fp32 / fp64)
     compute = torch.promote_types(regions.dtype, torch.float32)
+    if attended is not None:
+        attended = tuple(t.to(compute) for t in attended)
     return _batched(regions.to(compute), masked.to(compute), valid, grid, region_weights=region_weights,
-                    sentence_weights=sentence_weights, **kwargs)
+                    sentence_weights=sentence_weights, attended=attended, **kwargs)

@@ -40,11 +40,13 @@ code github.com/philip-mueller/lovt (read at commit 87b9a307). What LoVT does, a
    its global InfoNCE (0.75 / 0.25).
 
 Deviations, and why:
-- Projections are model code (``cxrfast.models``), not part of a loss: this op takes features that are
-  already projected and uses them as attention keys and values, and as z. The attended vectors are not
-  passed through LoVT's output projection and BatchNorm (a BatchNorm's batch statistics are not a
-  per-sample function, so they cannot be folded into the op). A model that needs them calls
-  ``cross_attention`` / ``intra_sample_contrastive`` separately with its own layers in between.
+- Projections are model code (``cxrfast.models``), not part of a loss: by default this op takes features
+  that are already projected and uses them as attention keys and values, and as z (LoVT's attention with
+  its key, value and output projections switched off). LoVT_100's attention projects keys K(z) and
+  values V(z) and passes the attended vectors through an output projection and a BatchNorm (whose batch
+  statistics are not a per-sample function, so they cannot be folded into the op): a model that holds
+  those layers (cxrfast.models.lovt) computes z̃ itself and passes it as ``attended``; the op then skips
+  its own attention and the losses score z against the given z̃.
 - The distance threshold is decided on exact integer squared distances (Δh² + Δw² ≤ θ² · (H² + W²)) rather
   than on float32 ``torch.cdist`` output, so pairs exactly on the boundary (e.g. (3, 4) cells apart on a
   6 × 8 grid at θ = 0.5) are always inside, as ``<=`` intends.
@@ -181,6 +183,7 @@ def lovt_local_loss(
     smooth_lambda: float = SMOOTH_LAMBDA,
     region_weights: torch.Tensor | None = None,
     sentence_weights: torch.Tensor | None = None,
+    attended: tuple[torch.Tensor, torch.Tensor] | None = None,
     reduction: str = "mean",
 ) -> dict[str, torch.Tensor]:
     """The four LoVT local losses and their mean.
@@ -188,13 +191,19 @@ def lovt_local_loss(
     regions [B, R, D] (a row-major H × W grid, R = H·W), sentences [B, M, D], sentence_lengths [B]
     (1 ≤ n ≤ M; sentence slots n.. are never read), region_weights [B, R] / sentence_weights [B, M]
     optional per-local weights (LoVT: the attention-pooling weights, detached by the caller).
+    attended: None (z̃ from ``cross_attention`` of regions and sentences) or the caller's own
+    (z̃ of each region [B, R, D], z̃ of each sentence [B, M, D]), e.g. from LoVT's projected attention;
+    then attention_temperature is unused and padded sentence rows of z̃ are never read.
     Returns {"region_l2att", "region_att2l", "sentence_l2att", "sentence_att2l", "loss"} (0-dim each;
     "loss" is the mean of the four: LoVT_100 adds 0.375 · their sum = 1.5 · loss to its global loss).
     reduction "mean" (LoVT's: the mean over the batch of each sample's loss), "sum", or "none": each entry
     is then the [B] per-sample losses (those of the sample alone).
     """
-    to_regions, to_sentences = cross_attention(regions, sentences, sentence_lengths,
-                                               attention_temperature=attention_temperature)
+    if attended is None:
+        to_regions, to_sentences = cross_attention(regions, sentences, sentence_lengths,
+                                                   attention_temperature=attention_temperature)
+    else:
+        to_regions, to_sentences = attended
     valid = word_mask(sentence_lengths, sentences.shape[1])
     region_pos = region_positive_weights(grid, distance_threshold=distance_threshold, smooth_lambda=smooth_lambda,
                                          dtype=regions.dtype, device=regions.device)

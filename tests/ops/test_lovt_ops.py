@@ -59,6 +59,59 @@ def test_weights_and_their_gradients():
              (regions, sentences, rw, sw), coef)
 
 
+def _attended(regions, sentences):
+    """z̃ as a model with its own attention layers makes it: anything of the right shapes."""
+    return torch.randn_like(regions), torch.randn_like(sentences)
+
+
+@pytest.mark.parametrize("b,grid,m,d", SHAPES[1:4])
+def test_given_attended_vectors_match_reference_float64(b, grid, m, d):
+    """attended=(z̃ regions, z̃ sentences) from the caller (LoVT's projected attention): batched vs reference,
+    gradients to z and to both z̃."""
+    regions, sentences, lengths = _inputs(b, grid, m, d)
+    ar, asent = _attended(regions, sentences)
+    coef = torch.rand(4).tolist()
+    _compare(lambda v, u, x, y: lovt_local_loss(v, u, lengths, grid=grid, attended=(x, y), impl="batched"),
+             lambda v, u, x, y: RL.lovt_local_loss(v, u, lengths, grid=grid, attended=(x, y)),
+             (regions, sentences, ar, asent), coef)
+
+
+def test_given_attended_vectors_are_what_the_losses_score():
+    """The op's own attention passed back in gives the default result; other z̃ give another (so the
+    argument is used), equal to intra_sample_contrastive on (z, z̃) by hand."""
+    regions, sentences, lengths = _inputs(3, (3, 4), 5, 6)
+    own = RL.cross_attention(regions, sentences, lengths)
+    default = lovt_local_loss(regions, sentences, lengths, grid=(3, 4))
+    passed = lovt_local_loss(regions, sentences, lengths, grid=(3, 4), attended=own)
+    for name in default:
+        torch.testing.assert_close(passed[name], default[name], rtol=1e-12, atol=1e-12)
+    ar, asent = _attended(regions, sentences)
+    other = lovt_local_loss(regions, sentences, lengths, grid=(3, 4), attended=(ar, asent))
+    assert (other["loss"] - default["loss"]).abs() > 1e-3
+    valid = torch.arange(5)[None, :] < lengths[:, None]
+    pos = RL.region_positive_weights((3, 4))
+    by_hand = (*RL.intra_sample_contrastive(regions, ar, pos),
+               *RL.intra_sample_contrastive(sentences, asent, torch.eye(5, dtype=torch.float64), valid=valid))
+    for name, want in zip(RL.LOSS_NAMES, by_hand):
+        torch.testing.assert_close(other[name], want, rtol=1e-12, atol=1e-12)
+
+
+def test_nan_in_padded_attended_rows_does_not_leak():
+    regions, sentences, lengths = _inputs(3, (2, 2), 4, 5)
+    lengths = torch.tensor([4, 1, 2])
+    ar, asent = _attended(regions, sentences)
+    clean = lovt_local_loss(regions, sentences, lengths, grid=(2, 2), attended=(ar, asent))
+    poisoned = asent.clone()
+    for i, n in enumerate(lengths):
+        poisoned[i, n:] = float("nan")
+    poisoned.requires_grad_()
+    got = lovt_local_loss(regions, sentences, lengths, grid=(2, 2), attended=(ar, poisoned))
+    torch.testing.assert_close(got["loss"], clean["loss"], rtol=1e-12, atol=1e-12)
+    got["loss"].backward()
+    assert torch.isfinite(poisoned.grad).all()
+    assert all(torch.all(poisoned.grad[i, n:] == 0) for i, n in enumerate(lengths))
+
+
 def test_float32_earns_its_tolerance():
     regions, sentences, lengths = _inputs(6, (7, 7), 8, 32, dtype=torch.float32)
     coef = torch.rand(4).tolist()
@@ -224,6 +277,16 @@ ERRORS = [
     (dict(v=torch.full((2, 6, 4), float("inf"))), ValueError, "`regions` contains 48 non-finite"),
     (dict(u=torch.tensor([[[float("nan")] * 4] * 3] * 2)), ValueError, "`sentences` contains 16 non-finite"),
     (dict(impl="triton"), ValueError, r"`impl` must be one of \('auto', 'batched', 'reference'\)"),
+    (dict(attended=torch.randn(2, 6, 4)), TypeError, "`attended` must be None or a pair"),
+    (dict(attended=(torch.randn(2, 6, 4), None)), TypeError, r"`attended\[1\]` must be a torch.Tensor"),
+    (dict(attended=(torch.randn(2, 6, 4), torch.randn(2, 2, 4))), ValueError,
+     r"`attended\[1\]` must have the shape of `sentences` \[2, 3, 4\]"),
+    (dict(attended=(torch.randn(2, 6, 4, dtype=torch.float64), torch.randn(2, 3, 4))), TypeError,
+     r"`regions` is torch.float32 but `attended\[0\]` is torch.float64"),
+    (dict(attended=(torch.randn(2, 6, 4, device="meta"), torch.randn(2, 3, 4))), ValueError,
+     r"`attended\[0\]` is on meta"),
+    (dict(attended=(torch.full((2, 6, 4), float("nan")), torch.randn(2, 3, 4))), ValueError,
+     r"`attended\[0\]` contains 48 non-finite"),
 ]
 
 
