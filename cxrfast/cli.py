@@ -65,6 +65,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_explain(commands)
     _add_synth(commands)
     _add_tokenizer(commands)
+    _add_pretrain(commands)
     return parser
 
 
@@ -856,4 +857,100 @@ def tokenizer_train_command(args) -> int:
         print(f"cxrfast tokenizer train: {exc}", file=sys.stderr)
         return 2
     print(f"cxrfast tokenizer train: {len(texts)} reports -> {tok.vocab_size} tokens in {args.out}")
+    return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# pretrain
+
+
+PRESET_NAMES = ("globallocal", "joimternet", "lovt", "mixed", "refers")  # (cxrfast.models.factory.PRESETS)
+
+
+def _add_pretrain(commands) -> None:
+    # Defaults spelled here (cxrfast.train.config.TrainConfig's): parsing must not import torch.
+    p = commands.add_parser(
+        "pretrain", help="pre-train a preset on one GPU, a CPU, or torchrun's many processes",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Pre-train an image-report model (cxrfast.train): the synthetic dataset by default "
+                    "(generated once into a cache folder), the preset's tiny size, whatever device is present.\n"
+                    "Writes RUN/ (config.json, train.json, tokenizer/, checkpoints/, log.csv, loss.png). "
+                    "Under torchrun:\n  torchrun --nproc-per-node N -m cxrfast pretrain ...\n"
+                    "every rank takes its share of each global batch; the global losses gather across ranks.",
+        epilog="--resume continues RUN exactly where its last checkpoint left it (the same settings are "
+               "required).")
+    p.add_argument("--preset", choices=PRESET_NAMES, default="globallocal", help="(default: globallocal)")
+    p.add_argument("--size", choices=("paper", "small", "tiny"), default="tiny", help="(default: tiny)")
+    p.add_argument("--data", default="synthetic",
+                   help="synthetic (default) or an open_dataset name: mimic-cxr, openi, chexpert, nih14")
+    p.add_argument("--root", default=None, help="the dataset's folder (synthetic: where to write it; default: a "
+                   "cache folder, $CXRFAST_CACHE or ~/.cache/cxrfast)")
+    p.add_argument("--images", default=None, help="read the images from `cxrfast prepare` shards in this folder")
+    p.add_argument("--out", default=None, metavar="RUN", help="run folder (default: runs/PRESET-SIZE)")
+    p.add_argument("--steps", type=_int_at_least(1), default=None, help="optimiser steps (default: --epochs)")
+    p.add_argument("--epochs", type=float, default=1.0, help="epochs over the training split (default: 1)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=32, help="per process (default: 32)")
+    p.add_argument("--accum", type=_int_at_least(1), default=1, help="micro-batches per step (default: 1)")
+    p.add_argument("--optimizer", choices=("adamw", "adam", "sgd"), default=None, help="(default: the paper's)")
+    p.add_argument("--lr", type=float, default=None, help="(default: the paper's; 1e-3 at small/tiny)")
+    p.add_argument("--weight-decay", type=float, default=None)
+    p.add_argument("--warmup", type=float, default=0.05, help="fraction of the steps, or steps if >= 1")
+    p.add_argument("--clip", type=float, default=1.0, help="gradient norm clip (0: none; default 1)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
+    p.add_argument("--amp", choices=("auto", "bf16", "fp16", "none"), default="auto",
+                   help="autocast (default auto: bf16 on CUDA)")
+    p.add_argument("--loader", choices=("auto", "torch", "dali"), default="auto",
+                   help="auto (default): DALI on CUDA where installed, else torch's DataLoader")
+    p.add_argument("--workers", type=_int_at_least(0), default=2, help="loader workers / DALI threads")
+    p.add_argument("--tokenizer", default=None, help="a tokenizer directory (default: trained on the reports)")
+    p.add_argument("--vocab-size", type=_int_at_least(6), default=4000, help="a trained tokenizer's size")
+    p.add_argument("--synth-n", type=_int_at_least(1), default=2000, help="synthetic studies (default 2000)")
+    p.add_argument("--synth-size", type=_int_at_least(64), default=256, help="synthetic image side (default 256)")
+    p.add_argument("--log-every", type=_int_at_least(1), default=10)
+    p.add_argument("--ckpt-every", type=_int_at_least(1), default=100)
+    p.add_argument("--set", action="append", default=[], metavar="FIELD=VALUE",
+                   help="a preset config field (repeatable), e.g. --set image_size=128; values are JSON")
+    p.add_argument("--resume", action="store_true", help="continue RUN from its last checkpoint")
+    p.add_argument("--no-progress", action="store_true", help="no progress bar on stderr")
+    p.set_defaults(func=pretrain_command)
+
+
+def _overrides(items) -> dict:
+    import json
+
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ValueError(f"--set expects FIELD=VALUE, got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except json.JSONDecodeError:
+            out[key] = value
+    return out
+
+
+def pretrain_command(args) -> int:
+    from cxrfast.train import TrainConfig, pretrain
+
+    try:
+        cfg = TrainConfig(preset=args.preset, size=args.size, data=args.data, root=args.root, images=args.images,
+                          out=args.out, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
+                          accum=args.accum, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
+                          warmup=args.warmup, clip=args.clip or None, seed=args.seed, device=args.device, amp=args.amp,
+                          loader=args.loader, workers=args.workers, tokenizer=args.tokenizer,
+                          vocab_size=args.vocab_size, synth_n=args.synth_n, synth_size=args.synth_size,
+                          log_every=args.log_every, ckpt_every=args.ckpt_every, progress=not args.no_progress,
+                          overrides=_overrides(args.set))
+        result = pretrain(cfg, resume=args.resume)
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
+        print(f"cxrfast pretrain: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("\ncxrfast pretrain: interrupted; resume with the same command and --resume", file=sys.stderr)
+        return 130
+    losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last.items())
+    print(f"cxrfast pretrain: {result.steps} steps in {result.seconds:.0f} s ({result.samples_per_s:.1f} samples/s); "
+          f"last {losses}; run folder {result.run}")
     return 0

@@ -139,7 +139,13 @@ class DaliLoader:
         return p, masks
 
     def __iter__(self):
-        batches = [self.sampler.rank_slice(b) for b in self.sampler.global_batches()]
+        return self.iterate()
+
+    def iterate(self, start: int = 0):
+        """This epoch's batches from batch `start` on (a resumed epoch: the earlier ones are not loaded)."""
+        batches = [self.sampler.rank_slice(b) for b in self.sampler.global_batches()][start:]
+        if not batches:
+            return
         pipe, masks = self._pipeline(batches)
         d = self.dataset
         S, V = d.augment.size, d.views

@@ -379,7 +379,9 @@ def mimic_cxr(ctx: OpenContext, *, labels: str | None = "chexpert", tables=None,
     .jpg). The split CSV is required when split= is given, else read when present.
     Studies: those of the metadata and of the labels CSV (a labelled study without image rows is
     text-only), by subject then study id; study_id and subject_id as in the CSVs ("50414267",
-    "10000032"); image_id = dicom_id; view = ViewPosition. extra["report_fallback"]: parse_report's."""
+    "10000032"); image_id = dicom_id; view = ViewPosition. extra["report_fallback"]: parse_report's;
+    extra["masks"]: image_id → masks/<image_id>.npz where a masks/ folder holds one (the synthetic dataset's
+    per-finding region masks)."""
     root = ctx.root
     tables = Path(tables) if tables else root
     reports_root = None if reports is False else Path(reports) if reports else root
@@ -440,10 +442,16 @@ def mimic_cxr(ctx: OpenContext, *, labels: str | None = "chexpert", tables=None,
             s.labels = {f: _label(ctx, where, f, row[f]) for f in CHEXPERT_FINDINGS}
 
     splits = _mimic_splits(ctx, tables)
+    masks = root / "masks"  # the synthetic dataset's region masks (cxrfast.data.synth): masks/<dicom_id>.npz
     for (subject, study_id), s in studies.items():
         s.split = splits.get(study_id)
         if reports_root is not None and ctx.wants(s.split):
             _read_report(ctx, reports_root / "files" / f"p{subject[:2]}" / f"p{subject}" / f"s{study_id}.txt", s)
+        if masks.is_dir():
+            found = {im.image_id: str(masks / f"{im.image_id}.npz") for im in s.images
+                     if (masks / f"{im.image_id}.npz").is_file()}
+            if found:
+                s.extra["masks"] = found
     return [studies[k] for k in sorted(studies, key=lambda k: (int(k[0]), int(k[1])))]
 
 

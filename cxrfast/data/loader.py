@@ -27,7 +27,10 @@ from cxrfast.data.batch import KIND_CODES, Batch
 from cxrfast.data.studies import ImageRef, Study, label_vector
 from cxrfast.data.transforms import Augment, WarpParams, draw, normalize, sample_generator, warp_torch
 
-__all__ = ["EpochBatches", "StudyBatches", "ImageReader", "make_loader", "collate"]
+__all__ = ["EpochBatches", "StudyBatches", "ImageReader", "make_loader", "collate", "ANATOMY_MASKS"]
+
+# masks of the synthetic dataset that are anatomy, not findings (left out of a study's finding mask)
+ANATOMY_MASKS = ("lungs", "heart")
 
 
 class EpochBatches(torch.utils.data.Sampler):
@@ -122,7 +125,8 @@ class StudyBatches(torch.utils.data.Dataset):
     views: view slots per sample (a study's images of the allowed ViewPositions, frontal first, up to this
     many; missing slots are zeros with view_mask False). A text-only study has all slots empty; an
     image-only study has no text. masks: read per-finding region masks where the dataset provides them
-    (`study.extra["masks"][image_id]` → a file; the synthetic dataset), warped like their image."""
+    (`study.extra["masks"][image_id]` → an .npz of named masks; the synthetic dataset), warped like their
+    image: the union of the findings' masks (anatomy masks, ANATOMY_MASKS, left out)."""
 
     def __init__(self, studies, tokenizer, *, views: int = 1, allowed_views=("PA", "AP"),
                  augment: Augment = Augment(), seed: int = 0, max_length: int = 128, findings=None,
@@ -204,8 +208,9 @@ def _region_mask(study: Study, ref: ImageRef, shape) -> torch.Tensor | None:
     if path is None:
         return None
     with np.load(path) as z:
-        union = np.zeros(next(iter(z.values())).shape, np.float32) if len(z.files) else None
-        for k in z.files:
+        findings = [k for k in z.files if k not in ANATOMY_MASKS]
+        union = np.zeros(z[z.files[0]].shape, np.float32) if z.files else None
+        for k in findings:
             union = np.maximum(union, z[k].astype(np.float32))
     if union is None:
         return torch.zeros(shape)
@@ -226,9 +231,11 @@ def make_loader(dataset: StudyBatches, batch_size: int, *, rank: int = 0, world:
     sampler = _EpochSync(dataset, EpochBatches(len(dataset), batch_size, rank=rank, world=world,
                                               seed=dataset.seed, shuffle=shuffle))
     kwargs = {"prefetch_factor": prefetch_factor} if workers and prefetch_factor else {}
+    # its own generator: the base seed an iterator draws must not come from (and shift) the global generator
     return torch.utils.data.DataLoader(dataset, batch_sampler=sampler, num_workers=workers,
                                        collate_fn=dataset.collate, pin_memory=pin_memory,
-                                       persistent_workers=False, **kwargs)
+                                       persistent_workers=False, generator=torch.Generator().manual_seed(dataset.seed),
+                                       **kwargs)
 
 
 class _EpochSync(torch.utils.data.Sampler):

@@ -159,22 +159,44 @@ class ReportTokenizer:
 
 def train_tokenizer(texts: Iterable[str], out=None, *, vocab_size: int = 8000, min_frequency: int = 2,
                     split_sentences: Callable[[str], list[str]] | None = None) -> ReportTokenizer:
-    """A WordPiece vocabulary learned from `texts` (BERT normalisation and pre-tokenisation, lower case,
-    SPECIAL_TOKENS first: [PAD] is id 0); saved to `out` when given."""
-    from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers, decoders
+    """A WordPiece vocabulary from `texts` (BERT normalisation and pre-tokenisation, lower case), saved to `out`
+    when given. Deterministic: the same texts give the same vocabulary, ids included (the `tokenizers`
+    library's trainer breaks ties between equally frequent merges differently from run to run, which made two
+    runs of one seed differ). The vocabulary: SPECIAL_TOKENS ([PAD] is id 0), every character seen, alone and
+    as a "##" continuation (so any word can be spelled), then whole words by frequency (ties alphabetical)
+    while they occur at least `min_frequency` times and the size allows. Radiology reports draw on a small
+    vocabulary, so whole words cover nearly all of them; a rarer word is spelled from its characters."""
+    from collections import Counter
+
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers
 
     texts = [t for t in texts if t]
     if not texts:
         raise TokenizerError("train_tokenizer: the corpus holds no text")
     if vocab_size < len(SPECIAL_TOKENS) + 1:
         raise ValueError(f"vocab_size must exceed the {len(SPECIAL_TOKENS)} special tokens, got {vocab_size}")
-    tok = Tokenizer(models.WordPiece(unk_token="[UNK]"))
-    tok.normalizer = normalizers.BertNormalizer(lowercase=True)
-    tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
+    normalizer = normalizers.BertNormalizer(lowercase=True)
+    pre = pre_tokenizers.BertPreTokenizer()
+    words: Counter = Counter()
+    for text in texts:
+        words.update(w for w, _ in pre.pre_tokenize_str(normalizer.normalize_str(text)))
+    chars = sorted({c for w in words for c in w})
+    vocab = list(SPECIAL_TOKENS) + chars + [f"##{c}" for c in chars]
+    known = set(vocab)
+    for word, count in sorted(words.items(), key=lambda kv: (-kv[1], kv[0])):
+        if len(vocab) >= vocab_size or count < min_frequency:
+            break
+        if word not in known:
+            vocab.append(word)
+            known.add(word)
+    if len(vocab) > vocab_size:
+        raise ValueError(f"vocab_size {vocab_size} cannot hold the {len(SPECIAL_TOKENS)} special tokens and the "
+                         f"{len(chars)} characters of the corpus (alone and as continuations): at least {len(vocab)}")
+    tok = Tokenizer(models.WordPiece({t: i for i, t in enumerate(vocab)}, unk_token="[UNK]",
+                                     max_input_chars_per_word=100))
+    tok.normalizer = normalizer
+    tok.pre_tokenizer = pre
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency,
-                                        special_tokens=list(SPECIAL_TOKENS), show_progress=False)
-    tok.train_from_iterator(texts, trainer)
     out_tok = ReportTokenizer(tok, str(out) if out else "", split_sentences=split_sentences)
     if out is not None:
         out_tok.save(out)

@@ -1,0 +1,138 @@
+"""cxrfast pretrain: a run folder, exact resume (also after kill -9 mid-step and mid-checkpoint), errors."""
+
+import csv
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+
+import pytest
+
+from cxrfast.train import TrainConfig, pretrain
+from cxrfast.train.checkpoint import checkpoint_files, load_checkpoint
+from cxrfast.train.loop import synthetic_root
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    root = tmp_path_factory.mktemp("synth") / "data"
+    synthetic_root(TrainConfig(root=str(root), synth_n=48, synth_size=64, progress=False))
+    return root
+
+
+def _cfg(synth, out, **kw):
+    base = dict(preset="globallocal", size="tiny", root=str(synth), synth_n=48, synth_size=64, out=str(out),
+                steps=10, batch_size=8, workers=0, log_every=1, ckpt_every=4, progress=False, vocab_size=300,
+                overrides={"image_size": 32})
+    return TrainConfig(**{**base, **kw})
+
+
+def _log(run):
+    with open(run / "log.csv", newline="") as f:
+        return {int(r["step"]): r for r in csv.DictReader(f)}
+
+
+def test_a_run_writes_its_folder(synth, tmp_path):
+    run = tmp_path / "run"
+    result = pretrain(_cfg(synth, run))
+    assert result.steps == 10
+    for name in ("config.json", "train.json", "tokenizer/tokenizer.json", "log.csv", "loss.png"):
+        assert (run / name).exists(), name
+    assert [p.name for p in checkpoint_files(run / "checkpoints")] == ["step-000008.pt", "step-000010.pt"]  # keep=2
+    log = _log(run)
+    assert sorted(log) == list(range(1, 11)) and {"loss", "loss_global", "loss_local", "lr"} <= set(log[1])
+    state = load_checkpoint(run / "checkpoints")
+    assert state["step"] == 10 and state["train_config"]["steps"] == 10
+
+
+def test_resume_replays_the_uninterrupted_run(synth, tmp_path):
+    """Stopped after 6 steps (its last checkpoint is step 4): resumed, steps 5..10 equal the uninterrupted
+    run's exactly (data position, augmentation, dropout and optimiser state all restored)."""
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    pretrain(_cfg(synth, whole))
+    pretrain(_cfg(synth, cut), stop_after=6)
+    assert load_checkpoint(cut / "checkpoints")["step"] == 4
+    pretrain(_cfg(synth, cut), resume=True)
+    a, b = _log(whole), _log(cut)
+    assert sorted(b) == list(range(1, 11))
+    for step in range(1, 11):
+        assert a[step]["loss"] == b[step]["loss"], (step, a[step]["loss"], b[step]["loss"])
+
+
+KILLER = """
+import os, signal, sys
+os.environ["CXRFAST_CACHE"] = sys.argv[3]
+import cxrfast.train.checkpoint as ck
+from cxrfast.train import TrainConfig, pretrain
+import json
+cfg = TrainConfig(**json.loads(open(sys.argv[1]).read()))
+mode, at = sys.argv[2].split(":")
+at = int(at)
+if mode == "checkpoint":      # killed between a checkpoint's temporary file and its rename
+    real = ck.os.replace
+    def replace(src, dst):
+        if str(dst).endswith(f"step-{at:06d}.pt"):
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real(src, dst)
+    ck.os.replace = replace
+else:                         # killed in the middle of step `at` (after its forward, before its update)
+    import torch
+    real_step = torch.optim.Adam.step
+    calls = {"n": 0}
+    def step(self, *a, **k):
+        calls["n"] += 1
+        if calls["n"] == at:
+            os.kill(os.getpid(), signal.SIGKILL)
+        return real_step(self, *a, **k)
+    torch.optim.Adam.step = step
+pretrain(cfg, resume=len(sys.argv) > 4)
+"""
+
+
+@pytest.mark.parametrize("where", ["step:7", "checkpoint:8"])
+def test_kill_9_then_resume_equals_the_uninterrupted_run(synth, tmp_path, where):
+    whole, cut = tmp_path / "whole", tmp_path / "cut"
+    pretrain(_cfg(synth, whole))
+    cfg = _cfg(synth, cut)
+    spec = tmp_path / "cfg.json"
+    spec.write_text(cfg.to_json())
+    script = tmp_path / "killer.py"
+    script.write_text(textwrap.dedent(KILLER))
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    proc = subprocess.run([sys.executable, str(script), str(spec), where, str(tmp_path / "cache")],
+                          capture_output=True, text=True, env=env, timeout=600)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    state = load_checkpoint(cut / "checkpoints")
+    assert state["step"] == 4  # the last complete checkpoint: killed before step 8's could replace it
+    pretrain(cfg, resume=True)
+    a, b = _log(whole), _log(cut)
+    assert sorted(b) == list(range(1, 11))
+    assert all(a[s]["loss"] == b[s]["loss"] for s in range(1, 11))
+    assert not list((cut / "checkpoints").glob(".*.tmp")), "the killed writer's temporary file is cleaned up"
+
+
+def test_errors_name_the_problem(synth, tmp_path):
+    run = tmp_path / "run"
+    pretrain(_cfg(synth, run, steps=4))
+    with pytest.raises(ValueError, match="holds a run already"):
+        pretrain(_cfg(synth, run, steps=4))
+    with pytest.raises(ValueError, match="resuming with other settings"):
+        pretrain(_cfg(synth, run, steps=4, lr=0.5), resume=True)
+    with pytest.raises(ValueError, match="TrainConfig.amp must be"):
+        _cfg(synth, run, amp="fp8")
+    with pytest.raises(ValueError, match="needs --root"):
+        pretrain(_cfg(synth, tmp_path / "other", data="mimic-cxr", root=None))
+
+
+def test_cli_runs_and_resumes(synth, tmp_path):
+    run = tmp_path / "cli"
+    args = [sys.executable, "-m", "cxrfast", "pretrain", "--root", str(synth), "--synth-n", "48", "--synth-size", "64",
+            "--out", str(run), "--steps", "3", "--batch-size", "8", "--workers", "0", "--vocab-size", "300",
+            "--set", "image_size=32", "--no-progress"]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    first = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert first.returncode == 0, first.stderr[-2000:]
+    assert "3 steps in" in first.stdout
+    again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
+    assert again.returncode == 2 and "holds a run already" in again.stderr
