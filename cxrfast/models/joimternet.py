@@ -27,6 +27,16 @@ JoImTeR/model_txt.py, JoImTeR/trainer_pretrain.py, misc/losses.py, misc/config.p
            cross-entropy averaged over the chosen tokens.
            total = 1.0 · (global + local) + 2.0 · (global_triplet + local_triplet) + 1.0 · mlm
 
+Every sample is an image–report pair (kind 0), as in the released pre-training on MIMIC-CXR; the first view of
+each study is its image.
+
+Sizes: "paper" as above, 54.2 M parameters with cxrfast's default 30 522-id vocabulary: the ResNet trunk
+11.19 M, soft attentions 6 178, region and global layers 0.13 M + 1.05 M, BERT 25.35 M (its 3 layers 9.46 M,
+the rest embeddings), sentence and word layers 0.26 M each, the MLM head 15.92 M (the released 8 411-word
+vocabulary makes the embeddings and the head 22.7 M smaller: 31.5 M in all); "small" the same image network
+at 1024 px (8 × 8 regions), a 256-d 3-layer BERT, 256-d joint space (18.6 M); "tiny" a 4-stage ResNet at
+64 px with 4 × 4 regions from stage 3, for tests (0.12 M).
+
 The random draws (negatives, MLM corruption) come from a counter-based generator the model owns
 (`model.draws`, cxrfast.models.sampling: a hash of the config's seed, a step counter and the position): no
 host sync, the same on every device and under torch.compile, reproducible. The step is a buffer saved with

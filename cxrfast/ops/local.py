@@ -298,7 +298,6 @@ def local_triplet_loss(
                             (JoImTeRNet), draw once and pass the indices to both.
     reduction as in triplet_loss: "sum" over the 2·B anchors, "mean" (÷ B), "none": ℓ [B], pair i's image
     anchor plus its report anchor. JoImTeRNet: margin=0.5, reduction="mean", temperatures 4 / 5."""
-    from cxrfast.reference.local import paired_word_region_similarity
     from cxrfast.reference.triplet import REDUCTIONS as TRIPLET_REDUCTIONS, chosen_hinges, reduce_anchors, \
         triplet_from_scores
 
@@ -320,12 +319,20 @@ def local_triplet_loss(
         S, _, _ = torch.ops.cxrfast.word_region_similarity(regions, words, lengths, ta, tg, aggregate == "mean",
                                                            variant == "gloria", chunk_bytes, chosen)
         return triplet_from_scores(S, margin=m, negatives=mode, reduction=reduction)
-    B = regions.shape[0]
-    has, n = idx >= 0, idx.clamp(min=0)
+    diag, s_row, s_col = _chosen_pair_scores(regions, words, lengths, idx, hyper)
+    return reduce_anchors(*chosen_hinges(diag, s_row, idx >= 0, s_col, idx >= 0, m), reduction)
+
+
+@no_autocast
+def _chosen_pair_scores(regions, words, lengths, idx, hyper):
+    """(S(a, a), S(a, n_a), S(n_a, a)), each [B], in fp32 (fp64 for fp64): one batch of 3·B (image, report)
+    pairs through the paired word–region similarity, differentiable (autograd: O(B·R·L·D)), with autocast off
+    like every op body (the caller's bf16 autocast would otherwise run the einsums in 16 bits)."""
+    from cxrfast.reference.local import paired_word_region_similarity
+
+    B, n = regions.shape[0], idx.clamp(min=0)
     acc = _wordregion.acc_dtype(regions.dtype)
     V, W = regions.to(acc), words.to(acc)
-    # one batch of 3·B pairs: (image a, report a), (image a, its negative report n_a), (image n_a, report a)
     S = paired_word_region_similarity(torch.cat([V, V, V[n]]), torch.cat([W, W[n], W]),
                                       torch.cat([lengths, lengths[n], lengths]), **hyper)
-    diag, s_row, s_col = S.view(3, B).unbind(0)
-    return reduce_anchors(*chosen_hinges(diag, s_row, has, s_col, has, m), reduction)
+    return S.view(3, B).unbind(0)

@@ -240,6 +240,29 @@ def test_no_host_sync_per_token_or_sample():
     assert syncs["count"] <= 1, f"{syncs['count']} host syncs in one forward:\n" + "\n".join(syncs["where"])
 
 
+@pytest.mark.gpu
+def test_cuda_sync_debug_mode_finds_no_sync_per_sample():
+    """On a GPU, torch.cuda.set_sync_debug_mode("warn") reports every synchronising call of a forward: a fixed
+    few per op call (the word–region op's length read, the ops' input checks), none per token or sample, so
+    the same number at 2 and at 8 samples."""
+    import warnings
+
+    model = tiny(PRESET).cuda()
+    counts = []
+    for size in (2, 8):
+        batch = batch_for(model, size, seed=10)
+        model(batch)  # warm-up
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                model(batch)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+        counts.append(sum("synchroniz" in str(w.message) for w in caught))
+    assert counts[0] == counts[1], f"synchronising calls at 2 and 8 samples: {counts}"
+
+
 # ---- sizes -----------------------------------------------------------------------------------------------------------
 
 def _basic_resnet_parameters(embedding, widths, depths):

@@ -374,3 +374,19 @@ def test_modules_draw_from_their_generator():
             module(negatives="hardest", generator=torch.Generator())
         with pytest.raises(TypeError, match="`generator` must be a torch.Generator"):
             module(negatives="random", generator=1)
+
+
+def test_chosen_pairs_ignore_the_callers_autocast():
+    """The gathered pairs are computed in fp32 whatever autocast the caller runs (as every cxrfast op body):
+    under a bf16 autocast the fp32 inputs give the fp32 loss, not a bf16-rounded one."""
+    x, y = _embeddings(B=6, dtype=torch.float32)
+    regions, words, lengths = _local(B=6, dtype=torch.float32)
+    neg = _negatives(6)
+    plain = (cxrfast.triplet_loss(x, y, negatives=neg, reduction="none"),
+             cxrfast.local_triplet_loss(regions, words, lengths, margin=5.0, negatives=neg, reduction="none"))
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        auto = (cxrfast.triplet_loss(x, y, negatives=neg, reduction="none"),
+                cxrfast.local_triplet_loss(regions, words, lengths, margin=5.0, negatives=neg, reduction="none"))
+    for a, b in zip(auto, plain):
+        assert a.dtype == torch.float32
+        torch.testing.assert_close(a, b, rtol=1e-6, atol=1e-6)
