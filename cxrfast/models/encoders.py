@@ -56,16 +56,20 @@ class ResNetEncoder(nn.Module):
             self.model = ResNetModel(ResNetConfig(num_channels=1, **spec.config))
         self.channels = list(self.model.config.hidden_sizes)
 
-    def forward(self, x: torch.Tensor):
-        """x [N, 1, H, W] → (feature maps of stages 1–4, each [N, C_s, H_s, W_s]; pooled last stage [N, C_4])."""
+    def forward(self, x: torch.Tensor, after_stage: dict | None = None):
+        """x [N, 1, H, W] → (feature maps of stages 1–S (S = 4 for the ResNets above), each [N, C_s, H_s, W_s];
+        pooled last stage [N, C_S]). after_stage: {stage s (1-based): module} applied to stage s's output
+        before the next stage reads it (JoImTeRNet's soft attention); the maps returned are those outputs."""
         if _channels_of(self.model) == 3:
             x = x.expand(-1, 3, -1, -1)
         # the model's own modules, walked here: transformers' output capturing (output_hidden_states) installs
         # hooks under a lock that torch.compile cannot trace (graph breaks inside the encoder)
         x = self.model.embedder(x)
         maps = []
-        for stage in self.model.encoder.stages:
+        for s, stage in enumerate(self.model.encoder.stages, start=1):
             x = stage(x)
+            if after_stage and s in after_stage:
+                x = after_stage[s](x)
             maps.append(x)
         return tuple(maps), self.model.pooler(x).flatten(1)
 

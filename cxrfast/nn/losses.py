@@ -96,26 +96,39 @@ class ContrastiveLoss(nn.Module):
                 f"impl={self.impl!r}")
 
 
+def _generator(op: str, generator, negatives: str):
+    """The triplet modules' generator: used with negatives="random" (one draw per call), refused otherwise."""
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"{op}: `generator` must be a torch.Generator or None, got {type(generator).__name__}")
+    if generator is not None and negatives != "random":
+        raise ValueError(f"{op}: `generator` is only used with negatives='random', got negatives={negatives!r}")
+    return generator
+
+
 class TripletLoss(nn.Module):
-    """Bidirectional hinge ranking loss (VSE++ max violation; JoImTeRNet: margin=0.5, cosine).
+    """Bidirectional hinge ranking loss (VSE++ max violation; JoImTeRNet: margin=0.5, cosine, random negatives).
+    negatives="random" draws one random other sample per anchor on every call, from `generator` (None:
+    torch's default generator); per-sample indices are a functional-only argument (cxrfast.triplet_loss).
 
     forward(image_emb [B, D], text_emb [B, D]) → 0-dim loss ([B] for reduction="none"); arguments as in
     :func:`cxrfast.triplet_loss`.
     """
 
     def __init__(self, margin: float = 0.2, *, negatives: str = "hardest", reduction: str = "sum",
-                 distance: str = "cosine", impl: str = "auto"):
+                 distance: str = "cosine", impl: str = "auto", generator: torch.Generator | None = None):
         super().__init__()
         op = type(self).__name__
         self.margin = _validate.finite_number(op, "margin", margin)
-        self.negatives = _validate.choice(op, "negatives", negatives, ("hardest", "all"))
+        self.negatives = _validate.choice(op, "negatives", negatives, ("hardest", "all", "random"))
         self.reduction = _validate.choice(op, "reduction", reduction, TRIPLET_REDUCTIONS)
         self.distance = _validate.choice(op, "distance", distance, ("cosine", "dot"))
         self.impl = _validate.choice(op, "impl", impl, _dispatch.IMPLS)
+        self.generator = _generator(op, generator, self.negatives)
 
     def forward(self, image_emb: torch.Tensor, text_emb: torch.Tensor):
         return triplet_loss(image_emb, text_emb, margin=self.margin, negatives=self.negatives,
-                            reduction=self.reduction, distance=self.distance, impl=self.impl)
+                            reduction=self.reduction, distance=self.distance, impl=self.impl,
+                            generator=self.generator)
 
     def extra_repr(self) -> str:
         return (f"margin={self.margin}, negatives={self.negatives!r}, reduction={self.reduction!r}, "
@@ -160,20 +173,21 @@ class LocalTripletLoss(nn.Module):
 
     def __init__(self, margin: float = 0.2, *, negatives: str = "hardest", reduction: str = "sum",
                  temp_attention: float = 4.0, temp_aggregate: float = 5.0, aggregate: str = "sum",
-                 variant: str = "gloria", impl: str = "auto"):
+                 variant: str = "gloria", impl: str = "auto", generator: torch.Generator | None = None):
         super().__init__()
         op = type(self).__name__
         self.kwargs = dict(margin=_validate.finite_number(op, "margin", margin),
-                           negatives=_validate.choice(op, "negatives", negatives, ("hardest", "all")),
+                           negatives=_validate.choice(op, "negatives", negatives, ("hardest", "all", "random")),
                            reduction=_validate.choice(op, "reduction", reduction, TRIPLET_REDUCTIONS),
                            temp_attention=_validate.positive_number(op, "temp_attention", temp_attention),
                            temp_aggregate=_validate.positive_number(op, "temp_aggregate", temp_aggregate),
                            aggregate=_validate.choice(op, "aggregate", aggregate, ("sum", "mean")),
                            variant=_validate.choice(op, "variant", variant, ("gloria", "single")),
                            impl=_validate.choice(op, "impl", impl, _dispatch.IMPLS))
+        self.generator = _generator(op, generator, self.kwargs["negatives"])
 
     def forward(self, regions: torch.Tensor, words: torch.Tensor, word_lengths):
-        return local_triplet_loss(regions, words, word_lengths, **self.kwargs)
+        return local_triplet_loss(regions, words, word_lengths, generator=self.generator, **self.kwargs)
 
     def extra_repr(self) -> str:
         return ", ".join(f"{k}={v!r}" for k, v in self.kwargs.items())

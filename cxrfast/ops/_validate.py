@@ -163,3 +163,50 @@ def choice(op: str, name: str, value, allowed) -> str:
     if value not in allowed:
         raise ValueError(f"{op}: `{name}` must be one of {tuple(allowed)}, got {value!r}")
     return value
+
+
+def negatives_arg(op: str, negatives, batch: int, like: torch.Tensor, generator, modes=("hardest", "all", "random")):
+    """The triplet losses' `negatives` and `generator`: returns (mode, indices). mode is "hardest" / "all"
+    (indices None: the loss looks at every negative), "random" (indices freshly drawn from `generator`,
+    cxrfast.reference.triplet.random_negatives) or "indices" (the given int64 [batch] tensor, on `like`'s
+    device; a CPU tensor is moved). Indices must be -1 (no negative) or another sample's index, 0..batch-1;
+    that data check costs one sync and runs with the finiteness checks (CXRFAST_CHECK_FINITE)."""
+    from cxrfast.reference.triplet import random_negatives
+
+    if generator is not None:
+        if not isinstance(generator, torch.Generator):
+            raise TypeError(f"{op}: `generator` must be a torch.Generator or None, got {type(generator).__name__}")
+        if not (isinstance(negatives, str) and negatives == "random"):
+            raise ValueError(f"{op}: `generator` is only used with negatives='random', got negatives="
+                             f"{'<tensor>' if isinstance(negatives, torch.Tensor) else repr(negatives)}")
+        if generator.device.type != "cpu" and generator.device != like.device:
+            raise ValueError(f"{op}: `generator` is on {generator.device} but the inputs are on {like.device} "
+                             "(a CPU generator serves any device)")
+    if not isinstance(negatives, torch.Tensor):
+        expected = f"one of {tuple(modes)} or an integer tensor of per-sample negative indices [{batch}]"
+        if not isinstance(negatives, str):
+            raise TypeError(f"{op}: `negatives` must be {expected}, got {type(negatives).__name__}")
+        if negatives not in modes:
+            raise ValueError(f"{op}: `negatives` must be {expected}, got {negatives!r}")
+        if negatives == "random":
+            return "random", random_negatives(batch, generator, like.device)
+        return negatives, None
+    if negatives.is_floating_point() or negatives.is_complex() or negatives.dtype == torch.bool:
+        raise TypeError(f"{op}: `negatives` indices must be an integer tensor, got {negatives.dtype}")
+    if negatives.dim() != 1 or negatives.shape[0] != batch:
+        raise ValueError(f"{op}: `negatives` indices must have shape [{batch}] (one negative per sample), "
+                         f"got {tuple(negatives.shape)}")
+    if negatives.device != like.device:
+        if negatives.device.type != "cpu":
+            raise ValueError(f"{op}: `negatives` is on {negatives.device} but the inputs are on {like.device}")
+        negatives = negatives.to(like.device)
+    idx = negatives.to(torch.int64)
+    if check_finite_enabled() and readable(idx):
+        own = torch.arange(batch, device=idx.device)
+        bad = (idx < -1) | (idx >= batch) | (idx == own)
+        if bool(bad.any()):
+            i = int(bad.nonzero()[0, 0])
+            why = "the sample itself" if int(idx[i]) == i else f"outside -1..{batch - 1}"
+            raise ValueError(f"{op}: `negatives[{i}]` = {int(idx[i])} is {why}; each entry must be another "
+                             f"sample's index (0..{batch - 1}, not its own) or -1 for none")
+    return "indices", idx

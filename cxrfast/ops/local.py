@@ -187,19 +187,27 @@ def word_region_similarity(
                        return_attention=return_attention, chunk_bytes=chunk_bytes)
 
 
-def _similarity(op, regions, words, word_lengths, *, temp_attention, temp_aggregate, aggregate, variant, impl,
-                return_attention=False, chunk_bytes=None):
-    """word_region_similarity, its errors named for `op` (the function the user called)."""
+def _prepare(op, regions, words, word_lengths, temp_attention, temp_aggregate, aggregate, variant, impl,
+             chunk_bytes):
+    """Validate a word–region call (errors named for `op`, the function the user called); returns
+    (temp_attention, temp_aggregate, lengths as int64 on the inputs' device, chunk_bytes, chosen impl)."""
     ta, tg = _hyper(op, temp_attention, temp_aggregate, aggregate, variant)
     lengths = checked_inputs(op, regions, words, word_lengths)
-    if return_attention and regions.shape[0] != words.shape[0]:
-        raise ValueError(f"{op}: return_attention needs B_img == B_txt (matched pairs b = i), got "
-                         f"{regions.shape[0]} images and {words.shape[0]} reports")
     if chunk_bytes is None:
         chunk_bytes = _wordregion.default_chunk_bytes(regions.device)
     elif isinstance(chunk_bytes, bool) or not isinstance(chunk_bytes, int) or chunk_bytes <= 0:
         raise ValueError(f"{op}: `chunk_bytes` must be a positive int, got {chunk_bytes!r}")
-    chosen = _dispatch.select(op, impl, _triton_reasons(regions, words))
+    return ta, tg, lengths, chunk_bytes, _dispatch.select(op, impl, _triton_reasons(regions, words))
+
+
+def _similarity(op, regions, words, word_lengths, *, temp_attention, temp_aggregate, aggregate, variant, impl,
+                return_attention=False, chunk_bytes=None):
+    """word_region_similarity, its errors named for `op` (the function the user called)."""
+    ta, tg, lengths, chunk_bytes, chosen = _prepare(op, regions, words, word_lengths, temp_attention,
+                                                    temp_aggregate, aggregate, variant, impl, chunk_bytes)
+    if return_attention and regions.shape[0] != words.shape[0]:
+        raise ValueError(f"{op}: return_attention needs B_img == B_txt (matched pairs b = i), got "
+                         f"{regions.shape[0]} images and {words.shape[0]} reports")
     if chosen == "reference":
         from cxrfast.reference.local import word_region_similarity as reference
 
@@ -262,7 +270,7 @@ def local_triplet_loss(
     word_lengths,
     *,
     margin: float = 0.2,
-    negatives: str = "hardest",
+    negatives="hardest",
     reduction: str = "sum",
     temp_attention: float = 4.0,
     temp_aggregate: float = 5.0,
@@ -270,20 +278,61 @@ def local_triplet_loss(
     variant: str = "gloria",
     impl: str = "auto",
     chunk_bytes: int | None = None,
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """JoImTeRNet's word-level (local) ranking loss on the word–region similarity S: for every
-    anchor image and every anchor report, [margin + S(negative) − S(matched)]₊, the hardest negative
-    (VSE++) or all of them; see cxrfast.reference.triplet.triplet_from_scores. The margin is in S's
-    units (log-sum-exp of temp_aggregate · cosine). reduction as in triplet_loss: "sum" over the 2·B anchors,
-    "mean" (÷ B), "none": ℓ [B], pair i's image anchor plus its report anchor."""
-    from cxrfast.reference.triplet import REDUCTIONS as TRIPLET_REDUCTIONS, triplet_from_scores
+    anchor image and every anchor report, [margin + S(negative) − S(matched)]₊; see
+    cxrfast.reference.local.local_triplet_loss. The margin is in S's units (log-sum-exp of temp_aggregate ·
+    cosine). negatives:
+        "hardest" / "all"   the hardest negative (VSE++) or all of them: S [B, B] is computed
+                            (word_region_similarity, the same arguments);
+        n                   int64 [B] per-sample negative indices, as in triplet_loss: image i against report
+                            n_i, [margin + S(i, n_i) − S(i, i)]₊, and report i against image n_i,
+                            [margin + S(n_i, i) − S(i, i)]₊ (n_i = -1: none). Only those 3·B pairs are
+                            computed, as one batch of (image, report) pairs, each report at its own length
+                            (cxrfast.reference.local.paired_word_region_similarity in fp32, fp64 for fp64
+                            input; autograd through it): O(B·R·L·D), no B × B similarity, in every impl but
+                            "reference" (which gathers from the full S, the definition);
+        "random"            n drawn from `generator` as in triplet_loss (random_negatives: one uniformly random
+                            other sample per anchor). To share one draw with the sentence-level triplet_loss
+                            (JoImTeRNet), draw once and pass the indices to both.
+    reduction as in triplet_loss: "sum" over the 2·B anchors, "mean" (÷ B), "none": ℓ [B], pair i's image
+    anchor plus its report anchor. JoImTeRNet: margin=0.5, reduction="mean", temperatures 4 / 5."""
+    from cxrfast.reference.triplet import REDUCTIONS as TRIPLET_REDUCTIONS, chosen_hinges, reduce_anchors, \
+        triplet_from_scores
 
     op_ = "local_triplet_loss"
     _square(op_, regions, words)
     m = _validate.finite_number(op_, "margin", margin)
-    _validate.choice(op_, "negatives", negatives, ("hardest", "all"))
     _validate.choice(op_, "reduction", reduction, TRIPLET_REDUCTIONS)
-    S = _similarity(op_, regions, words, word_lengths, temp_attention=temp_attention,
-                    temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant, impl=impl,
-                    chunk_bytes=chunk_bytes)
-    return triplet_from_scores(S, margin=m, negatives=negatives, reduction=reduction)
+    ta, tg, lengths, chunk_bytes, chosen = _prepare(op_, regions, words, word_lengths, temp_attention,
+                                                    temp_aggregate, aggregate, variant, impl, chunk_bytes)
+    # validated (and, for "random", drawn) last: an invalid call consumes nothing from the generator
+    mode, idx = _validate.negatives_arg(op_, negatives, regions.shape[0], regions, generator)
+    hyper = dict(temp_attention=ta, temp_aggregate=tg, aggregate=aggregate, variant=variant)
+    if chosen == "reference":
+        from cxrfast.reference.local import local_triplet_loss as reference
+
+        return reference(regions, words, lengths, margin=m, negatives=mode if idx is None else idx,
+                         reduction=reduction, **hyper)
+    if idx is None:
+        S, _, _ = torch.ops.cxrfast.word_region_similarity(regions, words, lengths, ta, tg, aggregate == "mean",
+                                                           variant == "gloria", chunk_bytes, chosen)
+        return triplet_from_scores(S, margin=m, negatives=mode, reduction=reduction)
+    diag, s_row, s_col = _chosen_pair_scores(regions, words, lengths, idx, hyper)
+    return reduce_anchors(*chosen_hinges(diag, s_row, idx >= 0, s_col, idx >= 0, m), reduction)
+
+
+@no_autocast
+def _chosen_pair_scores(regions, words, lengths, idx, hyper):
+    """(S(a, a), S(a, n_a), S(n_a, a)), each [B], in fp32 (fp64 for fp64): one batch of 3·B (image, report)
+    pairs through the paired word–region similarity, differentiable (autograd: O(B·R·L·D)), with autocast off
+    like every op body (the caller's bf16 autocast would otherwise run the einsums in 16 bits)."""
+    from cxrfast.reference.local import paired_word_region_similarity
+
+    B, n = regions.shape[0], idx.clamp(min=0)
+    acc = _wordregion.acc_dtype(regions.dtype)
+    V, W = regions.to(acc), words.to(acc)
+    S = paired_word_region_similarity(torch.cat([V, V, V[n]]), torch.cat([W, W[n], W]),
+                                      torch.cat([lengths, lengths[n], lengths]), **hyper)
+    return S.view(3, B).unbind(0)

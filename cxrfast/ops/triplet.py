@@ -10,9 +10,10 @@ from cxrfast.ops import _chunked, _dispatch, _validate
 from cxrfast.ops._register import op
 from cxrfast.ops._pairwise import (grad_precision, input_grads, inverse_norms, kernel_inputs, rowdot, stat_fakes,
                                    zeros_if_none)
+from cxrfast.reference.triplet import chosen_hinges, reduce_anchors
 
 OP = "triplet_loss"
-NEGATIVES = ("hardest", "all")
+NEGATIVES = ("hardest", "all", "random")
 REDUCTIONS = ("sum", "mean", "none")
 DISTANCES = ("cosine", "dot")
 
@@ -113,54 +114,70 @@ def triplet_loss(
     text_emb: torch.Tensor,
     *,
     margin: float = 0.2,
-    negatives: str = "hardest",
+    negatives="hardest",
     reduction: str = "sum",
     distance: str = "cosine",
     impl: str = "auto",
+    generator: torch.Generator | None = None,
 ) -> torch.Tensor:
     """Bidirectional hinge ranking loss without any B × B tensor.
 
     image_emb, text_emb [B, D]; the pair (i, i) is positive, every (i, j ≠ i) negative. With s the cosine
     similarity (distance="cosine") or the dot product (distance="dot"):
         image i: [margin + s(i, j) − s(i, i)]₊ over texts j ≠ i;  text j: [margin + s(i, j) − s(j, j)]₊ over i ≠ j.
-    negatives="hardest": the largest hinge of each anchor (VSE++); "all": their sum. The per-sample loss ℓ_i
-    adds pair i's two anchors (image i, text i); reduction="sum" adds the 2·B anchor terms (Σ ℓ), "mean"
-    divides that by B, "none" returns ℓ [B]. JoImTeRNet: distance="cosine", margin=0.5 (its cosine
-    distance form is the same expression). Returns a 0-dim fp32 tensor (fp64 for fp64 input), [B] for "none".
+    negatives:
+        "hardest"   the largest hinge of each anchor (VSE++);
+        "all"       their sum;
+        n           int64 [B] per-sample negative indices (JoImTeRNet): one hinge per anchor, the same index
+                    both ways, image i against text n_i, [margin + s(i, n_i) − s(i, i)]₊, and text i against
+                    image n_i, [margin + s(n_i, i) − s(i, i)]₊; n_i = -1: no negative (no hinge). Entries must
+                    be another sample's index (checked, one sync, with CXRFAST_CHECK_FINITE). A CPU tensor
+                    is moved to the embeddings' device. Equivalent to
+                    ``s = cos(img, txt); (margin + s[i, n] - s[i, i]).relu() + (margin + s[n, i] - s[i, i]).relu()``
+                    with i = arange(B), but only the 3·B scores s(i, i), s(i, n_i), s(n_i, i) are computed:
+                    O(B·D), no kernel, in every impl;
+        "random"    n drawn here, one uniformly random other sample per anchor, from `generator` (a seeded
+                    torch.Generator, on the CPU or the embeddings' device; None: torch's default generator
+                    of that device): r = torch.randint(0, B − 1, (B,), generator=generator), n_i = r_i +
+                    (r_i ≥ i) (cxrfast.reference.triplet.random_negatives: the same draw in every impl).
+                    A new draw per call: to share one draw between losses (JoImTeRNet shares it between
+                    the sentence and word losses), draw it once and pass the indices.
+    The per-sample loss ℓ_i adds pair i's two anchors (image i, text i); reduction="sum" adds the 2·B anchor
+    terms (Σ ℓ), "mean" divides that by B, "none" returns ℓ [B]. JoImTeRNet: distance="cosine", margin=0.5,
+    random negatives, reduction="mean" (its cosine distance form is the same expression). Returns a 0-dim fp32
+    tensor (fp64 for fp64 input), [B] for "none".
     """
     _validate.embedding_pair(OP, image_emb, text_emb)
-    _validate.choice(OP, "negatives", negatives, NEGATIVES)
     _validate.choice(OP, "reduction", reduction, REDUCTIONS)
     _validate.choice(OP, "distance", distance, DISTANCES)
     margin = _validate.finite_number(OP, "margin", margin)
     reasons = _dispatch.triton_reasons(image_emb, text_emb, dim=image_emb.shape[1])
     chosen = _dispatch.select(OP, impl, reasons)
+    # validated (and, for "random", drawn) last: an invalid call consumes nothing from the generator
+    mode, idx = _validate.negatives_arg(OP, negatives, image_emb.shape[0], image_emb, generator, NEGATIVES)
     if chosen == "reference":
         from cxrfast.reference import triplet_loss as reference
 
-        return reference(image_emb, text_emb, margin=margin, negatives=negatives,
+        return reference(image_emb, text_emb, margin=margin, negatives=mode if idx is None else idx,
                          reduction=reduction, distance=distance)
 
     x, kernel_dtype = grad_precision(image_emb)  # 16-bit: differentiated in fp32, rounded once (_pairwise)
     y, _ = grad_precision(text_emb)
-    B = x.shape[0]
     normalize = distance == "cosine"
     rx, ry = inverse_norms(x, normalize), inverse_norms(y, normalize)
     diag = _pair_scores(x, y, rx, ry)
-    if negatives == "hardest":
-        idx_r, idx_c = torch.ops.cxrfast.triplet_hardest(image_emb.detach(), text_emb.detach(), rx.detach(),
-                                                         ry.detach(), chosen)
-        # Only the 2·B chosen pairs carry gradient: recompute their scores differentiably, O(B·D).
-        has_r, has_c = idx_r >= 0, idx_c >= 0
-        j, i = idx_r.clamp(min=0), idx_c.clamp(min=0)
-        s_r = _pair_scores(x, y[j], rx, ry[j])
-        s_c = _pair_scores(x[i], y, rx[i], ry)
-        per_img = torch.where(has_r, (margin + s_r - diag).clamp(min=0), 0)
-        per_txt = torch.where(has_c, (margin + s_c - diag).clamp(min=0), 0)
-    else:
+    if mode == "all":
         per_img, per_txt, _, _ = torch.ops.cxrfast.triplet_all(x, y, rx, ry, diag, float(margin), chosen,
                                                                kernel_dtype)
-    if reduction == "none":
-        return per_img + per_txt
-    total = per_img.sum() + per_txt.sum()
-    return total / B if reduction == "mean" else total
+        return reduce_anchors(per_img, per_txt, reduction)
+    if mode == "hardest":
+        idx_r, idx_c = torch.ops.cxrfast.triplet_hardest(image_emb.detach(), text_emb.detach(), rx.detach(),
+                                                         ry.detach(), chosen)
+    else:  # chosen per-sample negatives: the same index as the image's negative text and the text's negative image
+        idx_r = idx_c = idx
+    # Only the 2·B chosen pairs carry gradient: recompute their scores differentiably, O(B·D).
+    j, i = idx_r.clamp(min=0), idx_c.clamp(min=0)
+    s_r = _pair_scores(x, y[j], rx, ry[j])  # image a against text j = idx_r[a]
+    s_c = _pair_scores(x[i], y, rx[i], ry)  # text a against image i = idx_c[a]
+    per_img, per_txt = chosen_hinges(diag, s_r, idx_r >= 0, s_c, idx_c >= 0, margin)
+    return reduce_anchors(per_img, per_txt, reduction)

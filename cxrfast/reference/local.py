@@ -19,6 +19,7 @@ import torch
 import torch.nn.functional as F
 
 from cxrfast.reference.contrastive import reduce
+from cxrfast.reference.triplet import triplet_from_scores
 
 VARIANTS = ("gloria", "single")
 AGGREGATES = ("sum", "mean")
@@ -46,29 +47,8 @@ def word_region_similarity(
     With return_attention=True also returns α of the matched pairs (b = i) as [B, L, R] (zeros at
     padded words), for visualisation; that needs B_img == B_txt.
     """
-    if variant not in VARIANTS:
-        raise ValueError(f"word_region_similarity: `variant` must be one of {VARIANTS}, got {variant!r}")
-    if aggregate not in AGGREGATES:
-        raise ValueError(f"word_region_similarity: `aggregate` must be one of {AGGREGATES}, got {aggregate!r}")
-    n_words = words.shape[1]
-    valid = word_mask(word_lengths, n_words)  # [I, L]
-    words = words.masked_fill(~valid[:, :, None], 0)  # padding is never read, whatever it holds
-    s = torch.einsum("brd,itd->birt", regions, words)  # [B, I, R, L]
-    if variant == "gloria":
-        a = torch.softmax(s.masked_fill(~valid[None, :, None, :], float("-inf")), dim=3)
-        logits = temp_attention * a
-    else:
-        logits = temp_attention * s
-    alpha = torch.softmax(logits, dim=2)  # over regions: [B, I, R, L]
-    context = torch.einsum("birt,brd->bitd", alpha, regions)  # c_t: [B, I, L, D]
-    dot = (context * words[None]).sum(-1)
-    # padded words (w = 0) get norm 1: their cosine is dropped below, but in fp16 the 1e-8 clamp
-    # rounds to 0 and 0/0 there would turn the (masked) backward into NaN
-    norms = (context.norm(dim=-1) * words.norm(dim=-1)[None]).masked_fill(~valid[None], 1.0)
-    cos = dot / norms.clamp(min=COSINE_EPS)  # R_t: [B, I, L]
-    agg = (temp_aggregate * cos).masked_fill(~valid[None], float("-inf")).logsumexp(dim=2)
-    if aggregate == "mean":
-        agg = agg - torch.log(word_lengths.to(agg.dtype))[None, :]
+    agg, alpha, valid = _scores(regions, words, word_lengths, temp_attention, temp_aggregate, aggregate, variant,
+                                paired=False)
     if not return_attention:
         return agg
     if regions.shape[0] != words.shape[0]:
@@ -76,6 +56,56 @@ def word_region_similarity(
                          f"got {regions.shape[0]} images and {words.shape[0]} reports")
     matched = alpha.diagonal(dim1=0, dim2=1).permute(2, 1, 0)  # [B, R, L] → [B, L, R]
     return agg, matched * valid[:, :, None]
+
+
+def _scores(regions, words, word_lengths, temp_attention, temp_aggregate, aggregate, variant, paired: bool):
+    """(S, α, valid) of every (image b, report i) pair ([B_img, B_txt]; α [B, I, R, L]) or, paired, of image b
+    with report b only ([B]; α [B, 1, R, L]): the same formulas, the pair axis of size 1."""
+    if variant not in VARIANTS:
+        raise ValueError(f"word_region_similarity: `variant` must be one of {VARIANTS}, got {variant!r}")
+    if aggregate not in AGGREGATES:
+        raise ValueError(f"word_region_similarity: `aggregate` must be one of {AGGREGATES}, got {aggregate!r}")
+    n_words = words.shape[1]
+    valid = word_mask(word_lengths, n_words)  # [I, L]
+    words = words.masked_fill(~valid[:, :, None], 0)  # padding is never read, whatever it holds
+    if paired:  # report b only meets image b: [B, 1, R, L], and the reports' axes line up with the images'
+        s = torch.einsum("brd,btd->brt", regions, words)[:, None]
+        pair_words, pair_valid, log_n = words[:, None], valid[:, None], torch.log(word_lengths.to(s.dtype))[:, None]
+    else:
+        s = torch.einsum("brd,itd->birt", regions, words)  # [B, I, R, L]
+        pair_words, pair_valid, log_n = words[None], valid[None], torch.log(word_lengths.to(s.dtype))[None, :]
+    if variant == "gloria":
+        a = torch.softmax(s.masked_fill(~pair_valid[:, :, None, :], float("-inf")), dim=3)
+        logits = temp_attention * a
+    else:
+        logits = temp_attention * s
+    alpha = torch.softmax(logits, dim=2)  # over regions: [B, I, R, L]
+    context = torch.einsum("birt,brd->bitd", alpha, regions)  # c_t: [B, I, L, D]
+    dot = (context * pair_words).sum(-1)
+    # padded words (w = 0) get norm 1: their cosine is dropped below, but in fp16 the 1e-8 clamp
+    # rounds to 0 and 0/0 there would turn the (masked) backward into NaN
+    norms = (context.norm(dim=-1) * pair_words.norm(dim=-1)).masked_fill(~pair_valid, 1.0)
+    cos = dot / norms.clamp(min=COSINE_EPS)  # R_t: [B, I, L]
+    agg = (temp_aggregate * cos).masked_fill(~pair_valid, float("-inf")).logsumexp(dim=2)
+    if aggregate == "mean":
+        agg = agg - log_n
+    return (agg[:, 0] if paired else agg), alpha, valid
+
+
+def paired_word_region_similarity(
+    regions: torch.Tensor,
+    words: torch.Tensor,
+    word_lengths: torch.Tensor,
+    *,
+    temp_attention: float = 4.0,
+    temp_aggregate: float = 5.0,
+    aggregate: str = "sum",
+    variant: str = "gloria",
+) -> torch.Tensor:
+    """S [B] of the pairs (image b, report b) only: ``word_region_similarity(regions, words, n).diagonal()``
+    without the other B² − B pairs, O(B·R·L·D). regions [B, R, D], words [B, L, D], word_lengths [B].
+    The chosen-negative triplet losses gather their pairs into such a batch (local_triplet_loss)."""
+    return _scores(regions, words, word_lengths, temp_attention, temp_aggregate, aggregate, variant, paired=True)[0]
 
 
 def local_contrastive_loss(
@@ -102,3 +132,27 @@ def local_contrastive_loss(
     per_sample = (weights[0] * F.cross_entropy(sim, labels, reduction="none")
                   + weights[1] * F.cross_entropy(sim.t(), labels, reduction="none"))
     return reduce(per_sample, reduction)
+
+
+def local_triplet_loss(
+    regions: torch.Tensor,
+    words: torch.Tensor,
+    word_lengths: torch.Tensor,
+    *,
+    margin: float = 0.2,
+    negatives="hardest",
+    reduction: str = "sum",
+    temp_attention: float = 4.0,
+    temp_aggregate: float = 5.0,
+    aggregate: str = "sum",
+    variant: str = "gloria",
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """JoImTeRNet's word-level ranking loss: the triplet loss of cxrfast.reference.triplet on the word–region
+    similarity S [B, B] (triplet_from_scores; the margin is in S's units). With chosen negatives n
+    (indices, or "random" with `generator`): image i against report n_i, S(i, n_i), each report read with its
+    own length, and report i against image n_i, S(n_i, i). (JoImTeRNet's released words_triplet_loss reads
+    the negative report with the anchor's length, cap_lens[i]: a quirk this definition does not copy.)"""
+    S = word_region_similarity(regions, words, word_lengths, temp_attention=temp_attention,
+                               temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant)
+    return triplet_from_scores(S, margin=margin, negatives=negatives, reduction=reduction, generator=generator)

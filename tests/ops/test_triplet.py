@@ -90,7 +90,7 @@ def test_triton_writes_every_output(device, monkeypatch, pair_methods):
 
 def test_errors():
     x, y = torch.randn(4, 8), torch.randn(4, 8)
-    for kwargs, match in [(dict(negatives="semi-hard"), r"`negatives` must be one of \('hardest', 'all'\)"),
+    for kwargs, match in [(dict(negatives="semi-hard"), r"`negatives` must be one of \('hardest', 'all', 'random'\) or an integer tensor"),
                           (dict(reduction="batch"), r"`reduction` must be one of"),
                           (dict(distance="euclidean"), r"`distance` must be one of"),
                           (dict(margin=float("nan")), r"`margin` must be a finite number"),
