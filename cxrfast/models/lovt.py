@@ -116,9 +116,10 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
     Unselected positions are normalised too (finite, meaningless): callers never read them. The count is
     a tensor, so nothing syncs with the host. Statistics in fp32 (or fp64) whatever autocast does.
 
-    Written out rather than calling F.batch_norm: LoVT applies one BatchNorm to both attention directions,
-    and F.batch_norm saves the running-statistics buffers for its backward, so a second call's in-place
-    update of them would invalidate the first call's graph."""
+    Written out for the unmasked case too rather than calling F.batch_norm: LoVT applies one BatchNorm to
+    both attention directions, the regions (unmasked) then the sentences (masked); F.batch_norm saves the
+    running-statistics buffers for its backward, so the masked call's in-place update of them would
+    invalidate the first call's graph (two F.batch_norm calls would not: it updates them itself)."""
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         shape = x.shape

@@ -1,5 +1,6 @@
 """`lovt`: tiny forward/backward, fused vs reference, the released code's formulas written out (global, local,
-the attention layers, the pooling), the benchmark's baseline equal to the model, autocast, torch.compile, no
+the attention layers, the pooling), the whole loss against the released forward (padding and all; equal
+but for the two documented fixes), the benchmark's baseline equal to the model, autocast, torch.compile, no
 host sync per token or sample, parameter counts."""
 
 import collections
@@ -181,6 +182,144 @@ def test_whole_local_term_equals_the_released_attention_and_loss(attention_tempe
                          img["weights"], txt["weights"])
     for name in LOCAL_NAMES:
         torch.testing.assert_close(out[name], want[name], rtol=1e-10, atol=1e-10)
+
+
+# ------------------------------------------------------------ the released forward, padding and all
+
+def _released_bn(norm, x, mask=None):
+    """nn.BatchNorm1d on (B, C, N) as LoVT applies it, training mode: statistics over all B·N slots
+    (mask None: padded sentence slots included), or, the preset's fix, over the rows where mask is True."""
+    if mask is None:
+        return F.batch_norm(x.transpose(1, 2), None, None, norm.weight, norm.bias, training=True,
+                            eps=norm.eps).transpose(1, 2)
+    rows = x[mask]
+    mean, var = rows.mean(0), rows.var(0, unbiased=False)
+    return (x - mean) / torch.sqrt(var + norm.eps) * norm.weight + norm.bias
+
+
+def _released_mlp(proj, x, mask=None):
+    """fc.py's SequenceMLP / MLP (norm='batch', norm_before_act=True) with the preset's weights."""
+    h = x @ proj.fc1.weight.t() + proj.fc1.bias
+    h = _released_bn(proj.norm, h[:, None] if h.dim() == 2 else h, mask)
+    h = h[:, 0] if x.dim() == 2 else h
+    return torch.relu(h) @ proj.fc2.weight.t() + proj.fc2.bias
+
+
+def _released_losses(model, batch, fixed: bool):
+    """LoVT_100's shared_step from the encoders' outputs on, written from the released code: the report's
+    sentences padded to the batch's longest report; GlobalAvgAttentionAggregator (query: GlobalAvgPool,
+    which divides by the padded count); SequenceMLP/MLP heads with BatchNorm over every (padded) slot;
+    CrossAttention (symmetric, AttentionMask's additive and binary masks, one BatchNorm per direction over
+    every slot); LocalIntraSampleContrastiveLoss with its buffers (cdist of diagonal-normalised grid
+    coordinates; |i − j| ≤ 0 for sentences); GlobalNceLoss's [pos | negatives] logits; LoVT_100's weights.
+    fixed=True switches on exactly the preset's two documented deviations: BatchNorm statistics and the
+    pooling query over the real sentences."""
+    c = model.config
+    maps, _ = model.image_encoder(batch.views[:, 0])
+    B, C, H, W = maps[-1].shape
+    yl_a = maps[-1].view(B, C, -1).transpose(1, 2)
+    tokens = model.text_encoder(batch.input_ids, batch.attention_mask)[-1]
+    counts = [int(batch.sentence_index[b].max()) + 1 for b in range(B)]
+    N = max(counts)
+    yl_b = tokens.new_zeros(B, N, tokens.shape[-1])
+    for b in range(B):  # restructure_reports_into_sentences + GlobalMaxPool, one sentence at a time
+        for s in range(counts[b]):
+            yl_b[b, s] = tokens[b, batch.sentence_index[b] == s].max(0).values
+    mask = torch.arange(N)[None, :] < torch.tensor(counts)[:, None]  # AttentionMask.binary_mask
+
+    def pool(mha, x, m):
+        if m is None:
+            query = x.mean(1)
+        else:
+            query = x.masked_fill(~m[:, :, None], 0.0).mean(1)  # GlobalAvgPool: / N, padding included
+            if fixed:
+                query = query * N / m.sum(1, keepdim=True)
+        out, w = mha(query[:, None], key=x, value=x, key_padding_mask=None if m is None else ~m)
+        return out[:, 0], w[:, 0]
+
+    yg_a, w_a = pool(model.image_pool, yl_a, None)
+    yg_b, w_b = pool(model.text_pool, yl_b, mask)
+    norm_mask = mask if fixed else None
+    zl_a, zg_a = _released_mlp(model.image_local, yl_a), _released_mlp(model.image_global, yg_a)
+    zl_b, zg_b = _released_mlp(model.text_local, yl_b, norm_mask), _released_mlp(model.text_global, yg_b)
+
+    att = model.attention
+    additive = torch.zeros(B, N, dtype=zl_a.dtype).masked_fill(~mask, float("-inf"))
+    keys_a, keys_b = att.key(zl_a), att.key(zl_b)
+    scores_b2a = keys_a @ keys_b.transpose(1, 2) / math.sqrt(keys_a.shape[-1])
+    scores_a2b = scores_b2a.transpose(1, 2).clone()
+    probs_b2a = torch.softmax(scores_b2a / att.temperature + additive[:, None, :], -1)
+    zl_b2a = _released_bn(att.norm, att.output(probs_b2a @ att.value(zl_b)))
+    probs_a2b = torch.softmax(scores_a2b / att.temperature, -1) * mask[:, :, None]
+    zl_a2b = _released_bn(att.norm, att.output(probs_a2b @ att.value(zl_a)), norm_mask)
+
+    def intra(za, zb, m, weights, pos):
+        n = za.shape[1]
+        weights = weights if m is None else weights * m
+        add = za.new_zeros(B, n) if m is None else additive
+        weights = weights / weights.sum(1, keepdim=True)
+        pos = pos.view(1, n, n).expand(B, n, n)
+        if m is not None:
+            pos = pos * m[:, None, :]
+        pos = pos / pos.sum(-1, keepdim=True).clamp_min(1e-12)
+        za, zb = F.normalize(za, dim=-1), F.normalize(zb, dim=-1)
+        ab = za @ zb.transpose(1, 2) / c.temp_local
+        ba = ab.transpose(1, 2)
+        l_ab = -(pos * ab).sum(-1) + torch.logsumexp(ab + add[:, None, :], -1)
+        l_ba = -(pos * ba).sum(-1) + torch.logsumexp(ba + add[:, None, :], -1)
+        return (weights * l_ab).sum(-1).mean(), (weights * l_ba).sum(-1).mean()
+
+    coords = torch.stack(torch.meshgrid(torch.arange(H), torch.arange(W), indexing="ij")).double()
+    dist = torch.cdist(*(coords.view(2, -1).T / math.sqrt(H ** 2 + W ** 2),) * 2)
+    pos_a = (dist <= c.distance_threshold) * torch.exp(-c.smooth_lambda * dist)
+    pos_b = ((torch.arange(N)[:, None] - torch.arange(N)).abs() <= 0).double()
+    losses = dict(zip(LOCAL_NAMES, (*intra(zl_a, zl_b2a, None, w_a.detach(), pos_a),
+                                    *intra(zl_b, zl_a2b, mask, w_b.detach(), pos_b))))
+    a, b = F.normalize(zg_a, dim=-1), F.normalize(zg_b, dim=-1)
+    scores = torch.cat([a, b]) @ torch.cat([a, b]).t() / c.temp_global
+    labels = torch.zeros(B, dtype=torch.long)
+    g = []
+    for neg in (scores[:B, B:], scores[B:, :B]):
+        logits = torch.cat([scores[:B, B:].diagonal()[:, None], neg.masked_fill(torch.eye(B, dtype=torch.bool),
+                                                                                float("-inf"))], 1)
+        g.append(F.cross_entropy(logits, labels))
+    losses["global"] = c.global_weights[0] * g[0] + c.global_weights[1] * g[1]
+    losses["loss"] = (c.global_weight * (c.global_weights[0] * g[0] + c.global_weights[1] * g[1])
+                      + c.local_weight * sum(losses[k] for k in LOCAL_NAMES))
+    return losses
+
+
+def _equal_sentence_counts(batch, n_sent=3):
+    """Every report split into n_sent sentences (each report has ≥ 4 word pieces): no sentence padding."""
+    for b in range(len(batch)):
+        real = batch.sentence_index[b] >= 0
+        n = int(real.sum())
+        batch.sentence_index[b, real] = torch.arange(n) * n_sent // n
+    return batch
+
+
+@pytest.mark.parametrize("equal_counts", [True, False], ids=["no-padding", "padded"])
+def test_whole_loss_equals_the_released_forward(equal_counts):
+    """The released forward on the same encoder outputs. Reports with equal sentence counts have no padding,
+    and the model equals LoVT as released, every named loss. Reports of different lengths: LoVT's padded
+    slots enter its BatchNorms and its pooling query, so it differs there (asserted: the batch exercises it),
+    and the model equals the released code with exactly the two documented fixes switched on."""
+    model = tiny(PRESET, **NO_DROPOUT)
+    model, batch = _double(model, batch_for(model, 5, seed=12))
+    if equal_counts:
+        batch = _equal_sentence_counts(batch)
+    with torch.no_grad():
+        out = model(batch)
+        released = _released_losses(model, batch, fixed=False)
+        fixed = _released_losses(model, batch, fixed=True)
+    counts = batch.sentence_index.amax(1) + 1
+    assert bool((counts == counts[0]).all()) == equal_counts
+    for name in out:
+        torch.testing.assert_close(out[name], fixed[name], rtol=1e-10, atol=1e-10, msg=name)
+        if equal_counts:
+            torch.testing.assert_close(out[name], released[name], rtol=1e-10, atol=1e-10, msg=name)
+    if not equal_counts:
+        assert (out["loss"] - released["loss"]).abs() > 1e-6
 
 
 def test_sentences_and_pooling_are_lovts():
