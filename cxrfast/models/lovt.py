@@ -24,8 +24,9 @@ ECCV 2022; code github.com/philip-mueller/lovt, configs/experiment/LoVT_100.yaml
 
 Returned losses: "global" (0.75 · a2b + 0.25 · b2a), "region_l2att", "region_att2l", "sentence_l2att",
 "sentence_att2l" (LoVT's local_a_* / local_b_*), "loss". LoVT's other defaults, kept as config fields: BERT's
-embeddings and first 6 layers frozen (ConVIRT's recipe; tiny and small freeze proportionally fewer),
-attention temperature 1. LoVT starts from ImageNet's ResNet-50 and Bio_ClinicalBERT; here the encoders are
+embeddings and first 6 layers frozen (ConVIRT's recipe; tiny and small freeze proportionally fewer) when the
+text encoder is loaded from a pretrained directory (a random BERT is trained whole: freezing random layers
+would fix noise), attention temperature 1. LoVT starts from ImageNet's ResNet-50 and Bio_ClinicalBERT; here the encoders are
 random unless EncoderSpec.pretrained names a local Hugging Face directory (nothing is downloaded). Its
 training recipe (AdamW 1e-4, weight decay 1e-6, batch 32, cosine schedule,
 16-step gradient accumulation) is the trainer's business, not the model's. LoVT trains on image–report
@@ -230,10 +231,14 @@ class LovtModel(PresetModel):
         self.text_local = LovtProjection(d_txt, c.proj_dim, c.proj_hidden)
         self.text_global = LovtProjection(d_txt, c.proj_dim, c.proj_hidden)
         self.attention = LovtCrossAttention(c.proj_dim, c.attention_temperature, c.attention_backend)
-        bert = self.text_encoder.model
-        frozen = ([bert.embeddings] if c.freeze_text_embeddings else []) + list(bert.encoder.layer[:c.freeze_text_layers])
-        for module in frozen:
-            module.requires_grad_(False)
+        # ConVIRT's and LoVT's freezing keeps *pretrained* lower layers as they are; freezing randomly initialised
+        # layers would only fix noise in place, so it applies when the text encoder is loaded from a directory
+        if c.text_encoder.pretrained:
+            bert = self.text_encoder.model
+            frozen = (([bert.embeddings] if c.freeze_text_embeddings else [])
+                      + list(bert.encoder.layer[:c.freeze_text_layers]))
+            for module in frozen:
+                module.requires_grad_(False)
 
     @staticmethod
     def _pool(pool: nn.MultiheadAttention, x: torch.Tensor, mask: torch.Tensor | None):
