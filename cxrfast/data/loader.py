@@ -161,7 +161,12 @@ class StudyBatches(torch.utils.data.Dataset):
         epoch = self.epoch if epoch is None else epoch
         return draw(self.augment, sample_generator(self.seed, epoch, index, view), height, width)
 
-    def __getitem__(self, index: int) -> Sample:
+    def __getitem__(self, index) -> Sample:
+        """Sample `index` at the dataset's epoch, or `(epoch, index)` at that epoch (a long-lived loader's
+        sampler passes the epoch along, so workers need not be restarted to follow it)."""
+        epoch = None
+        if isinstance(index, tuple):
+            epoch, index = index
         study = self.studies[index]
         S = self.augment.size
         views = torch.zeros(self.views, 1, S, S)
@@ -169,7 +174,7 @@ class StudyBatches(torch.utils.data.Dataset):
         masks = torch.zeros(self.views, 1, S, S) if self.masks else None
         for v, ref in enumerate(self.image_refs(study)):
             img = self.reader.read(ref)
-            p = self.params(index, v, *img.shape)
+            p = self.params(index, v, *img.shape, epoch=epoch)
             views[v] = normalize(warp_torch(torch.from_numpy(np.ascontiguousarray(img)).float()[None] / 255.0, p),
                                  self.mean, self.std)
             mask[v] = True

@@ -206,8 +206,10 @@ def _set_rng_state(state: dict, device: torch.device) -> None:
 # ------------------------------------------------------------------------------------------------ data
 
 class _Stream:
-    """Micro-batches from a position (epoch, batch) on, epoch after epoch; the skipped batches of a resumed
-    epoch are never loaded (their indices are dropped from the sampler)."""
+    """Micro-batches from a position (epoch, batch) on, epoch after epoch. The torch path keeps one DataLoader
+    (its workers live for the whole run: restarting them every epoch cost seconds per epoch) fed by a batch
+    sampler that walks the epochs itself and passes each sample's epoch along (StudyBatches takes
+    (epoch, index)); the skipped batches of a resumed epoch are never loaded."""
 
     def __init__(self, dataset, batch_size: int, env: DistEnv, loader: str, workers: int, device: torch.device):
         from cxrfast.data.loader import EpochBatches
@@ -219,25 +221,43 @@ class _Stream:
     def __len__(self) -> int:
         return len(self.sampler)
 
-    def batches(self, epoch: int, start: int):
-        self.sampler.set_epoch(epoch)
-        self.dataset.set_epoch(epoch)
+    def _indices(self, epoch: int, start: int):
+        """(epoch, position, [(epoch, index), ...]) for every micro-batch from (epoch, start) on, forever."""
+        while True:
+            self.sampler.set_epoch(epoch)
+            for pos, part in enumerate(list(self.sampler)[start:], start):
+                yield epoch, pos, [(epoch, i) for i in part]
+            epoch, start = epoch + 1, 0
+
+    def stream(self, epoch: int, start: int):
+        """Yields (epoch, position of the next micro-batch, batch)."""
         if self.kind == "dali":
             from cxrfast.data.dali import DaliLoader
 
             loader = DaliLoader(self.dataset, self.batch_size, rank=self.env.rank, world=self.env.world,
                                 device_id=self.device.index if self.device.type == "cuda" else None,
                                 num_threads=max(1, self.workers))
-            loader.set_epoch(epoch)
-            yield from ((start + k, b) for k, b in enumerate(loader.iterate(start=start)))
-            return
-        parts = list(self.sampler)[start:]
+            while True:
+                loader.set_epoch(epoch)
+                for k, batch in enumerate(loader.iterate(start=start), start):
+                    yield epoch, k + 1, batch
+                epoch, start = epoch + 1, 0
+        positions = []
+
+        def sampler():
+            for e, pos, part in self._indices(epoch, start):
+                positions.append((e, pos))
+                yield part
+
         # its own generator: a DataLoader iterator draws a base seed, and from the global generator that draw
-        # would shift dropout's random numbers in a resumed run (which creates an iterator mid-epoch)
-        dl = torch.utils.data.DataLoader(self.dataset, batch_sampler=parts, num_workers=self.workers,
+        # would shift dropout's random numbers in a resumed run
+        dl = torch.utils.data.DataLoader(self.dataset, batch_sampler=sampler(), num_workers=self.workers,
                                          collate_fn=self.dataset.collate, pin_memory=self.device.type == "cuda",
-                                         generator=torch.Generator().manual_seed(self.dataset.seed + epoch))
-        yield from ((start + k, b) for k, b in enumerate(dl))
+                                         generator=torch.Generator().manual_seed(self.dataset.seed),
+                                         prefetch_factor=2 if self.workers else None)
+        for batch in dl:
+            e, pos = positions.pop(0)
+            yield e, pos + 1, batch
 
 
 # ------------------------------------------------------------------------------------------------ logging
@@ -396,11 +416,9 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
 
     def batches():
         nonlocal epoch, position
-        while True:
-            for pos, batch in stream.batches(epoch, position):
-                position = pos + 1
-                yield batch
-            epoch, position = epoch + 1, 0
+        for e, nxt, batch in stream.stream(epoch, position):
+            epoch, position = e, nxt
+            yield batch
 
     source = batches()
     t0 = time.perf_counter()
