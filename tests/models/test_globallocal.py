@@ -133,3 +133,32 @@ def test_paper_size_parameter_counts():
     assert abs(summary["image_encoder"] / 1e6 - 23.5) < 0.1       # transformers' ResNet-50 trunk
     assert abs(summary["text_encoder"] / 1e6 - 108.9) < 1.0       # BERT-base without its pooler
     assert summary["local_embed"] == 1024 * 768 and summary["global_embed"] == 2048 * 768 + 768
+
+
+def test_benchmark_baseline_equals_the_preset():
+    """cxrfast.bench.presets.globallocal.baseline_loss (GLoRIA's token-by-token word merge, its per-report
+    local loss loop, its bmm/norm global loss) = model(batch)["loss"], loss and gradients, training mode
+    (BERT's dropout drawn from the same seed), in float64 and in float32."""
+    from cxrfast.bench.presets.globallocal import baseline_loss
+
+    model = tiny(PRESET).double()
+    batch = batch_for(model, 5, seed=5)
+    batch.views = batch.views.double()
+    names = ("local_embed.weight", "global_embed.weight", "text_encoder.model.encoder.layer.1.output.dense.weight",
+             "image_encoder.model.embedder.embedder.convolution.weight")
+    params = dict(model.named_parameters())
+    results = []
+    for fn in (lambda: model(batch)["loss"], lambda: baseline_loss(model, batch)):
+        torch.manual_seed(7)
+        loss = fn()
+        results.append((loss, torch.autograd.grad(loss, [params[n] for n in names])))
+    (got, got_g), (base, base_g) = results
+    torch.testing.assert_close(got, base, rtol=1e-10, atol=1e-10)
+    for name, g, r in zip(names, got_g, base_g):
+        torch.testing.assert_close(g, r, rtol=1e-8, atol=1e-10, msg=name)
+    model32 = tiny(PRESET)
+    batch32 = batch_for(model32, 5, seed=5)
+    torch.manual_seed(7)
+    got32 = model32(batch32)["loss"]
+    torch.manual_seed(7)
+    torch.testing.assert_close(got32, baseline_loss(model32, batch32), rtol=1e-5, atol=1e-5)
