@@ -132,9 +132,11 @@ def _localized(train_f, test_f, rows_train, rows_test, findings, size, l2, seed)
     if not rows_train or not rows_test:
         return {"skipped": "no region masks for the training or the test studies (the synthetic dataset writes "
                            "masks/<dicom_id>.npz; other datasets have none)"}
-    for f in (train_f, test_f):
+    for f, rows in ((train_f, rows_train), (test_f, rows_test)):
         if f.local is None:
             return {"skipped": f.local_reason or "no local features"}
+        if f.local_index.tolist() != [r for r, _ in rows]:  # the masks below are stacked in these rows' order
+            raise RuntimeError("evaluate: the local features' rows differ from the masks' rows")
     masks = [torch.stack([load_finding_masks(p, findings, size) for _, p in rows]) for rows in (rows_train, rows_test)]
     return localized_probe(train_f.local, masks[0], test_f.local, masks[1], train_f.grid, findings, l2=l2, seed=seed)
 
