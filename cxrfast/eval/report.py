@@ -54,12 +54,16 @@ def evaluate(model, tokenizer, studies, *, splits: Mapping | None = None, device
     """Evaluate a frozen `model` (any PresetModel) with its `tokenizer` on `studies` (a StudyDataset).
 
     splits: {"train": name(s), "test": name(s)} of Study.split (default train / test; e.g. {"test":
-    ("validate", "test")}); device: where the model runs (default: where it is); seed: prompt sampling,
-    bootstrap, probe splits, subsets; out: a folder for metrics.json, metrics.md, the probe split files and
-    the pictures (None: nothing written); n_boot: bootstrap replicates; localized_max: at most this many
-    training and test studies (seeded) in the localized probe; picture_*: the study, replacement text and
-    words of the attention picture (pictures.one_study_batch / pick_words); meta: entries added to
-    metrics["meta"] (run_eval's run folder and step). Returns the metrics dict (format_table renders it)."""
+    ("validate", "test")}); device: where the model runs (it is moved there; default: where it is);
+    seed: prompt sampling, bootstrap, probe splits, subsets; out: a folder for metrics.json, metrics.md,
+    the probe split files and the pictures (None: nothing written); n_boot: bootstrap replicates;
+    localized_max: at most this many training and test studies (seeded) in the localized probe;
+    picture_*: the study, replacement text and words of the attention picture (pictures.one_study_batch /
+    pick_words); meta: entries added to metrics["meta"] (run_eval's run folder and step). Returns the
+    metrics dict (format_table renders it)."""
+    if not hasattr(studies, "subset"):
+        raise TypeError(f"evaluate: `studies` must be a StudyDataset (open_dataset's), got {type(studies).__name__}")
+    which = (which,) if isinstance(which, str) else tuple(which)
     unknown = sorted(set(which) - set(ALL))
     if unknown:
         raise ValueError(f"evaluate: unknown metric(s) {unknown} in `which`; known: {ALL}")

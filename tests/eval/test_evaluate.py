@@ -93,8 +93,9 @@ def test_the_oracle_is_found_by_every_metric(oracle, tokenizer, studies, tmp_pat
 
 
 def test_skipped_metrics_say_why(model, tokenizer, studies):
-    m = evaluate(model, tokenizer, studies, splits=TEST_SPLITS, which=("localized", "pictures"), show_progress=False)
+    m = evaluate(model, tokenizer, studies, splits=TEST_SPLITS, which="pictures", show_progress=False)
     assert m["pictures"] == {"skipped": "no output folder (out=None)"}
+    assert m["which"] == ["pictures"] and "localized" not in m
     table = format_table({**m, "localized": {"skipped": "the preset has none"}})
     assert "### Localized probe\n\nskipped: the preset has none" in table and "skipped: no output folder" in table
 
@@ -102,6 +103,8 @@ def test_skipped_metrics_say_why(model, tokenizer, studies):
 def test_errors_name_the_argument(model, tokenizer, studies):
     with pytest.raises(ValueError, match=r"unknown metric\(s\) \['auc'\] in `which`"):
         evaluate(model, tokenizer, studies, which=("auc",))
+    with pytest.raises(TypeError, match="`studies` must be a StudyDataset"):
+        evaluate(model, tokenizer, list(studies))
     with pytest.raises(ValueError, match=r"`splits` takes the keys \['test', 'train'\], got \['val'\]"):
         evaluate(model, tokenizer, studies, splits={"val": "validate"})
     with pytest.raises(ValueError, match=r"splits\['test'\] = \('nope',\) selects no study; the dataset's splits"):

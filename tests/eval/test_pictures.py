@@ -50,7 +50,8 @@ def test_attention_is_the_ops_on_the_models_features(model, tokenizer, test_stud
         return path
 
     monkeypatch.setattr(viz, "save_word_attention", capture)
-    batch, _ = one_study_batch(model, tokenizer, test_studies, text="small left pleural effusion. heart size is normal.")
+    text = "small left pleural effusion. heart size is normal."
+    batch, _ = one_study_batch(model, tokenizer, test_studies, text=text)
     r = attention_picture(model, tokenizer, batch, tmp_path / "a.png", max_words=20)
     names = word_strings(tokenizer, batch.input_ids[0], batch.word_index[0])
     assert names == ["small", "left", "pleural", "effusion", ".", "heart", "size", "is", "normal", "."]
