@@ -88,7 +88,7 @@ def load_checkpoint(folder, map_location="cpu") -> dict | None:
     errors = []
     for path in candidates:
         try:
-            state = torch.load(path, map_location=map_location, weights_only=False)
+            state = torch.load(path, map_location=map_location, weights_only=True)
         except Exception as exc:  # noqa: BLE001 - an unreadable file: try the next one, report if none works
             errors.append(f"{path.name}: {type(exc).__name__}: {exc}")
             continue
