@@ -3,7 +3,8 @@
 #   make test    unit tests (GPU tests skip themselves without CUDA), with the fixed test seed
 #   make test-fresh  the same under a freshly drawn seed (printed); tests/flakes.py runs many
 #   make bench   pytest-benchmark suites, then the README tables/plots (benchmarks/report.py)
-#   make demo    `cxrfast bench losses` (InfoNCE, triplet and local losses vs their baselines)
+#   make demo    the main job: `cxrfast demo` (synthetic data, globallocal tiny pre-trained, evaluated,
+#                the zero-shot table with its bar); the loss benchmarks are `make bench` / `cxrfast bench`
 #   make clean   build artefacts (keeps $(VENV); `make distclean` removes it too)
 # TRITON_INTERPRET is deliberately left alone: tests that need the interpreter set it themselves.
 
@@ -38,7 +39,7 @@ bench: venv
 	$(PY) benchmarks/report.py
 
 demo: venv
-	$(VENV)/bin/cxrfast bench losses
+	$(VENV)/bin/cxrfast demo
 
 clean:
 	rm -rf build dist *.egg-info cxrfast/_C*.so $(VENV)/.stamp

@@ -66,6 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_synth(commands)
     _add_tokenizer(commands)
     _add_pretrain(commands)
+    _add_eval(commands)
+    _add_demo(commands)
     return parser
 
 
@@ -954,3 +956,128 @@ def pretrain_command(args) -> int:
     print(f"cxrfast pretrain: {result.steps} steps in {result.seconds:.0f} s ({result.samples_per_s:.1f} samples/s); "
           f"last {losses}; run folder {result.run}")
     return 0
+
+
+# --------------------------------------------------------------------------------------------------
+# eval, demo
+
+EVAL_METRICS = ("zeroshot", "retrieval", "probe", "localized", "pictures")  # (cxrfast.eval.report.ALL)
+
+
+def _metric_list(text: str) -> tuple[str, ...]:
+    names = tuple(n.strip() for n in text.split(",") if n.strip())
+    bad = [n for n in names if n not in EVAL_METRICS]
+    if bad or not names:
+        raise argparse.ArgumentTypeError(f"unknown metric(s) {bad or text!r}; choose from {', '.join(EVAL_METRICS)}")
+    return names
+
+
+def _add_eval(commands) -> None:
+    p = commands.add_parser(
+        "eval", help="evaluate a pre-trained run: zero-shot, retrieval, linear and localized probes, pictures",
+        description="Evaluate a run of `cxrfast pretrain` (cxrfast.eval): zero-shot classification of the 5 "
+                    "competition findings (prompt ensembles and positive-vs-negative prompts, ROC AUC with "
+                    "bootstrap intervals), image-report retrieval R@1/5/10, linear probes at 1/10/100% of the "
+                    "labels, the localized probe's Dice on the synthetic masks, attention / reconstruction PNGs. "
+                    "Writes RUN/eval/ (metrics.json, metrics.md, pictures/) and prints the tables.")
+    p.add_argument("--checkpoint", required=True, metavar="RUN",
+                   help="the run folder (its newest checkpoint) or one checkpoint file")
+    p.add_argument("--data", default=None, help="synthetic or an open_dataset name (default: the run's, "
+                   "from RUN/train.json)")
+    p.add_argument("--root", default=None, help="the dataset's folder (default: the run's)")
+    p.add_argument("--images", default=None, help="`cxrfast prepare` shards to read the images from")
+    p.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
+    p.add_argument("--which", type=_metric_list, default=EVAL_METRICS,
+                   help="comma-separated subset of " + ",".join(EVAL_METRICS) + " (default: all)")
+    p.add_argument("--device", default=None, help="cpu, cuda (default: CUDA where present)")
+    p.add_argument("--batch-size", type=_int_at_least(1), default=32)
+    p.add_argument("--seed", type=int, default=0, help="prompt draws, bootstrap, probe splits (default 0)")
+    p.add_argument("--n-boot", type=_int_at_least(0), default=1000, help="bootstrap replicates (default 1000)")
+    p.add_argument("--n-prompts", type=_int_at_least(1), default=10, help="prompts per finding (default 10)")
+    p.add_argument("--trusted", action="store_true", help="the checkpoint may hold pickled code (files you made)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.set_defaults(func=eval_command)
+
+
+def _eval_data(args, run_folder):
+    """(dataset name, root, images) of the evaluation: the arguments', else the run's train.json."""
+    import dataclasses
+    from pathlib import Path
+
+    from cxrfast.train import TrainConfig
+
+    path = Path(run_folder) / "train.json"
+    cfg = TrainConfig.from_json(path) if path.exists() else None
+    data = args.data or (cfg.data if cfg else None)
+    if data is None:
+        raise ValueError(f"{run_folder} has no train.json: pass --data (and --root)")
+    if data == "synthetic":
+        from cxrfast.train.loop import synthetic_root
+
+        base = cfg if cfg is not None and cfg.data == "synthetic" else TrainConfig()
+        base = dataclasses.replace(base, root=args.root or base.root, progress=not args.no_progress)
+        return "mimic-cxr", str(synthetic_root(base)), args.images
+    root = args.root or (cfg.root if cfg is not None and cfg.data == data else None)
+    if root is None:
+        raise ValueError(f"data {data!r} needs --root (the dataset's folder)")
+    images = args.images or (cfg.images if cfg is not None and cfg.data == data else None)
+    return data, root, images
+
+
+def eval_command(args) -> int:
+    from cxrfast.data.datasets import open_dataset
+    from cxrfast.eval.report import format_table
+    from cxrfast.eval.run import find_weights, run_eval
+
+    try:
+        run_folder, _ = find_weights(args.checkpoint)
+        name, root, images = _eval_data(args, run_folder)
+        studies = open_dataset(name, root, images=images)
+        metrics = run_eval(args.checkpoint, data=studies, out=args.out, device=args.device,
+                           batch_size=args.batch_size, seed=args.seed, which=args.which, trusted=args.trusted,
+                           show_progress=not args.no_progress, n_boot=args.n_boot, n_prompts=args.n_prompts)
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
+        print(f"cxrfast eval: {exc}", file=sys.stderr)
+        return 2
+    print(format_table(metrics))
+    out = args.out or (run_folder / "eval")
+    print(f"cxrfast eval: wrote {out}/metrics.json and metrics.md")
+    return 0
+
+
+def _add_demo(commands) -> None:
+    p = commands.add_parser(
+        "demo", help="pre-train globallocal (tiny) on the synthetic data, evaluate, print the zero-shot table",
+        description="What `make demo` runs (cxrfast.train.demo): the synthetic dataset (generated once), "
+                    "`globallocal` at the tiny size pre-trained on it, evaluated; prints the tables and the "
+                    "mean zero-shot AUC beside the bar. Exits 1 when the bar is not met.")
+    p.add_argument("--out", default="runs/demo", metavar="RUN", help="run folder (default: runs/demo; a finished "
+                   "run there with the same settings is evaluated again)")
+    p.add_argument("--steps", type=_int_at_least(1), default=None, help="optimiser steps (default: the demo's 400)")
+    p.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
+    p.add_argument("--bar", type=float, default=None, help="the mean zero-shot AUC to clear (default: "
+                   "cxrfast.train.demo.BAR, 0.70)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars on stderr")
+    p.set_defaults(func=demo_command)
+
+
+def demo_command(args) -> int:
+    from cxrfast.eval.report import format_table
+    from cxrfast.train.demo import BAR, run_demo
+
+    try:
+        d = run_demo(args.out, steps=args.steps, device=args.device, progress=not args.no_progress,
+                     bar=BAR if args.bar is None else args.bar)
+    except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
+        print(f"cxrfast demo: {exc}", file=sys.stderr)
+        return 2
+    r = d["train"]
+    print(f"cxrfast demo: pre-trained {r.steps} steps in {d['seconds']['train']:.0f} s "
+          f"({r.samples_per_s:.1f} samples/s), evaluated in {d['seconds']['eval']:.0f} s; run folder {r.run}\n")
+    print(format_table(d["metrics"]))
+    mean = d["mean_auc"]
+    verdict = "met" if d["met"] else "NOT met"
+    print(f"mean zero-shot AUC (prompt ensemble, 5 findings, synthetic test split): "
+          f"{'–' if mean is None else f'{mean:.3f}'}   bar ≥ {d['bar']:.2f}: {verdict}")
+    print(f"loss curve: {r.run}/loss.png   metrics: {r.run}/eval/metrics.md   pictures: {r.run}/eval/pictures/")
+    return 0 if d["met"] else 1
