@@ -67,6 +67,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_tokenizer(commands)
     _add_pretrain(commands)
     _add_eval(commands)
+    _add_models(commands)
     _add_demo(commands)
     return parser
 
@@ -1081,3 +1082,63 @@ def demo_command(args) -> int:
           f"{'–' if mean is None else f'{mean:.3f}'}   bar ≥ {d['bar']:.2f}: {verdict}")
     print(f"loss curve: {r.run}/loss.png   metrics: {r.run}/eval/metrics.md   pictures: {r.run}/eval/pictures/")
     return 0 if d["met"] else 1
+
+
+# --------------------------------------------------------------------------------------------------
+# models
+
+def _add_models(commands) -> None:
+    p = commands.add_parser("models", help="the presets, their sizes and parameter counts",
+                            description="The presets (cxrfast.models) with their parameter counts per part, "
+                                        "built on torch's meta device (no memory, no weights).")
+    p.add_argument("--size", choices=("paper", "small", "tiny", "all"), default="paper", help="(default: paper)")
+    p.add_argument("--preset", choices=PRESET_NAMES, action="append", default=None,
+                   help="only this preset (repeatable; default: all)")
+    p.add_argument("--json", action="store_true", help="one JSON document instead of the table")
+    p.set_defaults(func=models_command)
+
+
+def model_rows(presets, sizes) -> list[dict]:
+    """Per (preset, size): the description, total parameters, parameters per top-level part, image size and
+    joint embedding width, from a model built on the meta device."""
+    import torch
+
+    from cxrfast.models import create_model
+    from cxrfast.models.factory import list_presets
+
+    described = list_presets()
+    rows = []
+    for preset in presets:
+        for size in sizes:
+            with torch.device("meta"):
+                model = create_model(preset, size=size)
+            c = model.config
+            rows.append({"preset": preset, "size": size, "description": described[preset],
+                         "parameters": model.num_parameters(),
+                         "parts": {k: v for k, v in model.parameter_summary().items() if v},
+                         "image_size": getattr(c, "image_size", None),
+                         "embed_dim": next((getattr(c, f) for f in ("embed_dim", "proj_dim", "hidden_size")
+                                            if getattr(c, f, None)), None)})
+    return rows
+
+
+def models_command(args) -> int:
+    import json
+
+    presets = args.preset or list(PRESET_NAMES)
+    sizes = ["paper", "small", "tiny"] if args.size == "all" else [args.size]
+    rows = model_rows(presets, sizes)
+    if args.json:
+        print(json.dumps(rows, indent=1))
+        return 0
+
+    def millions(n: int) -> str:
+        return f"{n / 1e6:.2f} M" if n >= 1e5 else f"{n:,}"
+
+    for preset in presets:
+        print(f"{preset}: {rows[[r['preset'] for r in rows].index(preset)]['description']}")
+        for r in (r for r in rows if r["preset"] == preset):
+            parts = ", ".join(f"{k} {millions(v)}" for k, v in r["parts"].items())
+            embed = f", width {r['embed_dim']}" if r["embed_dim"] else ""
+            print(f"  {r['size']:<6} {millions(r['parameters']):>10}  image {r['image_size']} px{embed}  ({parts})")
+    return 0
