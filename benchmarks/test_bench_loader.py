@@ -145,7 +145,7 @@ def test_per_file_baseline(benchmark, data):
 
 
 @pytest.fixture(scope="module", autouse=True)
-def results():
+def results(request):
     yield
     if not ROWS:
         return
@@ -158,7 +158,7 @@ def results():
         row["vs_per_file"] = row["images_per_s"] / base["images_per_s"] if base else None
     doc = {"suite": "loader", "env": env, "case": f"{N_IMAGES} images {SOURCE}px → {SIZE}px augmented, "
            f"batches of {BATCH}, {WORKERS} workers/threads, reports tokenised", "rows": ROWS}
-    path = os.path.join(os.path.dirname(__file__), "results", env["device_slug"], "loader.json")
+    path = os.path.join(request.config.getoption("--bench-results"), env["device_slug"], "loader.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)

@@ -1,0 +1,139 @@
+"""Pre-training throughput per preset: `cxrfast.train.pretrain` on the synthetic dataset (the whole step: data
++ model + optimiser), beside a data-only run (the same loader, nothing else) and a model-only run (the same
+step on one batch already in memory), same run, samples/s. Where the data alone is slower than the model
+alone, the training step waits on data: the row says by how much.
+
+    CPU:  every preset at the `small` size, batch CPU_BATCH, fp32, 2 loader workers
+    CUDA: the same at batch GPU_BATCH with bf16 autocast
+The first step (warm-up) is left out of every rate. Writes results/<device>/pretrain.json; the README table
+comes from report.py.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import time
+
+import pytest
+import torch
+
+PRESETS = ("globallocal", "joimternet", "lovt", "mixed", "refers")
+CPU_BATCH, GPU_BATCH = 8, 48
+STEPS = 5          # timed: steps 2..STEPS
+WORKERS = 2
+SYNTH = dict(synth_n=200, synth_size=256)
+ROWS: list[dict] = []
+
+
+def _device() -> torch.device:
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def _batch_size() -> int:
+    return GPU_BATCH if _device().type == "cuda" else CPU_BATCH
+
+
+@pytest.fixture(scope="module")
+def synth(tmp_path_factory):
+    from cxrfast.train import TrainConfig
+    from cxrfast.train.loop import synthetic_root
+
+    root = tmp_path_factory.mktemp("pretrain") / "synthetic"
+    return synthetic_root(TrainConfig(root=str(root), progress=False, **SYNTH))
+
+
+def _cfg(preset, synth, out):
+    from cxrfast.train import TrainConfig
+
+    return TrainConfig(preset=preset, size="small", root=str(synth), out=str(out), steps=STEPS,
+                       batch_size=_batch_size(), workers=WORKERS, log_every=1, ckpt_every=10**9, progress=False,
+                       vocab_size=2000, **SYNTH)
+
+
+def _full(cfg) -> float:
+    from cxrfast.train import pretrain
+
+    result = pretrain(cfg)
+    with open(result.run / "log.csv", newline="") as f:
+        log = {int(r["step"]): float(r["seconds"]) for r in csv.DictReader(f)}
+    return (STEPS - 1) * cfg.batch_size / (log[STEPS] - log[1])
+
+
+def _data_and_model(cfg) -> tuple[float, float]:
+    """The data-only and model-only rates with the run's own tokenizer, dataset and model."""
+    from cxrfast.data.loader import StudyBatches, make_loader
+    from cxrfast.data.text import ReportTokenizer
+    from cxrfast.data.transforms import Augment
+    from cxrfast.models import create_model, load_config
+    from cxrfast.train.loop import open_training_data
+
+    studies, _ = open_training_data(cfg)
+    tok = ReportTokenizer.from_pretrained(os.path.join(cfg.out, "tokenizer"))
+    config = load_config(os.path.join(cfg.out, "config.json"))
+    ds = StudyBatches(studies, tok, views=config.max_views, augment=Augment(size=config.image_size), seed=cfg.seed,
+                      max_length=config.max_length, findings=config.findings)
+    loader = make_loader(ds, batch_size=cfg.batch_size, workers=WORKERS, shuffle=True)
+    it = iter(loader)
+    batch = next(it)
+    t0 = time.perf_counter()
+    for _ in range(STEPS - 1):
+        next(it)
+    data = (STEPS - 1) * cfg.batch_size / (time.perf_counter() - t0)
+    del it, loader
+
+    device = _device()
+    model = create_model(config.preset, config=config).to(device).train()
+    batch = batch.to(device)
+    opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)
+    amp = torch.autocast("cuda", dtype=torch.bfloat16) if device.type == "cuda" else torch.autocast("cpu", enabled=False)
+
+    def step():
+        opt.zero_grad(set_to_none=True)
+        with amp:
+            loss = model(batch)["loss"]
+        loss.backward()
+        opt.step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+
+    step()
+    t0 = time.perf_counter()
+    for _ in range(STEPS - 1):
+        step()
+    return data, (STEPS - 1) * cfg.batch_size / (time.perf_counter() - t0)
+
+
+@pytest.mark.parametrize("preset", PRESETS)
+def test_pretrain_throughput(benchmark, synth, tmp_path, preset):
+    cfg = _cfg(preset, synth, tmp_path / "run")
+    full = benchmark.pedantic(lambda: _full(cfg), rounds=1, iterations=1)
+    data, model = _data_and_model(cfg)
+    wait = (f"yes: the data supplies {data / model:.0%} of the model's rate" if data < model else
+            f"no: the data runs {data / model:.1f}× the model's rate")
+    row = {"preset": preset, "size": "small", "batch": cfg.batch_size, "steps_timed": STEPS - 1,
+           "full_samples_per_s": full, "data_samples_per_s": data, "model_samples_per_s": model, "data_wait": wait}
+    benchmark.extra_info.update(row)
+    ROWS.append(row)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def results(request):
+    yield
+    if not ROWS:
+        return
+    from cxrfast.bench import measure
+
+    device = _device()
+    env = measure.environment(device)
+    env.update(cpus=len(os.sched_getaffinity(0)), threads=torch.get_num_threads(), workers=WORKERS)
+    amp = "bf16 autocast" if device.type == "cuda" else "fp32"
+    doc = {"suite": "pretrain", "env": env, "rows": ROWS,
+           "case": f"synthetic dataset ({SYNTH['synth_n']} studies, {SYNTH['synth_size']} px), the small sizes, "
+                   f"{amp}, {WORKERS} loader workers, steps 2–{STEPS} timed"}
+    path = os.path.join(request.config.getoption("--bench-results"), env["device_slug"], "pretrain.json")
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with open(path, "w") as f:
+        json.dump(doc, f, indent=1)
+    print(f"\nwrote {path}")
