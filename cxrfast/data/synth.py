@@ -482,8 +482,17 @@ def _results(tasks: list, workers: int):
         ctx.set_forkserver_preload(["cxrfast.data.synth", "cxrfast.io.write"])
     else:
         ctx = multiprocessing.get_context("spawn")
+    from concurrent.futures.process import BrokenProcessPool
+
     with ProcessPoolExecutor(workers, mp_context=ctx, initializer=_worker_init) as pool:
-        yield from pool.map(_make_study, tasks, chunksize=4)
+        try:
+            yield from pool.map(_make_study, tasks, chunksize=4)
+        except BrokenProcessPool as exc:
+            raise RuntimeError(
+                "write_synthetic: a worker process died. Its processes are started by multiprocessing's "
+                f"{ctx.get_start_method()} method, which imports the main module again: a script that calls this "
+                "(or cxrfast.train.pretrain on the synthetic data) must do so under `if __name__ == \"__main__\":`; "
+                "or pass workers=0. The worker's own error is printed above.") from exc
 
 
 def write_synthetic(out, n: int = 2000, *, seed: int = 0, size: int = 512, workers: int | None = None,

@@ -127,11 +127,15 @@ def synthetic_root(cfg: TrainConfig, env: DistEnv = DistEnv()) -> Path:
     return root
 
 
-def open_training_data(cfg: TrainConfig, env: DistEnv = DistEnv(), split: str | None = None):
-    """(StudyDataset of the split, its root) for cfg.data."""
+_CFG_SPLIT = "<cfg.split>"
+
+
+def open_training_data(cfg: TrainConfig, env: DistEnv = DistEnv(), split=_CFG_SPLIT):
+    """(StudyDataset, its root) for cfg.data: the split cfg.split (default), another split name or several, or
+    every split (split=None; what evaluation reads)."""
     from cxrfast.data.datasets import open_dataset
 
-    split = cfg.split if split is None else split
+    split = cfg.split if split == _CFG_SPLIT else split
     if cfg.data == "synthetic":
         root = synthetic_root(cfg, env)
         return open_dataset("mimic-cxr", root, split=split, images=cfg.images), root
