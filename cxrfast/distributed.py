@@ -34,20 +34,48 @@ the local shapes per call (to fail clearly on ranks with different batch sizes i
 Gradient contract (both forms; see `contrastive_loss`): the value each rank returns is such that, after
 the averaging DDP performs (gradients all-reduce summed and divided by W), every parameter gradient
 equals the gradient of the single-process full-batch loss L — including the logit scale's.
+
+The other terms of the presets follow the same contract ("W × its share": rank r returns ℓ_r with
+mean_r ℓ_r = L and Σ_r ∂ℓ_r/∂(its inputs) = W · ∂L/∂(its inputs), the gathers' backward doing the sum):
+    local_contrastive_loss   GLoRIA's word–region loss of the global batch in rank-local blocks (rank r:
+                             its images against all reports, all images against its reports)
+    triplet_loss,            JoImTeRNet's ranking losses with chosen negatives anywhere in the global batch
+    local_triplet_loss       (the anchors' pair scores against the gathered embeddings / words and regions)
+    gather_word_regions      one gather of words, lengths and regions shared by the two local losses
+    global_mean              a mean over elements that ranks hold unequal numbers of (MLM tokens, masked
+                             patches, caption tokens): W · local sum / global count
+    global_rows              this rank's first row in the global batch (draws keyed by global position)
+    batch_moments            BatchNorm statistics of the global batch, differentiable (SyncBatchNorm's,
+                             on any backend)
+Each is the single-process function (or statistic) when torch.distributed is not initialised. Every rank
+must make the same calls in the same order (they are collectives), in training and in evaluation.
 """
 
 from __future__ import annotations
 
+from typing import NamedTuple
+
 import torch
 import torch.distributed as dist
+import torch.nn.functional as F
 
 from cxrfast.ops import _validate
 from cxrfast.ops import contrastive as _contrastive
+from cxrfast.ops import local as _local
+from cxrfast.ops import triplet as _triplet
 from cxrfast.ops._pairwise import grad_precision, inverse_norms
+from cxrfast.reference.triplet import chosen_hinges
 
-__all__ = ["all_gather_with_grad", "contrastive_loss", "is_distributed"]
+__all__ = ["all_gather_with_grad", "batch_moments", "contrastive_loss", "gather_word_regions", "global_mean",
+           "global_rows", "GatheredWordRegions", "is_distributed", "local_contrastive_loss", "local_triplet_loss",
+           "triplet_loss"]
 
 OP = "cxrfast.distributed.contrastive_loss"
+OP_LOCAL = "cxrfast.distributed.local_contrastive_loss"
+OP_TRIPLET = "cxrfast.distributed.triplet_loss"
+OP_LOCAL_TRIPLET = "cxrfast.distributed.local_triplet_loss"
+OP_GATHER = "cxrfast.distributed.gather_word_regions"
+TRIPLET_REDUCTIONS = ("mean", "sum")
 GATHER_MODES = ("local", "full")
 # "reference" materialises the B_global × B_global grid and has no rank-local form.
 IMPLS = ("auto", "triton", "chunked")
@@ -186,13 +214,13 @@ def contrastive_loss(
                          + (" (the reference materialises the full B_global × B_global grid and has no "
                             "rank-local form; use 'chunked' for the portable PyTorch path)"
                             if impl == "reference" else ""))
+    if not is_distributed(group):  # (its own checks: validating twice would read a tensor scale twice)
+        return _contrastive.contrastive_loss(image_emb, text_emb, logit_scale, normalize=normalize, weights=weights,
+                                             label_smoothing=label_smoothing, groups=groups, impl=impl)
     scale, w, eps, groups, chosen = _contrastive.checked_arguments(OP, image_emb, text_emb, logit_scale, weights,
                                                                    label_smoothing, groups, impl)
     b = image_emb.shape[0]
     options = dict(normalize=normalize, weights=w, label_smoothing=eps)
-
-    if not is_distributed(group):
-        return _contrastive.contrastive_loss(image_emb, text_emb, scale, groups=groups, impl=chosen, **options)
 
     named = [("image_emb", image_emb), ("text_emb", text_emb)] + ([("groups", groups)] if groups is not None else [])
     _check_same_shapes(OP, named, group)
@@ -223,3 +251,303 @@ def contrastive_loss(
     # Only row statistics are needed (columns=False skips the column softmax in both kernels): the
     # columns of these blocks are other ranks' rows, which they compute themselves.
     return (w[0] * _row_cross_entropy_sum(i2t, n, eps) + w[1] * _row_cross_entropy_sum(t2i, n, eps)) / b
+
+
+
+# ------------------------------------------------------------------ the global batch: rows, means, statistics
+
+def global_rows(like: torch.Tensor, group=None) -> tuple[int, int]:
+    """(this rank's first row in the global batch, the global batch size) for a local batch of
+    like.shape[0] rows; ranks hold consecutive slices in rank order (cxrfast.data.loader.EpochBatches deals
+    them so). Under torch.distributed one tiny all-gather of the local sizes (on like's device) and a host
+    sync, so that uneven local batches are placed exactly; (0, like.shape[0]) without it. Presets key their
+    random draws by global row: a sample gets the same draw on any rank and in one process with the whole
+    batch."""
+    if not isinstance(like, torch.Tensor) or like.dim() == 0:
+        raise ValueError(f"global_rows: `like` must be a tensor with a batch dim, got "
+                         f"{tuple(like.shape) if isinstance(like, torch.Tensor) else type(like).__name__}")
+    b = like.shape[0]
+    if not is_distributed(group):
+        return 0, b
+    sizes = _gather(torch.tensor([b], dtype=torch.int64, device=like.device), group).tolist()
+    rank = dist.get_rank(group)
+    return sum(sizes[:rank]), sum(sizes)
+
+
+def global_mean(total: torch.Tensor, count, group=None) -> torch.Tensor:
+    """A mean over the elements of the global batch (tokens, patches, samples), each rank holding any number
+    of them, as the rank-local term DDP expects.
+
+    total: this rank's sum over its elements (a tensor of any shape, e.g. several sums stacked); count: how
+    many elements it sums (an integer tensor or int, broadcastable to total; never differentiated). Returns
+        ℓ_r = W · total_r / max(N, 1),   N = Σ_r count_r  (one all-reduce of count, no gradient),
+    so mean_r ℓ_r = Σ_r total_r / N, the single-process mean over the whole batch, however unevenly the
+    elements fall on the ranks (a rank with none returns 0 and still joins the collective). Without
+    torch.distributed: total / max(count, 1).
+
+    Gradient contract: ∂ℓ_r/∂total_r = W / N, so after DDP's averaging (sum over ranks, divide by W) every
+    parameter gradient is that of the full-batch mean. (Averaging per-rank means instead would weight the
+    ranks equally: wrong whenever their counts differ.)
+    """
+    if not isinstance(total, torch.Tensor):
+        raise TypeError(f"global_mean: `total` must be a tensor, got {type(total).__name__}")
+    if not isinstance(count, torch.Tensor):
+        count = torch.as_tensor(count, device=total.device)
+    if count.is_floating_point() or count.is_complex() or count.dtype == torch.bool:
+        raise TypeError(f"global_mean: `count` must be an integer count, got {count.dtype}")
+    if not is_distributed(group):
+        return total / count.clamp(min=1)
+    n = count.detach().to(device=total.device, dtype=torch.int64).clone(memory_format=torch.contiguous_format)
+    dist.all_reduce(n, op=dist.ReduceOp.SUM, group=group)
+    return dist.get_world_size(group) * total / n.clamp(min=1)
+
+
+def batch_moments(rows: torch.Tensor, mask: torch.Tensor | None = None, group=None):
+    """BatchNorm's training statistics over the rows of every rank, differentiable: (mean [C], biased
+    variance [C], count: a 0-dim tensor) of rows [M, C] where mask [M] is True (all rows when mask is None).
+
+    Without torch.distributed: this rank's statistics. Under it: each rank's (count, mean, sum of squared
+    deviations M2) in one all-gather with gradients of 2·C + 1 numbers, combined by the parallel-variance
+    formula (mean = Σ n_r·mean_r / n, M2 = Σ_r M2_r + n_r·(mean_r − mean)², numerically as stable as the
+    two-pass form): torch.nn.SyncBatchNorm's statistics, on any device and backend (SyncBatchNorm itself
+    runs on GPUs only), and with a mask (LoVT's BatchNorm over real sentences). A rank without selected rows
+    contributes nothing.
+
+    Gradient contract: as all_gather_with_grad's: rank r's rows receive ∂(Σ_r' ℓ_r')/∂(its rows) through the
+    statistics, so with every rank's loss W × its share, DDP's averaged gradients are those of one BatchNorm
+    over the whole batch. Every rank must run the backward.
+    """
+    if not isinstance(rows, torch.Tensor) or rows.dim() != 2:
+        raise ValueError(f"batch_moments: `rows` must be a 2-D tensor [M, C], got "
+                         f"{tuple(rows.shape) if isinstance(rows, torch.Tensor) else type(rows).__name__}")
+    if mask is not None and mask.shape != rows.shape[:1]:
+        raise ValueError(f"batch_moments: `mask` must have shape [{rows.shape[0]}] (one flag per row), got "
+                         f"{tuple(mask.shape)}")
+    synced = is_distributed(group)
+    m = None if mask is None else mask.reshape(-1, 1).to(rows.dtype)
+    n = rows.new_tensor(float(rows.shape[0])) if m is None else m.sum()
+    total = rows.sum(0) if m is None else (rows * m).sum(0)
+    mean = total / (n.clamp(min=1) if synced else n)  # a rank may hold no selected row
+    dev = (rows - mean).square()
+    m2 = dev.sum(0) if m is None else (dev * m).sum(0)
+    if not synced:
+        return mean, m2 / n, n
+    C = rows.shape[1]
+    stats = _AllGatherWithGrad.apply(torch.cat([n.reshape(1), mean, m2])[None], group)  # [W, 1 + 2C]
+    counts, means, m2s = stats[:, :1].detach(), stats[:, 1:1 + C], stats[:, 1 + C:]  # counts: no gradient
+    n_all = counts.sum()
+    mean_all = (counts * means).sum(0) / n_all
+    m2_all = (m2s + counts * (means - mean_all).square()).sum(0)
+    return mean_all, m2_all / n_all, n_all
+
+
+# ---------------------------------------------------------------------------- word–region and triplet losses
+
+class GatheredWordRegions(NamedTuple):
+    """The global batch of a word–region loss: regions [B_global, R, D] and words [B_global, L, D] (gathered
+    with gradients), word lengths [B_global] int64, and this rank's first row `offset`."""
+
+    regions: torch.Tensor
+    words: torch.Tensor
+    lengths: torch.Tensor
+    offset: int
+
+
+def gather_word_regions(regions: torch.Tensor, words: torch.Tensor, word_lengths, group=None):
+    """One gather of a batch's regions [B_local, R, D], words [B_local, L, D] (differentiable, as
+    all_gather_with_grad) and word lengths [B_local] for the word–region losses of this module: pass the
+    result as `gathered=` to local_contrastive_loss and local_triplet_loss to share it (JoImTeRNet uses both).
+    None without torch.distributed (nothing to gather). Memory: B_global · (R + L) · D elements."""
+    if not is_distributed(group):
+        return None
+    _local._square(OP_GATHER, regions, words)
+    lengths = _local.checked_inputs(OP_GATHER, regions, words, word_lengths)
+    _check_same_shapes(OP_GATHER, [("regions", regions), ("words", words), ("word_lengths", lengths)], group)
+    return GatheredWordRegions(_AllGatherWithGrad.apply(regions, group), _AllGatherWithGrad.apply(words, group),
+                               _gather(lengths, group), dist.get_rank(group) * regions.shape[0])
+
+
+def _global_batch(op: str, regions, words, word_lengths, gathered, group) -> GatheredWordRegions:
+    """`gathered`, checked against this rank's tensors, or a fresh gather."""
+    if gathered is None:
+        return gather_word_regions(regions, words, word_lengths, group)
+    if not isinstance(gathered, GatheredWordRegions):
+        raise TypeError(f"{op}: `gathered` must be gather_word_regions' result, got {type(gathered).__name__}")
+    world, b = dist.get_world_size(group), regions.shape[0]
+    want = (world * b, *regions.shape[1:]), (world * b, *words.shape[1:])
+    got = tuple(gathered.regions.shape), tuple(gathered.words.shape)
+    if got != want or gathered.offset != dist.get_rank(group) * b:
+        raise ValueError(f"{op}: `gathered` is not the gather of these `regions` and `words` (shapes {got}, "
+                         f"offset {gathered.offset}; expected {want}, offset {dist.get_rank(group) * b})")
+    return gathered
+
+
+def _share(total: torch.Tensor, reduction: str, world: int, n_global: int) -> torch.Tensor:
+    """W × this rank's share of the global "mean" (÷ B_global) or "sum" of per-anchor terms."""
+    return total * world / n_global if reduction == "mean" else total * world
+
+
+def local_contrastive_loss(
+    regions: torch.Tensor,
+    words: torch.Tensor,
+    word_lengths,
+    *,
+    temp_attention: float = 4.0,
+    temp_aggregate: float = 5.0,
+    temp_logits: float = 10.0,
+    aggregate: str = "sum",
+    variant: str = "gloria",
+    weights=(1.0, 1.0),
+    impl: str = "auto",
+    chunk_bytes: int | None = None,
+    group=None,
+    gathered: GatheredWordRegions | None = None,
+) -> torch.Tensor:
+    """GLoRIA's word–region loss (cxrfast.local_contrastive_loss, reduction "mean") of the global batch, in
+    rank-local blocks; call it on every rank.
+
+    regions [B_local, R, D], words [B_local, L, D], word_lengths [B_local]: this rank's pairs (every rank
+    the same B_local); the other arguments as in cxrfast.local_contrastive_loss. With S the B_global ×
+    B_global word–region similarity of the global batch (image b, report i), rank r computes only
+        its rows     S[r's images, all reports]  = word_region_similarity(regions, words_global)  [B_local, B_global]
+        its columns  S[all images, r's reports]  = word_region_similarity(regions_global, words)  [B_global, B_local]
+    and the cross-entropy of each of its rows and columns with the positive at its global index
+    (offset r · B_local), returning
+        ℓ_r = (w₀ · Σ_{i ∈ r} CE(t · S[i, :]) + w₁ · Σ_{i ∈ r} CE(t · S[:, i])) / B_local,
+    W × its share of the global mean, so mean_r ℓ_r = L = cxrfast.local_contrastive_loss(all regions, all
+    words, all lengths). The released codes (GLoRIA, JoImTeRNet) compute each GPU's local loss on its own
+    batch only; this pairs every image with the whole global batch's reports, which the fused op's
+    bounded memory makes affordable: per rank 2 · B_local · B_global pairs (the diagonal block twice), 2/W
+    of the single-process B_global² (the regions' and words' gather: B_global · (R + L) · D elements).
+    gathered: gather_word_regions' result for these tensors (to share one gather); default: gathered here.
+
+    Gradient contract: the gathers' backward sums over ranks, so rank r's gradient w.r.t. its regions and
+    words is W · ∂L/∂(them); after DDP's averaging every parameter gradient is ∂L/∂θ. Every rank must run
+    the backward. Without torch.distributed: cxrfast.local_contrastive_loss (`gathered` ignored).
+    Returns a 0-dim fp32 tensor (fp64 for fp64 input).
+    """
+    if not is_distributed(group):
+        return _local.local_contrastive_loss(regions, words, word_lengths, temp_attention=temp_attention,
+                                             temp_aggregate=temp_aggregate, temp_logits=temp_logits,
+                                             aggregate=aggregate, variant=variant, weights=weights, impl=impl,
+                                             chunk_bytes=chunk_bytes)
+    _local._square(OP_LOCAL, regions, words)
+    w = _validate.weights_arg(OP_LOCAL, weights)
+    t = _validate.positive_number(OP_LOCAL, "temp_logits", temp_logits)
+    g = _global_batch(OP_LOCAL, regions, words, word_lengths, gathered, group)
+    b, n = regions.shape[0], g.regions.shape[0]
+    hyper = dict(temp_attention=temp_attention, temp_aggregate=temp_aggregate, aggregate=aggregate,
+                 variant=variant, impl=impl, chunk_bytes=chunk_bytes)
+    rows = _local._similarity(OP_LOCAL, regions, g.words, g.lengths, **hyper)                      # [b, n]
+    cols = _local._similarity(OP_LOCAL, g.regions, words, g.lengths[g.offset:g.offset + b], **hyper)  # [n, b]
+    labels = torch.arange(b, device=rows.device) + g.offset
+    total = (w[0] * F.cross_entropy(t * rows, labels, reduction="sum")
+             + w[1] * F.cross_entropy(t * cols.t(), labels, reduction="sum"))
+    return _share(total, "mean", dist.get_world_size(group), n)
+
+
+def _negatives(op: str, negatives, b: int, n: int, offset: int, like: torch.Tensor) -> torch.Tensor:
+    if not isinstance(negatives, torch.Tensor):
+        raise TypeError(f"{op}: `negatives` must be an integer tensor [B_local] of global sample indices (the "
+                        f"same draw on every rank), got {type(negatives).__name__}")
+    return _validate.negatives_arg(op, negatives, b, like, None, (), pool=n, offset=offset)[1]
+
+
+def triplet_loss(
+    image_emb: torch.Tensor,
+    text_emb: torch.Tensor,
+    *,
+    negatives: torch.Tensor,
+    margin: float = 0.2,
+    reduction: str = "mean",
+    distance: str = "cosine",
+    impl: str = "auto",
+    group=None,
+) -> torch.Tensor:
+    """cxrfast.triplet_loss with chosen negatives anywhere in the global batch (JoImTeRNet's random
+    negatives drawn over the whole batch); call it on every rank.
+
+    image_emb, text_emb [B_local, D] this rank's pairs (global rows offset .. offset + B_local − 1, offset =
+    rank · B_local); negatives int64 [B_local]: entry a the global index of anchor a's negative (another
+    sample of the global batch, -1 none), from a draw made identically on every rank (e.g. a counter-based
+    draw over B_global, sliced at this rank's rows: cxrfast.models.sampling). The embeddings are gathered;
+    anchor a's hinges are image a against text n_a and text a against image n_a, as in cxrfast.triplet_loss
+    (O(B_local · D) pair scores, no B × B). reduction "mean" (÷ B_global, JoImTeRNet) or "sum"; returns
+    W × this rank's share, ℓ_r = W · Σ_{a ∈ r} (hinges of a) [/ B_global], so mean_r ℓ_r = the
+    single-process loss of the global batch with the same negatives.
+
+    Gradient contract: as contrastive_loss's (the gathers' backward sums over ranks; after DDP's averaging
+    every parameter gradient is that of the single-process loss). Every rank must run the backward.
+    Without torch.distributed: cxrfast.triplet_loss(image_emb, text_emb, negatives=negatives, ..., impl=impl).
+    """
+    _validate.choice(OP_TRIPLET, "reduction", reduction, TRIPLET_REDUCTIONS)
+    if not is_distributed(group):
+        return _triplet.triplet_loss(image_emb, text_emb, margin=margin, negatives=negatives, reduction=reduction,
+                                     distance=distance, impl=impl)
+    _validate.embedding_pair(OP_TRIPLET, image_emb, text_emb)
+    _validate.choice(OP_TRIPLET, "distance", distance, _triplet.DISTANCES)
+    margin = _validate.finite_number(OP_TRIPLET, "margin", margin)
+    _check_same_shapes(OP_TRIPLET, [("image_emb", image_emb), ("text_emb", text_emb)], group)
+    b, world = image_emb.shape[0], dist.get_world_size(group)
+    idx = _negatives(OP_TRIPLET, negatives, b, world * b, dist.get_rank(group) * b, image_emb)
+    image_all = _AllGatherWithGrad.apply(image_emb, group)
+    text_all = _AllGatherWithGrad.apply(text_emb, group)
+    normalize = distance == "cosine"
+    # 16-bit embeddings differentiated through fp32 copies, as cxrfast.triplet_loss (ops._pairwise.grad_precision)
+    x, y, xa, ya = (grad_precision(t)[0] for t in (image_emb, text_emb, image_all, text_all))
+    rx, ry, rxa, rya = (inverse_norms(t, normalize) for t in (x, y, xa, ya))
+    diag = _triplet._pair_scores(x, y, rx, ry)
+    per_img, per_txt = _triplet.chosen_negative_hinges(x, y, rx, ry, diag, idx, idx, margin, pool=(xa, ya, rxa, rya))
+    return _share(per_img.sum() + per_txt.sum(), reduction, world, world * b)
+
+
+def local_triplet_loss(
+    regions: torch.Tensor,
+    words: torch.Tensor,
+    word_lengths,
+    *,
+    negatives: torch.Tensor,
+    margin: float = 0.2,
+    reduction: str = "mean",
+    temp_attention: float = 4.0,
+    temp_aggregate: float = 5.0,
+    aggregate: str = "sum",
+    variant: str = "gloria",
+    impl: str = "auto",
+    chunk_bytes: int | None = None,
+    group=None,
+    gathered: GatheredWordRegions | None = None,
+) -> torch.Tensor:
+    """cxrfast.local_triplet_loss (JoImTeRNet's word-level ranking loss on the word–region similarity S) with
+    chosen negatives anywhere in the global batch; call it on every rank.
+
+    regions [B_local, R, D], words [B_local, L, D], word_lengths [B_local] this rank's pairs; negatives as in
+    triplet_loss (global indices, the same draw on every rank). Anchor a's hinges compare S(a, a) with
+    S(a, n_a) (its image against report n_a, gathered) and S(n_a, a) (image n_a, gathered, against its
+    report): 3 · B_local paired similarities (cxrfast.reference.local.paired_word_region_similarity in fp32,
+    fp64 for fp64; autograd), no B × B. reduction "mean" (÷ B_global, JoImTeRNet) or "sum"; returns W × this
+    rank's share, so mean_r ℓ_r = cxrfast.local_triplet_loss of the global batch with the same negatives.
+    gathered: gather_word_regions' result for these tensors (shared with local_contrastive_loss); default:
+    gathered here. impl and chunk_bytes apply without torch.distributed only (the chosen pairs take the
+    paired path, as cxrfast.local_triplet_loss's non-reference impls).
+
+    Gradient contract: as local_contrastive_loss's. Without torch.distributed: cxrfast.local_triplet_loss.
+    """
+    _validate.choice(OP_LOCAL_TRIPLET, "reduction", reduction, TRIPLET_REDUCTIONS)
+    if not is_distributed(group):
+        return _local.local_triplet_loss(regions, words, word_lengths, margin=margin, negatives=negatives,
+                                         reduction=reduction, temp_attention=temp_attention,
+                                         temp_aggregate=temp_aggregate, aggregate=aggregate, variant=variant,
+                                         impl=impl, chunk_bytes=chunk_bytes)
+    _local._square(OP_LOCAL_TRIPLET, regions, words)
+    m = _validate.finite_number(OP_LOCAL_TRIPLET, "margin", margin)
+    ta, tg, lengths, _, _ = _local._prepare(OP_LOCAL_TRIPLET, regions, words, word_lengths, temp_attention,
+                                            temp_aggregate, aggregate, variant, impl, chunk_bytes)
+    g = _global_batch(OP_LOCAL_TRIPLET, regions, words, lengths, gathered, group)
+    b, n = regions.shape[0], g.regions.shape[0]
+    idx = _negatives(OP_LOCAL_TRIPLET, negatives, b, n, g.offset, regions)
+    hyper = dict(temp_attention=ta, temp_aggregate=tg, aggregate=aggregate, variant=variant)
+    diag, s_row, s_col = _local._chosen_pair_scores(regions, words, lengths, idx, hyper,
+                                                    pool=(g.regions, g.words, g.lengths))
+    per_img, per_txt = chosen_hinges(diag, s_row, idx >= 0, s_col, idx >= 0, m)
+    return _share(per_img.sum() + per_txt.sum(), reduction, dist.get_world_size(group), n)

@@ -7,6 +7,12 @@ that evaluation and retrieval use.
     model.similarity(img["global"], txt["global"])    # [B_img, B_txt] cosine similarities
 
 Presets call cxrfast's public ops (contrastive_loss, local_contrastive_loss, ...), never the kernels.
+
+Under torch.distributed (torchrun, DDP) each rank's forward returns, for every loss term, W × its share of
+the term of the global batch (cxrfast.distributed), so that DDP's gradient averaging gives the gradients of
+one process with the whole batch; the mean over ranks of a returned value is that process's value. The
+forward is then a collective in training and in evaluation alike (every rank calls it, in step);
+encode_image / encode_text in evaluation mode are rank-local.
 """
 
 from __future__ import annotations
@@ -15,6 +21,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxrfast import distributed
 from cxrfast.data.batch import Batch
 from cxrfast.models.config import PresetConfig
 
@@ -60,6 +67,16 @@ class PresetModel(nn.Module):
 
     def encode_text(self, batch: Batch) -> dict:  # pragma: no cover - abstract
         raise NotImplementedError
+
+    @staticmethod
+    def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale, *,
+                         weights=(0.5, 0.5)) -> torch.Tensor:
+        """InfoNCE of the global batch over cosine similarities × logit_scale (weights: image→text,
+        text→image), the embeddings cast to one dtype (common_dtype): cxrfast.distributed.contrastive_loss —
+        under torch.distributed this rank's rows against the gathered batch, W × its share of the global
+        loss (so DDP's averaged gradients are the whole batch's), cxrfast.contrastive_loss in one process."""
+        x, y = common_dtype(image_emb, text_emb)
+        return distributed.contrastive_loss(x, y, logit_scale, weights=weights)
 
     @staticmethod
     def similarity(image_global: torch.Tensor, text_global: torch.Tensor) -> torch.Tensor:

@@ -15,6 +15,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from cxrfast.models.common import global_batch_norms
 from cxrfast.models.config import EncoderSpec
 
 __all__ = ["RESNETS", "VITS", "BERTS", "ResNetEncoder", "ViTEncoder", "BertEncoder", "build_image_encoder"]
@@ -44,7 +45,8 @@ def _channels_of(model) -> int:
 
 
 class ResNetEncoder(nn.Module):
-    """transformers' ResNetModel on one-channel images."""
+    """transformers' ResNetModel on one-channel images. Its BatchNorms take their training statistics over the
+    global batch under torch.distributed (GlobalBatchNorm2d: nn.BatchNorm2d in one process)."""
 
     def __init__(self, spec: EncoderSpec):
         super().__init__()
@@ -54,6 +56,7 @@ class ResNetEncoder(nn.Module):
             self.model = ResNetModel.from_pretrained(spec.pretrained)
         else:
             self.model = ResNetModel(ResNetConfig(num_channels=1, **spec.config))
+        global_batch_norms(self.model)
         self.channels = list(self.model.config.hidden_sizes)
 
     def forward(self, x: torch.Tensor, after_stage: dict | None = None):

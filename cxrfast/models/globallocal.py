@@ -14,6 +14,15 @@ GLoRIA's code differs in two places that we do not copy: its word list keeps [SE
 every report (cap_lens counts it), and its report vector averages over all 97 padded slots (zeros
 included); here the words are the report's words and the report vector is the mean over its real tokens.
 Neither changes the architecture; the first changes what the local loss sees by one token.
+
+Under torch.distributed (DDP) the global loss is computed over the whole global batch (gathered embeddings,
+rank-local rows: cxrfast.distributed) and the ResNet's BatchNorms take global statistics, so W ranks train as
+one process with the whole batch. The local loss is each rank's own batch by default: GLoRIA's released
+pre-training config runs on one GPU (configs/chexpert_pretrain_config.yaml: gpus '1', Lightning's 'dp'
+backend, whose replicas would each compute the loss of their own slice), and no released code of these papers
+computes the word–region loss across GPUs. local_loss_global_batch=True pairs each rank's images with every
+report of the global batch (cxrfast.distributed.local_contrastive_loss: the one-GPU loss at any W) — then
+W ranks equal 1 process with the whole batch in every term.
 """
 
 from __future__ import annotations
@@ -24,10 +33,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import cxrfast
 from cxrfast.data.batch import Batch
 from cxrfast.models.base import PresetModel, common_dtype, weighted_total
-from cxrfast.models.common import masked_mean, merge_words
+from cxrfast.models.common import masked_mean, merge_words, word_region_loss
 from cxrfast.models.config import EncoderSpec, PresetConfig
 from cxrfast.models.encoders import BERTS, RESNETS, BertEncoder, ResNetEncoder
 
@@ -50,6 +58,9 @@ class GlobalLocalConfig(PresetConfig):
     local_weight: float = 1.0
     global_weight: float = 1.0
     max_length: int = 97            # GLoRIA's word_num
+    # under torch.distributed, each rank's images against the reports of the whole global batch in the local
+    # loss (rank-local blocks); False: against its own batch only (see the module docstring)
+    local_loss_global_batch: bool = False
 
     @classmethod
     def sizes(cls):
@@ -105,13 +116,12 @@ class GlobalLocalModel(PresetModel):
     def forward(self, batch: Batch) -> dict:
         c = self.config
         img, txt = self.encode_image(batch), self.encode_text(batch)
-        img_g, txt_g = common_dtype(img["global"], txt["global"])
         regions, words = common_dtype(img["local"], txt["words"])
         losses = {
-            "global": cxrfast.contrastive_loss(img_g, txt_g, c.temp_logits, weights=(1.0, 1.0)),
-            "local": cxrfast.local_contrastive_loss(regions, words, txt["word_lengths"],
-                                                    temp_attention=c.temp_attention,
-                                                    temp_aggregate=c.temp_aggregate, temp_logits=c.temp_logits),
+            "global": self.contrastive_loss(img["global"], txt["global"], c.temp_logits, weights=(1.0, 1.0)),
+            "local": word_region_loss(regions, words, txt["word_lengths"], global_batch=c.local_loss_global_batch,
+                                      temp_attention=c.temp_attention, temp_aggregate=c.temp_aggregate,
+                                      temp_logits=c.temp_logits),
         }
         losses["loss"] = weighted_total(losses, {"global": c.global_weight, "local": c.local_weight})
         return losses

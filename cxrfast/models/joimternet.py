@@ -43,6 +43,17 @@ host sync, the same on every device and under torch.compile, reproducible. The s
 the weights; it advances once per forward in training mode and stands still in eval mode (so an evaluation
 sees the same negatives every time). `model.draw(batch)` returns this step's draws without advancing it.
 
+Under torch.distributed (DDP), every term is the global batch's, W × this rank's share (cxrfast.distributed),
+so W ranks give the gradients of one process with the whole batch: the sentence matching loss over gathered
+embeddings; the negatives drawn over the global batch by global row, the same draw on every rank (same seed
+and step), and each anchor's triplet scores taken against the gathered embeddings, words and regions; the
+MLM mean over the global batch's chosen tokens (cxrfast.distributed.global_mean); the ResNet's BatchNorms
+with global statistics. The released code trains on one GPU (trainer_pretrain.py: cfg.GPU_ID), every loss on
+its whole batch. Here the word–region matching loss sees each rank's own batch by default (the multi-GPU
+practice of GLoRIA-style codes, and B_local² instead of B_local · B_global pairs per rank);
+local_loss_global_batch=True pairs each rank's images with every report of the global batch
+(cxrfast.distributed.local_contrastive_loss), the released single-GPU loss at any W.
+
 Deliberate differences from the released code, and why:
 - The word-level triplet reads every report with its own length. The released words_triplet_loss reads the
   negative report with the anchor's length (``word_similarity(img, neg_words, cap_lens[i])``): words past
@@ -77,10 +88,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import cxrfast
+from cxrfast import distributed
 from cxrfast.data.batch import Batch
 from cxrfast.models.base import PresetModel, common_dtype, weighted_total
-from cxrfast.models.common import merge_words
+from cxrfast.models.common import merge_words, word_region_loss
 from cxrfast.models.config import EncoderSpec, PresetConfig
 from cxrfast.models.encoders import BertEncoder, ResNetEncoder
 from cxrfast.models.sampling import CounterDraws, mlm_corrupt
@@ -129,7 +140,10 @@ class JoImTeRNetConfig(PresetConfig):
     mlm_mask_fraction: float = 0.8
     mlm_random_fraction: float = 0.1
     word_reduce: str = "mean"         # word pieces → words ("sum" as GLoRIA)
-    seed: int = 0                     # the draws' seed (give each DDP rank its own)
+    seed: int = 0                     # the draws' seed (the same on every DDP rank: draws go by global row)
+    # under torch.distributed, each rank's images against the reports of the whole global batch in the local
+    # matching loss (rank-local blocks); False: its own batch only (see the module docstring)
+    local_loss_global_batch: bool = False
 
     @classmethod
     def sizes(cls):
@@ -224,25 +238,30 @@ class JoImTeRNetModel(PresetModel):
     # ---- the step's random draws --------------------------------------------------------------------------------
 
     def draw(self, batch: Batch) -> dict:
-        """This step's draws, without advancing the step: {"negatives": [B] (sample i's negative, ≠ i; shared
-        by both directions and both triplet losses), "mlm_input_ids": [B, T] (the corrupted reports),
-        "mlm_labels": [B, T] (the original ids where chosen, -100 elsewhere)}."""
+        """This step's draws, without advancing the step: {"negatives": [B] (sample i's negative, ≠ i, an index
+        into the global batch; shared by both directions and both triplet losses), "mlm_input_ids": [B, T]
+        (the corrupted reports), "mlm_labels": [B, T] (the original ids where chosen, -100 elsewhere)}.
+        Drawn by global row (cxrfast.distributed.global_rows: a collective under torch.distributed), so a
+        rank's rows get what one process with the whole batch draws for them."""
         c = self.config
         device = batch.input_ids.device
-        negatives = self.draws.other_indices(STREAM_NEGATIVES, batch.input_ids.shape[0], device)
+        B = batch.input_ids.shape[0]
+        offset, total = distributed.global_rows(batch.input_ids)
+        negatives = self.draws.other_indices(STREAM_NEGATIVES, total, device)[offset:offset + B]
         special = max(c.pad_id, c.cls_id, c.sep_id, c.mask_id) + 1
         ids, labels = mlm_corrupt(self.draws, batch.input_ids, batch.word_index >= 0, vocab_size=c.vocab_size,
                                   mask_id=c.mask_id, random_low=special, probability=c.mlm_probability,
                                   mask_fraction=c.mlm_mask_fraction, random_fraction=c.mlm_random_fraction,
-                                  stream=STREAM_MLM)
+                                  stream=STREAM_MLM, row_offset=offset)
         return {"negatives": negatives, "mlm_input_ids": ids, "mlm_labels": labels}
 
     def mlm_loss(self, states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        """Cross-entropy of the masked-LM head over the chosen tokens (mean; 0 when none is chosen)."""
+        """Cross-entropy of the masked-LM head over the chosen tokens (mean over the global batch's chosen
+        tokens, cxrfast.distributed.global_mean; 0 when none is chosen)."""
         logits = self.mlm_head(states)
         logits = logits.to(torch.promote_types(logits.dtype, torch.float32))
         total = F.cross_entropy(logits.flatten(0, 1), labels.flatten(), ignore_index=-100, reduction="sum")
-        return total / (labels != -100).sum().clamp(min=1)
+        return distributed.global_mean(total, (labels != -100).sum())
 
     # ---- the step -------------------------------------------------------------------------------------------------
 
@@ -259,13 +278,17 @@ class JoImTeRNetModel(PresetModel):
         regions, words = common_dtype(img["local"], txt["words"])
         lengths, negatives = txt["word_lengths"], drawn["negatives"]
         temps = dict(temp_attention=c.temp_attention, temp_aggregate=c.temp_aggregate)
+        # under torch.distributed: the global batch's regions and words, gathered once for the local losses
+        gathered = distributed.gather_word_regions(regions, words, lengths)
         losses = {
-            "global": cxrfast.contrastive_loss(img_g, txt_g, c.temp_logits, weights=(1.0, 1.0)),
-            "local": cxrfast.local_contrastive_loss(regions, words, lengths, temp_logits=c.temp_logits, **temps),
-            "global_triplet": cxrfast.triplet_loss(img_g, txt_g, margin=c.sentence_margin, negatives=negatives,
-                                                   reduction="mean"),
-            "local_triplet": cxrfast.local_triplet_loss(regions, words, lengths, margin=c.word_margin,
-                                                        negatives=negatives, reduction="mean", **temps),
+            "global": self.contrastive_loss(img_g, txt_g, c.temp_logits, weights=(1.0, 1.0)),
+            "local": word_region_loss(regions, words, lengths, global_batch=c.local_loss_global_batch,
+                                      gathered=gathered, temp_logits=c.temp_logits, **temps),
+            "global_triplet": distributed.triplet_loss(img_g, txt_g, margin=c.sentence_margin, negatives=negatives,
+                                                       reduction="mean"),
+            "local_triplet": distributed.local_triplet_loss(regions, words, lengths, margin=c.word_margin,
+                                                            negatives=negatives, reduction="mean",
+                                                            gathered=gathered, **temps),
             "mlm": self.mlm_loss(last[B:], drawn["mlm_labels"]),
         }
         losses["loss"] = weighted_total(losses, {

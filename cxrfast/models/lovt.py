@@ -45,6 +45,11 @@ Where this differs from the released code, deliberately:
 - Projections are nn.Linear where LoVT's local ones are Conv1d with kernel size 1 (the same map; the
   weights have no trailing unit dimension). Initialisation follows LoVT (Kaiming-normal, fan-out, zero
   biases; nn.MultiheadAttention's own for the pooling).
+- Under torch.distributed every BatchNorm (the ResNet's, the projections', the attention output's) takes
+  its training statistics over the global batch (cxrfast.models.common.batch_norm: SyncBatchNorm's
+  semantics, on any backend), so W ranks train as one process with the whole batch. LoVT's released
+  training runs on one GPU (configs/base_config.yaml: gpus [0]; Lightning with num_processes=1, no
+  sync_batchnorm): its BatchNorms see the whole batch, as here.
 - The region positives' distance threshold is decided on exact integer squared distances (see
   cxrfast.reference.lovt); LoVT's float32 cdist could drop a pair lying exactly on the boundary. No pair
   does on LoVT's 7 × 7 grid or the tiny preset's 3 × 3 one.
@@ -59,10 +64,11 @@ import torch.nn.functional as F
 from torch import nn
 
 import cxrfast
+from cxrfast import distributed
 from cxrfast.data.batch import Batch
 from cxrfast.models.attention import attention
 from cxrfast.models.base import PresetModel, common_dtype, weighted_total
-from cxrfast.models.common import masked_mean, pool_sentences
+from cxrfast.models.common import batch_norm, masked_mean, pool_sentences
 from cxrfast.models.config import EncoderSpec, PresetConfig
 from cxrfast.models.encoders import BERTS, RESNETS, BertEncoder, ResNetEncoder
 from cxrfast.reference.lovt import LOSS_NAMES as LOCAL_NAMES
@@ -113,45 +119,12 @@ class MaskedBatchNorm1d(nn.BatchNorm1d):
 
     Training: normalised with the mean and (biased) variance of the selected positions, running statistics
     updated with their unbiased variance, as nn.BatchNorm1d over just those rows would (the same
-    parameters and buffers, so state dicts are interchangeable). Evaluation: the running statistics.
-    Unselected positions are normalised too (finite, meaningless): callers never read them. The count is
-    a tensor, so nothing syncs with the host. Statistics in fp32 (or fp64) whatever autocast does.
-
-    Written out for the unmasked case too rather than calling F.batch_norm: LoVT applies one BatchNorm to
-    both attention directions, the regions (unmasked) then the sentences (masked); F.batch_norm saves the
-    running-statistics buffers for its backward, so the masked call's in-place update of them would
-    invalidate the first call's graph (two F.batch_norm calls would not: it updates them itself)."""
+    parameters and buffers, so state dicts are interchangeable); under torch.distributed the statistics are
+    those of the selected positions of every rank (synchronised: one process with the whole batch).
+    Evaluation: the running statistics. See cxrfast.models.common.batch_norm."""
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        shape = x.shape
-        compute = torch.promote_types(x.dtype, torch.float32)
-        xf = x.reshape(-1, shape[-1]).to(compute)
-        if self.training or not self.track_running_stats:
-            if mask is None:
-                if xf.shape[0] < 2:
-                    raise ValueError(f"{type(self).__name__}: expected more than 1 value per channel when "
-                                     f"training, got input of shape {tuple(shape)}")
-                n = xf.new_tensor(float(xf.shape[0]))
-                mean = xf.mean(0)
-                var = (xf - mean).square().mean(0)
-            else:
-                m = mask.reshape(-1, 1).to(compute)
-                n = m.sum()
-                mean = (xf * m).sum(0) / n
-                var = ((xf - mean).square() * m).sum(0) / n
-            if self.training and self.track_running_stats:
-                with torch.no_grad():
-                    self.num_batches_tracked.add_(1)
-                    f = self.momentum if self.momentum is not None else 1.0 / self.num_batches_tracked
-                    unbiased = var * n / (n - 1).clamp(min=1)
-                    self.running_mean.mul_(1 - f).add_(f * mean.to(self.running_mean.dtype))
-                    self.running_var.mul_(1 - f).add_(f * unbiased.to(self.running_var.dtype))
-        else:
-            mean, var = self.running_mean.to(compute), self.running_var.to(compute)
-        y = (xf - mean) * torch.rsqrt(var + self.eps)
-        if self.affine:
-            y = y * self.weight.to(compute) + self.bias.to(compute)
-        return y.to(x.dtype).view(shape)
+        return batch_norm(self, x, mask)
 
 
 class LovtProjection(nn.Module):
@@ -274,7 +247,6 @@ class LovtModel(PresetModel):
         c = self.config
         img, txt = self.encode_image(batch), self.encode_text(batch)
         to_regions, to_sentences = self.attention(img["local"], txt["sentences"], txt["sentence_mask"])
-        img_g, txt_g = common_dtype(img["global"], txt["global"])
         regions, sentences, to_regions, to_sentences = common_dtype(img["local"], txt["sentences"], to_regions,
                                                                     to_sentences)
         weights = {}
@@ -284,9 +256,12 @@ class LovtModel(PresetModel):
         local = cxrfast.lovt_local_loss(regions, sentences, txt["sentence_lengths"], grid=img["grid"],
                                         temperature=c.temp_local, distance_threshold=c.distance_threshold,
                                         smooth_lambda=c.smooth_lambda, attended=(to_regions, to_sentences),
-                                        **weights)
-        losses = {"global": cxrfast.contrastive_loss(img_g, txt_g, 1.0 / c.temp_global, weights=c.global_weights)}
-        losses.update({name: local[name] for name in LOCAL_NAMES})
+                                        reduction="sum", **weights)
+        losses = {"global": self.contrastive_loss(img["global"], txt["global"], 1.0 / c.temp_global,
+                                                  weights=c.global_weights)}
+        # LoVT averages the local losses over the batch's samples: over the global batch, W × this rank's share
+        means = distributed.global_mean(torch.stack([local[name] for name in LOCAL_NAMES]), regions.shape[0])
+        losses.update(zip(LOCAL_NAMES, means.unbind()))
         losses["loss"] = weighted_total(losses, {"global": c.global_weight,
                                                  **{name: c.local_weight for name in LOCAL_NAMES}})
         return losses

@@ -56,8 +56,11 @@ Masking is seeded and costs no host sync: every random draw is a 32-bit integer 
 computed with int64 tensor ops on the batch's device. So the masks are the same on CPU and GPU, eager and
 compiled, batched or drawn one sample at a time (the benchmark baseline does that). The counter is a
 buffer (`mask_step`, saved in checkpoints) that forward advances by one in training mode; in eval mode it
-stays, so validation masks are fixed. Under DDP the buffer is the same on every rank: give each rank its own
-mask_seed (e.g. seed + rank) for decorrelated masks.
+stays, so validation masks are fixed. Under torch.distributed (DDP) the buffer and the seed are the same on
+every rank and the row is the sample's GLOBAL row (cxrfast.distributed.global_rows): a sample gets the mask
+one process with the whole batch would give it, and the ranks' masks differ as their rows do. The losses are
+means over the global batch's masked tokens and patches (cxrfast.distributed.global_mean: W × this rank's
+share, whatever each rank's count), so W ranks give the gradients of one process with the whole batch.
 
     model = create_model("mixed", size="tiny")
     out = model(random_batch(model, 6))     # {"mlm", "mvm", "mvm_x1", "mvm_x2", "mvm_x4", "loss"}
@@ -73,6 +76,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from cxrfast import distributed
 from cxrfast.data.batch import Batch
 from cxrfast.models.attention import BACKENDS, attention
 from cxrfast.models.base import PresetModel, weighted_total
@@ -219,8 +223,10 @@ def unpatchify(patches: torch.Tensor, grid: int, patch: int) -> torch.Tensor:
 
 
 def masked_average(x: torch.Tensor, valid: torch.Tensor) -> torch.Tensor:
-    """Mean of x over its valid elements; 0 (with a graph) where there is none. No host sync."""
-    return torch.where(valid, x, torch.zeros_like(x)).sum() / valid.sum().clamp(min=1).to(x.dtype)
+    """Mean of x over its valid elements of the global batch (cxrfast.distributed.global_mean: under
+    torch.distributed W × this rank's share, one all-reduce of the count); 0 (with a graph) where there is
+    none. No host sync."""
+    return distributed.global_mean(torch.where(valid, x, torch.zeros_like(x)).sum(), valid.sum())
 
 
 def widen(t: torch.Tensor) -> torch.Tensor:
@@ -384,13 +390,14 @@ class MixedModel(PresetModel):
         """The first view [B, 1, H, W] in the model's dtype (a single-view preset)."""
         return batch.views[:, 0].to(self.image_embed.patch.weight.dtype)
 
-    def make_masks(self, batch: Batch, step=None) -> dict:
+    def make_masks(self, batch: Batch, step=None, row_offset: int = 0) -> dict:
         """The masks of this batch at `step` (default: the model's counter): mlm_masks' dict plus
-        "patch_mask" [B, N] (see the module docstring). Deterministic in (mask_seed, step, row, position)."""
+        "patch_mask" [B, N] (see the module docstring). Deterministic in (mask_seed, step, row, position);
+        the rows are row_offset + 0..B-1 (forward passes a rank's first global row)."""
         device = batch.input_ids.device
         step = self.mask_step if step is None else torch.as_tensor(step, dtype=torch.int64)
         key = mask_key(self.config.mask_seed, step.to(device))
-        rows = torch.arange(len(batch), device=device)
+        rows = torch.arange(len(batch), device=device) + row_offset
         image, text = self.presence(batch)
         masks = mlm_masks(self.config, key, rows, batch.input_ids, batch.attention_mask, text,
                           self.n_predictions(batch.input_ids.shape[1]))
@@ -432,7 +439,7 @@ class MixedModel(PresetModel):
         dict) overrides the model's own draw; without it, training mode advances the mask counter."""
         c = self.config
         if masks is None:
-            masks = self.make_masks(batch)
+            masks = self.make_masks(batch, row_offset=distributed.global_rows(batch.input_ids)[0])
             if self.training:
                 self.mask_step.add_(1)
         patch_states, token_states = self.hidden_states(batch, masks)
@@ -473,7 +480,8 @@ class MixedModel(PresetModel):
 
     @torch.no_grad()
     def reconstruct(self, batch: Batch, masks: dict | None = None) -> dict:
-        """The masked-vision reconstructions, for pictures (no gradient; the mask counter does not move).
+        """The masked-vision reconstructions, for pictures (no gradient; the mask counter does not move; no
+        collective: the batch's rows are drawn as rows 0..B-1, as one process would).
 
         Returns {"patch_mask": [B, N] bool, "mask": [B, 1, H, W] bool (the masked pixels), "masks": the
         masks used, "scales": {f: {"target": [B, 1, H/f, W/f] the pooled image, "prediction": the heads'

@@ -51,6 +51,12 @@ Deviations from the released code, and why:
 - Generation is greedy (`generate`) for the evaluation's examples, not the released beam search (beam 5);
   it keeps that search's rule of never repeating the previous token, and never emits [PAD], [CLS] or
   [MASK].
+- Under torch.distributed (DDP) the contrastive term is the global batch's (gathered embeddings, rank-local
+  rows) and the caption loss the mean over the global batch's tokens, each W × this rank's share
+  (cxrfast.distributed), so W ranks give the gradients of one process with the whole batch (dropout aside:
+  its draws are each rank's own). The released trainer (pretrain_refers.py) runs DDP with
+  OPTIM.BATCH_SIZE // W studies per GPU and its LossesOfConVIRT sees each GPU's own batch (no gather: B/W
+  negatives per anchor instead of B).
 - Batches are expected to be paired studies (REFERS pre-trains on MIMIC-CXR image–report pairs). A sample
   without report adds no caption tokens; a sample without views has a zero study vector (cosine 0 with every
   report); both still sit among the contrastive negatives (excluding them would need a host sync).
@@ -64,10 +70,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-import cxrfast
+from cxrfast import distributed
 from cxrfast.data.batch import Batch
 from cxrfast.models.attention import BACKENDS, attention
-from cxrfast.models.base import PresetModel, common_dtype, weighted_total
+from cxrfast.models.base import PresetModel, weighted_total
 from cxrfast.models.config import EncoderSpec, PresetConfig
 from cxrfast.models.encoders import BERTS, VITS, BertEncoder, ViTEncoder
 
@@ -214,12 +220,14 @@ class ReportDecoder(nn.Module):
 
 def caption_loss(logits: torch.Tensor, ids: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Teacher-forced token cross-entropy: logits [B, T, V] at t predict ids[:, t + 1] where mask[:, t + 1];
-    the mean over those targets (0 when there are none). Equivalent to REFERS' CrossEntropyLoss(ignore_index=
-    pad)(logits[:, :-1].reshape(-1, V), ids[:, 1:].reshape(-1)), without a NaN for a batch with no report."""
+    the mean over those targets of the global batch (0 when there are none; under torch.distributed W × this
+    rank's share, cxrfast.distributed.global_mean, whatever each rank's token count). In one process
+    equivalent to REFERS' CrossEntropyLoss(ignore_index=pad)(logits[:, :-1].reshape(-1, V),
+    ids[:, 1:].reshape(-1)), without a NaN for a batch with no report."""
     valid = mask[:, 1:]
     target = ids[:, 1:].masked_fill(~valid, -100)
     nll = F.cross_entropy(logits[:, :-1].flatten(0, 1), target.flatten(), ignore_index=-100, reduction="sum")
-    return nll / valid.sum().clamp(min=1)
+    return distributed.global_mean(nll, valid.sum())
 
 
 class RefersModel(PresetModel):
@@ -279,11 +287,11 @@ class RefersModel(PresetModel):
     # -- losses -----------------------------------------------------------------------------------------
 
     def contrastive(self, image_global: torch.Tensor, text_global: torch.Tensor) -> torch.Tensor:
-        """λ · InfoNCE(image → report) + (1 − λ) · InfoNCE(report → image) on cosines / τ, both differentiated."""
+        """λ · InfoNCE(image → report) + (1 − λ) · InfoNCE(report → image) on cosines / τ, both
+        differentiated, over the global batch (PresetModel.contrastive_loss)."""
         c = self.config
-        v, u = common_dtype(image_global, text_global)
-        return cxrfast.contrastive_loss(v, u, 1.0 / c.temperature,
-                                        weights=(c.contrastive_lambda, 1.0 - c.contrastive_lambda))
+        return self.contrastive_loss(image_global, text_global, 1.0 / c.temperature,
+                                     weights=(c.contrastive_lambda, 1.0 - c.contrastive_lambda))
 
     def _check_length(self, T: int) -> None:
         if T > self.config.max_length:

@@ -18,8 +18,11 @@ and torch's global generator would tie the model's draws to whatever else consum
     draws.advance()                                           # next step
 
 The hash is C. Wellons' "lowbias32" (xorshift-multiply rounds; a bijection of [0, 2³²)). The multiplications
-are done mod 2³² on int64 without overflowing it (the constant split into 16-bit halves). Under
-DistributedDataParallel give each rank its own seed (e.g. seed + rank) for rank-distinct draws.
+are done mod 2³² on int64 without overflowing it (the constant split into 16-bit halves).
+
+Under torch.distributed every rank keeps the same seed and step and draws by GLOBAL position (`offset`: the
+rank's first row in the global batch, cxrfast.distributed.global_rows): a sample gets the same numbers on
+whichever rank holds it and in one process with the whole batch, and ranks' samples differ as positions do.
 """
 
 from __future__ import annotations
@@ -58,8 +61,10 @@ class CounterDraws(nn.Module):
         self.seed = seed & M32
         self.register_buffer("step", torch.zeros((), dtype=torch.int64))
 
-    def bits(self, stream: int, shape, device=None) -> torch.Tensor:
-        """int64 [shape] of 32 random bits each (values in [0, 2³²)) for this step and `stream`."""
+    def bits(self, stream: int, shape, device=None, offset: int = 0) -> torch.Tensor:
+        """int64 [shape] of 32 random bits each (values in [0, 2³²)) for this step and `stream`: the values at
+        flat positions offset .. offset + numel − 1 (row-major), so a slice of a larger draw is drawn alone by
+        giving its first position (e.g. a rank's rows of the global batch: offset = first row · row size)."""
         device = self.step.device if device is None else device
         step = self.step.to(device)
         key = mix32(mix32((step & M32) ^ self.seed) ^ (int(stream) & M32))
@@ -67,12 +72,13 @@ class CounterDraws(nn.Module):
         numel = 1
         for n in shape:
             numel *= n
-        position = torch.arange(numel, dtype=torch.int64, device=device).view(shape)
+        position = (torch.arange(numel, dtype=torch.int64, device=device) + int(offset)).view(shape)
         return mix32(mix32(position ^ key))
 
-    def uniform(self, stream: int, shape, device=None) -> torch.Tensor:
-        """float32 [shape] uniform on [0, 1) in steps of 2⁻²⁴ (exact: the top 24 of the 32 bits)."""
-        return (self.bits(stream, shape, device) >> 8).to(torch.float32) * (2.0 ** -24)
+    def uniform(self, stream: int, shape, device=None, offset: int = 0) -> torch.Tensor:
+        """float32 [shape] uniform on [0, 1) in steps of 2⁻²⁴ (exact: the top 24 of the 32 bits); `offset` as
+        in bits."""
+        return (self.bits(stream, shape, device, offset) >> 8).to(torch.float32) * (2.0 ** -24)
 
     def other_indices(self, stream: int, n: int, device=None) -> torch.Tensor:
         """int64 [n]: entry i uniform over {0..n-1} \\ {i} (r = bits mod (n − 1), then r + (r ≥ i), as
@@ -94,18 +100,21 @@ class CounterDraws(nn.Module):
 
 def mlm_corrupt(draws: CounterDraws, input_ids: torch.Tensor, candidates: torch.Tensor, *, vocab_size: int,
                 mask_id: int, random_low: int, probability: float = 0.15, mask_fraction: float = 0.8,
-                random_fraction: float = 0.1, stream: int = 0):
+                random_fraction: float = 0.1, stream: int = 0, row_offset: int = 0):
     """BERT's masked-language-model corruption, drawn from `draws` (streams stream, stream + 1, stream + 2).
 
     input_ids [B, T] long, candidates [B, T] bool (the tokens that may be chosen: real word pieces, not
-    special tokens or padding). Each candidate is chosen with `probability` (independently); a chosen token
-    becomes [MASK] (`mask_fraction` of them), a token drawn uniformly from [random_low, vocab_size)
-    (`random_fraction`), or stays (the rest). Returns (corrupted ids [B, T], labels [B, T]: the original id
-    where chosen, -100 elsewhere — F.cross_entropy's ignore_index). Tensor ops only: no loop, no host sync."""
+    special tokens or padding); row_offset: the first row's index in the global batch (a rank's rows draw
+    what one process with the whole batch draws for them). Each candidate is chosen with `probability`
+    (independently); a chosen token becomes [MASK] (`mask_fraction` of them), a token drawn uniformly from
+    [random_low, vocab_size) (`random_fraction`), or stays (the rest). Returns (corrupted ids [B, T], labels
+    [B, T]: the original id where chosen, -100 elsewhere — F.cross_entropy's ignore_index). Tensor ops only:
+    no loop, no host sync."""
     shape, device = tuple(input_ids.shape), input_ids.device
-    chosen = candidates & (draws.uniform(stream, shape, device) < probability)
-    action = draws.uniform(stream + 1, shape, device)
-    random_ids = random_low + draws.bits(stream + 2, shape, device) % (vocab_size - random_low)
+    at = row_offset * shape[1]
+    chosen = candidates & (draws.uniform(stream, shape, device, at) < probability)
+    action = draws.uniform(stream + 1, shape, device, at)
+    random_ids = random_low + draws.bits(stream + 2, shape, device, at) % (vocab_size - random_low)
     corrupted = torch.where(chosen & (action < mask_fraction), torch.full_like(input_ids, mask_id), input_ids)
     corrupted = torch.where(chosen & (action >= mask_fraction) & (action < mask_fraction + random_fraction),
                             random_ids, corrupted)

@@ -165,12 +165,15 @@ def choice(op: str, name: str, value, allowed) -> str:
     return value
 
 
-def negatives_arg(op: str, negatives, batch: int, like: torch.Tensor, generator, modes=("hardest", "all", "random")):
+def negatives_arg(op: str, negatives, batch: int, like: torch.Tensor, generator, modes=("hardest", "all", "random"),
+                  *, pool: int | None = None, offset: int = 0):
     """The triplet losses' `negatives` and `generator`: returns (mode, indices). mode is "hardest" / "all"
     (indices None: the loss looks at every negative), "random" (indices freshly drawn from `generator`,
     cxrfast.reference.triplet.random_negatives) or "indices" (the given int64 [batch] tensor, on `like`'s
-    device; a CPU tensor is moved). Indices must be -1 (no negative) or another sample's index, 0..batch-1;
-    that data check costs one sync and runs with the finiteness checks (CXRFAST_CHECK_FINITE)."""
+    device; a CPU tensor is moved). Indices must be -1 (no negative) or another sample's index, 0..pool-1
+    (pool: the samples the indices point into, default the batch itself, whose anchors are samples
+    offset..offset+batch-1 of it); that data check costs one sync and runs with the finiteness checks
+    (CXRFAST_CHECK_FINITE)."""
     from cxrfast.reference.triplet import random_negatives
 
     if generator is not None:
@@ -201,12 +204,13 @@ def negatives_arg(op: str, negatives, batch: int, like: torch.Tensor, generator,
             raise ValueError(f"{op}: `negatives` is on {negatives.device} but the inputs are on {like.device}")
         negatives = negatives.to(like.device)
     idx = negatives.to(torch.int64)
+    pool = batch if pool is None else pool
     if check_finite_enabled() and readable(idx):
-        own = torch.arange(batch, device=idx.device)
-        bad = (idx < -1) | (idx >= batch) | (idx == own)
+        own = torch.arange(offset, offset + batch, device=idx.device)
+        bad = (idx < -1) | (idx >= pool) | (idx == own)
         if bool(bad.any()):
             i = int(bad.nonzero()[0, 0])
-            why = "the sample itself" if int(idx[i]) == i else f"outside -1..{batch - 1}"
+            why = "the sample itself" if int(idx[i]) == i + offset else f"outside -1..{pool - 1}"
             raise ValueError(f"{op}: `negatives[{i}]` = {int(idx[i])} is {why}; each entry must be another "
-                             f"sample's index (0..{batch - 1}, not its own) or -1 for none")
+                             f"sample's index (0..{pool - 1}, not its own) or -1 for none")
     return "indices", idx

@@ -324,15 +324,18 @@ def local_triplet_loss(
 
 
 @no_autocast
-def _chosen_pair_scores(regions, words, lengths, idx, hyper):
+def _chosen_pair_scores(regions, words, lengths, idx, hyper, pool=None):
     """(S(a, a), S(a, n_a), S(n_a, a)), each [B], in fp32 (fp64 for fp64): one batch of 3·B (image, report)
     pairs through the paired word–region similarity, differentiable (autograd: O(B·R·L·D)), with autocast off
-    like every op body (the caller's bf16 autocast would otherwise run the einsums in 16 bits)."""
+    like every op body (the caller's bf16 autocast would otherwise run the einsums in 16 bits).
+    pool = (regions, words, lengths) of the samples the indices point into (default: the anchors' own batch;
+    cxrfast.distributed passes the gathered global batch)."""
     from cxrfast.reference.local import paired_word_region_similarity
 
     B, n = regions.shape[0], idx.clamp(min=0)
     acc = _wordregion.acc_dtype(regions.dtype)
     V, W = regions.to(acc), words.to(acc)
-    S = paired_word_region_similarity(torch.cat([V, V, V[n]]), torch.cat([W, W[n], W]),
-                                      torch.cat([lengths, lengths[n], lengths]), **hyper)
+    Vp, Wp, Lp = (V, W, lengths) if pool is None else (pool[0].to(acc), pool[1].to(acc), pool[2])
+    S = paired_word_region_similarity(torch.cat([V, V, Vp[n]]), torch.cat([W, Wp[n], W]),
+                                      torch.cat([lengths, Lp[n], lengths]), **hyper)
     return S.view(3, B).unbind(0)

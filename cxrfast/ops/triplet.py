@@ -175,9 +175,18 @@ def triplet_loss(
                                                          ry.detach(), chosen)
     else:  # chosen per-sample negatives: the same index as the image's negative text and the text's negative image
         idx_r = idx_c = idx
-    # Only the 2·B chosen pairs carry gradient: recompute their scores differentiably, O(B·D).
+    return reduce_anchors(*chosen_negative_hinges(x, y, rx, ry, diag, idx_r, idx_c, margin), reduction)
+
+
+def chosen_negative_hinges(x, y, rx, ry, diag, idx_r, idx_c, margin, pool=None):
+    """(image-anchor hinges, text-anchor hinges) [B] of one chosen negative per anchor, differentiable, O(B·D):
+    image a against text idx_r[a], [margin + s(a, idx_r[a]) − diag[a]]₊, and text a against image idx_c[a],
+    [margin + s(idx_c[a], a) − diag[a]]₊ (-1: none). x, y [B, D] the anchors' embeddings with their inverse
+    norms rx, ry and diag [B] their pair scores; pool = (x, y, rx, ry) of the samples the indices point into
+    (default the anchors' own batch; cxrfast.distributed passes the gathered global batch)."""
+    xp, yp, rxp, ryp = (x, y, rx, ry) if pool is None else pool
+    # Only the 2·B chosen pairs carry gradient: recompute their scores differentiably.
     j, i = idx_r.clamp(min=0), idx_c.clamp(min=0)
-    s_r = _pair_scores(x, y[j], rx, ry[j])  # image a against text j = idx_r[a]
-    s_c = _pair_scores(x[i], y, rx[i], ry)  # text a against image i = idx_c[a]
-    per_img, per_txt = chosen_hinges(diag, s_r, idx_r >= 0, s_c, idx_c >= 0, margin)
-    return reduce_anchors(per_img, per_txt, reduction)
+    s_r = _pair_scores(x, yp[j], rx, ryp[j])  # image a against text j = idx_r[a]
+    s_c = _pair_scores(xp[i], y, rxp[i], ry)  # text a against image i = idx_c[a]
+    return chosen_hinges(diag, s_r, idx_r >= 0, s_c, idx_c >= 0, margin)

@@ -15,9 +15,12 @@ The run folder:
 Data: the synthetic dataset by default (generated once into a cache folder, `CXRFAST_CACHE` or
 ~/.cache/cxrfast), else `open_dataset(data, root, split=...)`, read with cxrfast.data.loader (torch
 DataLoader) or cxrfast.data.dali (DALI, where installed, on CUDA). Each rank takes its share of every global
-batch (EpochBatches: every sample once per epoch). Under torchrun the model is wrapped in DDP; the presets'
-global losses gather embeddings across ranks (cxrfast.distributed) so that the averaged gradients are those of
-the whole global batch.
+batch (EpochBatches: every sample once per epoch). Under torchrun the model is wrapped in DDP; every loss term
+of a preset is the global batch's, each rank returning W × its share (cxrfast.distributed: gathered
+embeddings, global means, synchronised BatchNorm statistics, draws by global row), so that DDP's averaged
+gradients are those of one process with the whole global batch (dropout's draws aside; the word–region loss
+of globallocal / joimternet sees each rank's batch unless the preset's local_loss_global_batch is set). The
+logged losses are averaged over the ranks: the global batch's.
 
 The schedule: AdamW (or each paper's optimiser: REFERS' SGD) with linear warm-up and cosine decay to 0,
 gradient clipping, gradient accumulation over `accum` micro-batches (each contrastive loss sees its own
@@ -447,6 +450,8 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
             for k, v in out.items():
                 sums[k] = sums.get(k, 0.0) + float(v.detach()) / cfg.accum
             samples += len(batch) * env.world
+        if env.world > 1:
+            sums = _mean_over_ranks(sums, device)
         if cfg.clip:
             scaler.unscale_(optimizer)
             torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.clip)
@@ -483,6 +488,16 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
 
         dist.destroy_process_group()
     return result
+
+
+def _mean_over_ranks(values: dict, device: torch.device) -> dict:
+    """Each logged value averaged over the ranks (one all-reduce): a preset's losses on a rank are W × its share
+    of the global batch's (cxrfast.distributed), so their mean is the loss of the whole global batch."""
+    import torch.distributed as dist
+
+    t = torch.tensor(list(values.values()), dtype=torch.float64, device=device)
+    dist.all_reduce(t, op=dist.ReduceOp.SUM)  # (gloo has no AVG)
+    return dict(zip(values, (t / dist.get_world_size()).tolist()))
 
 
 def _checkpoint(run, model, optimizer, scheduler, scaler, step, epoch, position, device, cfg, env) -> None:

@@ -10,6 +10,7 @@ triton (cxrfast.ops does, on first import): this module imports only torch at th
 
 from __future__ import annotations
 
+import importlib
 import math
 import os
 import sys
@@ -55,6 +56,23 @@ def rank_slice(rank: int, b_local: int) -> slice:
     return slice(rank * b_local, (rank + 1) * b_local)
 
 
+def make_local_batch(world: int, b_local: int, *, regions: int = 5, words: int = 4, dim: int = 6, seed: int = 0):
+    """A word–region global batch: regions [B, R, D], words [B, L, D] (float64; reports a noisy mix of their
+    image's regions), word lengths [B] in 1..L (the first report full), and negatives [B] (one random other
+    sample of the global batch per anchor, the last anchor none: -1). B = world · b_local."""
+    g = torch.Generator().manual_seed(seed)
+    n = world * b_local
+    v = torch.randn(n, regions, dim, generator=g, dtype=torch.float64)
+    mix = torch.softmax(torch.randn(n, words, regions, generator=g, dtype=torch.float64), -1)
+    w = mix @ v + 0.7 * torch.randn(n, words, dim, generator=g, dtype=torch.float64)
+    lengths = torch.randint(1, words + 1, (n,), generator=g)
+    lengths[0] = words
+    r = torch.randint(0, n - 1, (n,), generator=g)
+    negatives = r + (r >= torch.arange(n))
+    negatives[-1] = -1
+    return v, w, lengths, negatives
+
+
 # --------------------------------------------------------------------------------- process launch
 
 def _child(rank: int, world: int, store: str, fn_name: str, payload, out_dir: str) -> None:
@@ -67,7 +85,9 @@ def _child(rank: int, world: int, store: str, fn_name: str, payload, out_dir: st
         # port 0 themselves.
         dist.init_process_group("gloo", init_method=f"file://{store}", rank=rank,
                                 world_size=world, timeout=timedelta(seconds=60))
-        result = globals()[fn_name](rank, world, payload)
+        module, _, name = fn_name.rpartition(":")  # "module:function" runs a program of another test module
+        fn = getattr(importlib.import_module(module), name) if module else globals()[name]
+        result = fn(rank, world, payload)
         torch.save(result, out / f"rank{rank}.pt")
     except BaseException:
         (out / f"rank{rank}.err").write_text(traceback.format_exc())
@@ -79,6 +99,7 @@ def _child(rank: int, world: int, store: str, fn_name: str, payload, out_dir: st
 
 def run_ranks(fn_name: str, world: int, payload, out_dir: Path, timeout: float = JOIN_TIMEOUT_S) -> list:
     """Run `fn_name(rank, world, payload)` on `world` spawned gloo ranks; return their results by rank.
+    fn_name: a function of this module, or "module:function" (a module on the test's sys.path).
     A rank that fails, or a job that outlives `timeout`, fails the test with the ranks' tracebacks."""
     ctx = mp.get_context("spawn")
     store = out_dir / "rendezvous"  # a fresh file per job: each test passes its own tmp_path
@@ -144,6 +165,10 @@ def gather_checks(rank: int, world: int, _payload) -> dict:
         ("gather", lambda: distributed.all_gather_with_grad(torch.zeros(rank + 2, 2))),
         ("loss", lambda: distributed.contrastive_loss(torch.randn(rank + 2, 4), torch.randn(rank + 2, 4), 2.0,
                                                       impl="chunked")),
+        ("local", lambda: distributed.local_contrastive_loss(torch.randn(rank + 2, 3, 4), torch.randn(rank + 2, 2, 4),
+                                                             torch.ones(rank + 2, dtype=torch.int64))),
+        ("negatives", lambda: distributed.triplet_loss(  # anchor 1's negative is itself (global row 2·rank + 1)
+            torch.randn(2, 4), torch.randn(2, 4), negatives=torch.tensor([-1, 2 * rank + 1]))),
     ):
         try:
             call()
@@ -198,8 +223,81 @@ def ddp_step(rank: int, world: int, cfg: dict) -> dict:
     return results
 
 
+LOCAL_HYPER = dict(temp_attention=4.0, temp_aggregate=5.0)
+
+
+def local_cases(rank: int, world: int, cases: list) -> dict:
+    """The word–region and triplet losses of cxrfast.distributed on this rank's slice: per case the loss and
+    the gradients of the local regions / words (or image / text embeddings)."""
+    from cxrfast import distributed
+
+    results = {}
+    for case in cases:
+        v, w, lengths, negatives = make_local_batch(world, case["b"], seed=case["seed"])
+        sl = rank_slice(rank, case["b"])
+        regions, words = v[sl].clone().requires_grad_(True), w[sl].clone().requires_grad_(True)
+        if case["op"] == "triplet":  # the sentence-level loss on the mean region / word as embeddings
+            loss = distributed.triplet_loss(regions.mean(1), words.mean(1), negatives=negatives[sl], margin=0.5,
+                                            reduction=case["reduction"])
+        else:
+            gathered = distributed.gather_word_regions(regions, words, lengths[sl]) if case["shared"] else None
+            if case["op"] == "local":
+                loss = distributed.local_contrastive_loss(regions, words, lengths[sl], temp_logits=10.0,
+                                                          weights=case["weights"], impl="chunked",
+                                                          gathered=gathered, **LOCAL_HYPER)
+            else:
+                loss = distributed.local_triplet_loss(regions, words, lengths[sl], negatives=negatives[sl],
+                                                      margin=0.5, reduction=case["reduction"], gathered=gathered,
+                                                      **LOCAL_HYPER)
+        loss.backward()
+        results[case["id"]] = {"loss": loss.detach(), "regions_grad": regions.grad, "words_grad": words.grad}
+    return results
+
+
+def rows_of(rank: int) -> int:
+    """Uneven local sizes for the statistics checks: rank r holds r + 2 rows."""
+    return rank + 2
+
+
+def statistics_inputs(world: int, channels: int = 3, seed: int = 5):
+    """(rows [N, C] float64, mask [N] bool: none selected on rank 0, coefficients [N, C]) of all ranks, rank r's
+    rows at offsets Σ_{r' < r} rows_of(r')."""
+    g = torch.Generator().manual_seed(seed)
+    n = sum(rows_of(r) for r in range(world))
+    rows = 3.0 + 2.0 * torch.randn(n, channels, generator=g, dtype=torch.float64)
+    mask = torch.rand(n, generator=g) < 0.7
+    mask[:rows_of(0)] = False
+    mask[-1] = True
+    coeff = torch.randn(n, channels, generator=g, dtype=torch.float64)
+    return rows, mask, coeff
+
+
+def statistics_checks(rank: int, world: int, _payload) -> dict:
+    """global_rows, global_mean and batch_moments with uneven local sizes and counts (rank 0 has no selected
+    row): values and the local rows' gradients."""
+    from cxrfast import distributed
+
+    rows, mask, coeff = statistics_inputs(world)
+    start = sum(rows_of(r) for r in range(rank))
+    sl = slice(start, start + rows_of(rank))
+    x = rows[sl].clone().requires_grad_(True)
+    offset, total = distributed.global_rows(x)
+    # BatchNorm-like use of the global statistics of the selected rows
+    mean, var, n = distributed.batch_moments(x, mask[sl])
+    y = (x - mean) * torch.rsqrt(var + 1e-5)
+    bn_loss = (coeff[sl] * y * mask[sl, None]).sum()
+    (g_bn,) = torch.autograd.grad(bn_loss, x)
+    # a mean over the selected elements, as the presets' token / patch means
+    m = distributed.global_mean((coeff[sl] * x * mask[sl, None]).sum(0), mask[sl].sum())
+    (g_mean,) = torch.autograd.grad(m.sum(), x)
+    return {"rows": (offset, total), "mean": mean.detach(), "var": var.detach(), "n": n, "bn_grad": g_bn,
+            "global_mean": m.detach(), "mean_grad": g_mean}
+
+
 def all_checks(rank: int, world: int, payload) -> dict:
     """Everything one spawn runs (process start-up dominates the cost of these tiny cases)."""
     return {"loss": loss_cases(rank, world, payload["cases"]),
             "gather": gather_checks(rank, world, None),
-            "ddp": ddp_step(rank, world, payload["ddp"])}
+            "ddp": ddp_step(rank, world, payload["ddp"]),
+            "local": local_cases(rank, world, payload["local"]),
+            "statistics": statistics_checks(rank, world, None)}

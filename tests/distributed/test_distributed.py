@@ -53,6 +53,21 @@ CASES = [
 DDP_CFG = dict(b=4, d_image=6, d_text=5, dim=7, seed=11)
 
 
+def _local_case(id, op, *, b, seed, shared=False, weights=(1.0, 1.0), reduction="mean"):
+    return dict(id=id, op=op, b=b, seed=seed, shared=shared, weights=weights, reduction=reduction)
+
+
+# the word–region and triplet losses of cxrfast.distributed (float64; B_local 2 or 3, 5 regions, ≤ 4 words)
+LOCAL_CASES = [
+    _local_case("local", "local", b=3, seed=1),
+    _local_case("local-weights-shared", "local", b=2, seed=2, shared=True, weights=(0.75, 0.25)),
+    _local_case("local_triplet-mean-shared", "local_triplet", b=3, seed=3, shared=True),
+    _local_case("local_triplet-sum", "local_triplet", b=2, seed=4, reduction="sum"),
+    _local_case("triplet-mean", "triplet", b=3, seed=5),
+    _local_case("triplet-sum", "triplet", b=2, seed=6, reduction="sum"),
+]
+
+
 @pytest.fixture(scope="module")
 def ranks(tmp_path_factory):
     """world → per-rank results of `all_checks` (one spawn per world size; failures are cached too)."""
@@ -62,7 +77,8 @@ def ranks(tmp_path_factory):
         if world not in cache:
             try:
                 out = tmp_path_factory.mktemp(f"world{world}")
-                cache[world] = H.run_ranks("all_checks", world, {"cases": CASES, "ddp": DDP_CFG}, out)
+                cache[world] = H.run_ranks("all_checks", world, {"cases": CASES, "ddp": DDP_CFG, "local": LOCAL_CASES},
+                                          out)
             except AssertionError as exc:
                 cache[world] = exc
         if isinstance(cache[world], Exception):
@@ -141,10 +157,12 @@ def test_all_gather_with_grad(ranks, world):
         # gradient of Σ_r' (coeff_r' · gathered) w.r.t. this rank's rows
         assert torch.allclose(res["grad"], total_coeff[3 * rank:3 * rank + 3], rtol=0, atol=1e-13)
         sizes = str([r + 2 for r in range(world)])
-        for name in ("gather", "loss"):
+        for name in ("gather", "loss", "local"):
             msg = res["errors"][name]
             assert msg is not None, f"rank {rank}: mismatched local batch sizes did not raise ({name})"
             assert "batch sizes differ across ranks" in msg and sizes in msg, msg
+        msg = res["errors"]["negatives"]
+        assert msg is not None and f"`negatives[1]` = {2 * rank + 1} is the sample itself" in msg, msg
 
 
 @pytest.mark.parametrize("world", WORLDS)
@@ -162,6 +180,87 @@ def test_ddp_parameter_gradients_match_single_process(ranks, world):
                 assert_rel(f"rank {rank} {gather} {k}", got["grads"][k], want[k], 1e-10)
             if gather == "full":
                 assert_rel(f"rank {rank} full loss", got["loss"], full, 1e-10)
+
+
+# ------------------------------------------------- word–region and triplet losses, statistics, global means
+
+def _share_of(per_sample: torch.Tensor, rank: int, b: int, world: int, reduction: str) -> torch.Tensor:
+    """W × rank's share of the global reduction of per-sample terms."""
+    mine = per_sample[H.rank_slice(rank, b)].sum() * world
+    return mine / per_sample.shape[0] if reduction == "mean" else mine
+
+
+def _local_reference(case, regions, words, lengths, negatives):
+    """(the single-process loss of the global batch, its per-sample terms ℓ [B]; W × share = W Σ_rank ℓ / B or
+    W Σ ℓ), in float64 by the definitions (cxrfast.reference)."""
+    from cxrfast.reference import local as ref_local
+    from cxrfast.reference import triplet_loss
+
+    if case["op"] == "triplet":
+        full = triplet_loss(regions.mean(1), words.mean(1), margin=0.5, negatives=negatives,
+                            reduction=case["reduction"])
+        per = triplet_loss(regions.mean(1), words.mean(1), margin=0.5, negatives=negatives, reduction="none")
+    elif case["op"] == "local_triplet":
+        full = ref_local.local_triplet_loss(regions, words, lengths, margin=0.5, negatives=negatives,
+                                            reduction=case["reduction"], **H.LOCAL_HYPER)
+        per = ref_local.local_triplet_loss(regions, words, lengths, margin=0.5, negatives=negatives,
+                                           reduction="none", **H.LOCAL_HYPER)
+    else:  # ℓ_i = w₀ CE(row i) + w₁ CE(column i) of 10 · S, written out
+        s = 10.0 * ref_local.word_region_similarity(regions, words, lengths, **H.LOCAL_HYPER)
+        w = case["weights"]
+        per = -w[0] * torch.log_softmax(s, 1).diagonal() - w[1] * torch.log_softmax(s, 0).diagonal()
+        full = ref_local.local_contrastive_loss(regions, words, lengths, temp_logits=10.0, weights=w,
+                                                **H.LOCAL_HYPER)
+        assert_rel("definition", per.mean(), full, 1e-12)
+    return full, per
+
+
+@pytest.mark.parametrize("case", LOCAL_CASES, ids=[c["id"] for c in LOCAL_CASES])
+@pytest.mark.parametrize("world", WORLDS)
+def test_word_region_and_triplet_losses_match_full_batch(ranks, world, case):
+    """local_contrastive_loss / triplet_loss / local_triplet_loss: rank r returns W × its share of the
+    single-process loss of the global batch, its rows' gradients are W × the full-batch ones (the gathers'
+    backward), and the ranks' mean is the full loss."""
+    results = [r["local"][case["id"]] for r in ranks(world)]
+    b, reduction = case["b"], case["reduction"]
+    v, w, lengths, negatives = H.make_local_batch(world, b, seed=case["seed"])
+    assert (negatives[:-1] // b != torch.arange(world * b - 1) // b).any()  # some negatives on another rank
+    v, w = v.requires_grad_(True), w.requires_grad_(True)
+    full, per = _local_reference(case, v, w, lengths, negatives)
+    g_v, g_w = torch.autograd.grad(full, (v, w), retain_graph=True)
+    for rank, res in enumerate(results):
+        sl = H.rank_slice(rank, b)
+        assert_rel(f"rank {rank} loss", res["loss"], _share_of(per, rank, b, world, reduction), 1e-10)
+        assert_rel(f"rank {rank} regions / W", res["regions_grad"] / world, g_v[sl], 1e-10)
+        assert_rel(f"rank {rank} words / W", res["words_grad"] / world, g_w[sl], 1e-10)
+    assert_rel("mean loss", torch.stack([r["loss"] for r in results]).mean(), full, 1e-10)
+
+
+@pytest.mark.parametrize("world", WORLDS)
+def test_global_rows_means_and_batch_statistics(ranks, world):
+    """Uneven local sizes (rank r holds r + 2 rows) and counts (rank 0 selects none): global_rows places each
+    rank, batch_moments gives the selected rows' statistics of all ranks with the gradients of one BatchNorm
+    over them, global_mean returns W × local sum / global count (the ranks' mean: the full mean)."""
+    rows, mask, coeff = H.statistics_inputs(world)
+    x = rows.clone().requires_grad_(True)
+    sel = x[mask]
+    mean, var = sel.mean(0), sel.var(0, unbiased=False)
+    bn_loss = (coeff * (x - mean) * torch.rsqrt(var + 1e-5) * mask[:, None]).sum()
+    (g_bn,) = torch.autograd.grad(bn_loss, x)
+    full_mean = (coeff * x * mask[:, None]).sum(0) / mask.sum()
+    (g_mean,) = torch.autograd.grad(full_mean.sum(), x)
+    results = [r["statistics"] for r in ranks(world)]
+    start = 0
+    for rank, res in enumerate(results):
+        sl = slice(start, start + H.rows_of(rank))
+        assert res["rows"] == (start, rows.shape[0])
+        assert float(res["n"]) == float(mask.sum())
+        assert_rel(f"rank {rank} mean", res["mean"], mean, 1e-12)
+        assert_rel(f"rank {rank} var", res["var"], var, 1e-12)
+        assert_rel(f"rank {rank} BatchNorm gradient", res["bn_grad"], g_bn[sl], 1e-10)
+        assert_rel(f"rank {rank} global_mean / W", res["mean_grad"] / world, g_mean[sl], 1e-12)
+        start = sl.stop
+    assert_rel("mean of global_mean", torch.stack([r["global_mean"] for r in results]).mean(0), full_mean, 1e-12)
 
 
 def test_torchrun_two_processes():
