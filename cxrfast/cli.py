@@ -1064,7 +1064,7 @@ def _add_demo(commands) -> None:
 
 def demo_command(args) -> int:
     from cxrfast.eval.report import format_table
-    from cxrfast.train.demo import BAR, run_demo
+    from cxrfast.train.demo import BAR, BAR_SCORE, run_demo
 
     try:
         d = run_demo(args.out, steps=args.steps, device=args.device, progress=not args.no_progress,
@@ -1078,8 +1078,10 @@ def demo_command(args) -> int:
     print(format_table(d["metrics"]))
     mean = d["mean_auc"]
     verdict = "met" if d["met"] else "NOT met"
-    print(f"mean zero-shot AUC (prompt ensemble, 5 findings, synthetic test split): "
-          f"{'–' if mean is None else f'{mean:.3f}'}   bar ≥ {d['bar']:.2f}: {verdict}")
+    ci = d["metrics"]["zeroshot"][BAR_SCORE]["mean"].get("ci") if mean is not None else None
+    interval = f" [95% interval {ci[0]:.3f}, {ci[1]:.3f}]" if ci and None not in ci else ""
+    print(f"mean zero-shot AUC (positive vs negative prompts, 5 findings, synthetic test split): "
+          f"{'–' if mean is None else f'{mean:.3f}'}{interval}   bar ≥ {d['bar']:.2f}: {verdict}")
     print(f"loss curve: {r.run}/loss.png   metrics: {r.run}/eval/metrics.md   pictures: {r.run}/eval/pictures/")
     return 0 if d["met"] else 1
 

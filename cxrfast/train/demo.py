@@ -1,10 +1,16 @@
 """`make demo` / `cxrfast demo`: pre-train the `globallocal` preset at the `tiny` size on the synthetic
 dataset, evaluate it, print the zero-shot table with the bar beside the figure.
 
-The settings (DEMO) are the ones measured to clear the bar on a 2-core CPU in a few minutes: 1,000 synthetic
-studies at 256 px (generated once into the cache folder), 64-px crops, batches of 32, 400 AdamW steps at
-1e-3 with warm-up and cosine decay. On a GPU the same command runs there (bf16 autocast). The bar is the
-mean over the 5 competition findings of the prompt-ensemble zero-shot ROC AUC on the synthetic test split.
+The settings (DEMO): 2,000 synthetic studies at 128 px (generated once into the cache folder; the tiny model
+reads 64-px crops, so larger sources would only cost decoding time), batches of 32, 600 AdamW steps at 1e-3
+with warm-up and cosine decay. On a GPU the same command runs there (bf16 autocast).
+
+The bar is on the mean over the 5 competition findings of the zero-shot ROC AUC with CheXzero-style
+positive-vs-negative prompts ("pleural effusion" vs "no pleural effusion") on the synthetic test split: a
+per-finding binary AUC needs the negative prompt as its reference. The GLoRIA-style prompt ensemble (the mean
+similarity to the finding's positive prompts alone) is printed beside it; GLoRIA uses it to choose among 5
+classes (CheXpert 5×200), and on reports that negate most findings by name ("no pleural effusion") the
+similarity to "small left pleural effusion" does not rank images by the finding: near 0.5 here.
 """
 
 from __future__ import annotations
@@ -13,17 +19,18 @@ import dataclasses
 import time
 from pathlib import Path
 
-__all__ = ["DEMO", "BAR", "run_demo", "zero_shot_mean"]
+__all__ = ["DEMO", "BAR", "BAR_SCORE", "run_demo", "zero_shot_mean"]
 
 BAR = 0.70
-DEMO = dict(preset="globallocal", size="tiny", data="synthetic", synth_n=1000, synth_size=256, steps=400,
+DEMO = dict(preset="globallocal", size="tiny", data="synthetic", synth_n=2000, synth_size=128, steps=600,
             batch_size=32, lr=1e-3, workers=2, log_every=20, ckpt_every=200)
+BAR_SCORE = "posneg"   # the zero-shot score the bar is on (cxrfast.eval.zeroshot: "posneg" or "prompt_ensemble")
 
 
-def zero_shot_mean(metrics: dict) -> float | None:
-    """The prompt-ensemble zero-shot mean ROC AUC of `evaluate`'s metrics (None where it was skipped)."""
+def zero_shot_mean(metrics: dict, score: str = BAR_SCORE) -> float | None:
+    """The mean zero-shot ROC AUC of `evaluate`'s metrics with `score`'s prompts (None where it was skipped)."""
     zs = metrics.get("zeroshot") or {}
-    return None if "skipped" in zs or not zs else zs["prompt_ensemble"]["mean"]["auc"]
+    return None if "skipped" in zs or not zs else zs[score]["mean"]["auc"]
 
 
 def run_demo(out="runs/demo", *, steps: int | None = None, device: str = "auto", progress: bool = True,
