@@ -431,8 +431,12 @@ def render_presets(results: Path) -> str | None:
             mr = f"{o['peak_mem_bytes'] / max(f['peak_mem_bytes'], 1):.2f}×" if f and o else "-"
             line = [key[0], f"{key[1]}, {ref['batch']}, {key[2]}", cell(f), cell(o), speed, mf, mo, mr]
             if big:
+                def largest(r):  # "≥ N" where the search ran out of time: a lower bound
+                    n = (r or {}).get("largest_batch")
+                    return "-" if not n else ("≥ " if "lower bound" in r.get("largest_batch_note", "") else "") + f"{n:,}"
+
                 lf, lo = (f or {}).get("largest_batch"), (o or {}).get("largest_batch")
-                line += [str(lf or "-"), str(lo or "-"), f"{lf / lo:.1f}×" if lf and lo else "-"]
+                line += [largest(f), largest(o), f"{lf / lo:.1f}×" if lf and lo else "-"]
             out.append("| " + " | ".join(line) + " |")
         for name, target in (doc.get("targets") or {}).items():
             out += ["", f"Target ({name}): {target}."]
@@ -649,36 +653,24 @@ def main(argv=None) -> int:
                 print(f"report: {readme} does not exist", file=sys.stderr)
                 status = 1
             continue
-        kernels = render_kernels(args.results)
-        if kernels and write_between_markers(readme, kernels, KSTART, KEND):
-            print(f"report: kernel resource table written to {readme}")
-        lovt = render_lovt(args.results)
-        if lovt and write_between_markers(readme, lovt, VSTART, VEND):
-            print(f"report: LoVT table written to {readme}")
-        radiograph = render_radiograph(args.results)
-        if radiograph and write_between_markers(readme, radiograph, RSTART, REND):
-            print(f"report: radiograph table written to {readme}")
-        decode = render_decode(args.results)
-        if decode and write_between_markers(readme, decode, DSTART, DEND):
-            print(f"report: decode / prepare tables written to {readme}")
-        loader = render_loader(args.results)
-        if loader and write_between_markers(readme, loader, LDSTART, LDEND):
-            print(f"report: loader table written to {readme}")
-        presets = render_presets(args.results)
-        if presets and write_between_markers(readme, presets, PSTART, PEND):
-            print(f"report: presets table written to {readme}")
-        pre = render_pretrain(args.results)
-        if pre and write_between_markers(readme, pre, TSTART, TEND):
-            print(f"report: pre-training throughput table written to {readme}")
         written = False
-        for text, start, end, what in blocks:
-            if write_between_markers(readme, text, start, end):
+        for text, start_mark, end_mark, what in [
+                (render_kernels(args.results), KSTART, KEND, "kernel resource table"),
+                (render_lovt(args.results), VSTART, VEND, "LoVT table"),
+                (render_radiograph(args.results), RSTART, REND, "radiograph table"),
+                (render_decode(args.results), DSTART, DEND, "decode / prepare tables"),
+                (render_loader(args.results), LDSTART, LDEND, "loader table"),
+                (render_presets(args.results), PSTART, PEND, "presets table"),
+                (render_pretrain(args.results), TSTART, TEND, "pre-training throughput table"),
+                *blocks]:
+            if text and write_between_markers(readme, text, start_mark, end_mark):
                 print(f"report: {what} written to {readme}")
                 written = True
         if written:
             continue
         if explicit:
-            print(f"report: {readme} has neither {START} ... {END} nor {LSTART} ... {LEND} markers", file=sys.stderr)
+            print(f"report: {readme} has no bench markers (<!-- bench:NAME:start --> ... <!-- bench:NAME:end -->)",
+                  file=sys.stderr)
             status = 1
         else:
             print(f"report: {readme} has no bench markers; left unchanged")

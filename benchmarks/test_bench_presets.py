@@ -8,10 +8,13 @@ original-style step on the same weights and batch, same run: samples/s and memor
                ConVIRT loop), equal to the fused loss to rounding (tests/models)
 
 CPU: every preset at its `small` size, batch CPU_BATCH, fp32. Memory on CPU is the bytes the step saves for
-backward (tensors held by autograd, each storage counted once); on CUDA it is torch.cuda's peak allocated.
+backward (tensors held by autograd, each storage counted once); on CUDA it is torch.cuda's peak allocated during
+the timed steps less what was allocated before them (the weights and the optimiser's state, gradients freed): the
+step's own working memory (activations, gradients, temporaries); the total peak is kept beside it.
 CUDA: the same at the `small` size, plus `globallocal` at the `paper` size, batch 48, bf16 autocast (the
 issue's headline case) and the largest batch of that configuration that fits in the device's memory, for
-both steps (doubling, then bisection; an out-of-memory step is the only failure accepted). Writes
+both steps (doubling, then bisection; two steps per try, so that the optimiser's state is in place; an
+out-of-memory error, torch's or cuDNN's / cuBLAS's allocation failure, is the only failure accepted). Writes
 results/<device>/presets.json; the README table comes from report.py.
 """
 
@@ -100,8 +103,10 @@ def _measure(benchmark, preset, size, batch_size, impl, device, amp) -> dict:
 
     if device.type == "cuda":
         step()  # warm-up before the peak-memory reset (kernel compilation, the optimiser's state)
+        optimizer.zero_grad(set_to_none=True)
         _sync(device)
         torch.cuda.reset_peak_memory_stats(device)
+        before = torch.cuda.memory_allocated(device)
     benchmark.pedantic(timed, rounds=ROUNDS, iterations=1, warmup_rounds=0 if device.type == "cuda" else 1)
     times = sorted(benchmark.stats.stats.data)
     row = {"preset": preset, "size": size, "batch": batch_size, "impl": impl, "device": device.type,
@@ -109,7 +114,9 @@ def _measure(benchmark, preset, size, batch_size, impl, device, amp) -> dict:
            "max_s": times[-1], "rounds": len(times), "loss": float(last["loss"])}
     row["samples_per_s"] = batch_size / row["median_s"]
     if device.type == "cuda":
-        row["peak_mem_bytes"], row["mem_method"] = torch.cuda.max_memory_allocated(device), "cuda peak allocated"
+        peak = torch.cuda.max_memory_allocated(device)
+        row["peak_mem_bytes"], row["total_peak_bytes"], row["resident_bytes"] = peak - before, peak, before
+        row["mem_method"] = "cuda peak in the step above weights + optimiser state"
     else:
         loss_of = (lambda: model(batch)["loss"]) if impl == "fused" else (lambda: _baseline(preset)(model, batch))
         row["peak_mem_bytes"], row["mem_method"] = _saved_bytes(loss_of), "saved for backward"
@@ -121,16 +128,32 @@ def _measure(benchmark, preset, size, batch_size, impl, device, amp) -> dict:
     return row
 
 
+_ALLOC_FAILED = ("out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED",
+                 "CUBLAS_STATUS_NOT_INITIALIZED")  # (cuBLAS reports a failed workspace allocation as the last)
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.cuda.OutOfMemoryError) or (
+        isinstance(exc, RuntimeError) and any(m in str(exc) for m in _ALLOC_FAILED))
+
+
 def _fits(preset, size, batch_size, impl, device, amp) -> bool:
+    """Whether two steps run (the second with the optimiser's state allocated); only running out of memory
+    counts as not fitting, any other error is raised."""
+    model = batch = optimizer = step = None
     try:
         model, batch, optimizer = _setup(preset, size, batch_size, device)
-        _step_fn(model, batch, optimizer, impl, amp)()
+        step = _step_fn(model, batch, optimizer, impl, amp)
+        step()
+        step()
         _sync(device)
         return True
-    except torch.cuda.OutOfMemoryError:
-        return False
+    except RuntimeError as exc:
+        if _out_of_memory(exc):
+            return False
+        raise
     finally:
-        model = batch = optimizer = None  # noqa: F841 - free before the next try
+        model = batch = optimizer = step = None  # noqa: F841 - free before the next try
         gc.collect()
         torch.cuda.empty_cache()
 

@@ -5,7 +5,9 @@ alone, the training step waits on data: the row says by how much.
 
     CPU:  every preset at the `small` size, batch CPU_BATCH, fp32, 2 loader workers
     CUDA: the same at batch GPU_BATCH with bf16 autocast
-The first step (warm-up) is left out of every rate. Writes results/<device>/pretrain.json; the README table
+All three read the same torch DataLoader path (TrainConfig.loader="torch"; the data-only run is the trainer's
+own stream), epoch after epoch; the rates count the samples actually delivered (an epoch's last batch may be
+smaller) and leave the first step (warm-up) out. Writes results/<device>/pretrain.json; the README table
 comes from report.py.
 """
 
@@ -21,9 +23,9 @@ import torch
 
 PRESETS = ("globallocal", "joimternet", "lovt", "mixed", "refers")
 CPU_BATCH, GPU_BATCH = 8, 48
-STEPS = 5          # timed: steps 2..STEPS
+STEPS = 8          # timed: steps 2..STEPS
 WORKERS = 2
-SYNTH = dict(synth_n=200, synth_size=256)
+SYNTH = dict(synth_n=600, synth_size=256)   # ~470 training studies: 9 batches of 48
 ROWS: list[dict] = []
 
 
@@ -48,8 +50,8 @@ def _cfg(preset, synth, out):
     from cxrfast.train import TrainConfig
 
     return TrainConfig(preset=preset, size="small", root=str(synth), out=str(out), steps=STEPS,
-                       batch_size=_batch_size(), workers=WORKERS, log_every=1, ckpt_every=10**9, progress=False,
-                       vocab_size=2000, **SYNTH)
+                       batch_size=_batch_size(), workers=WORKERS, loader="torch", log_every=1, ckpt_every=10**9,
+                       progress=False, vocab_size=2000, **SYNTH)
 
 
 def _full(cfg) -> float:
@@ -57,33 +59,34 @@ def _full(cfg) -> float:
 
     result = pretrain(cfg)
     with open(result.run / "log.csv", newline="") as f:
-        log = {int(r["step"]): float(r["seconds"]) for r in csv.DictReader(f)}
-    return (STEPS - 1) * cfg.batch_size / (log[STEPS] - log[1])
+        rows = {int(r["step"]): r for r in csv.DictReader(f)}
+    # each row: the seconds since the start and the rate so far, so rate × seconds = the samples delivered so far
+    seen = {k: float(r["samples_per_s"]) * float(r["seconds"]) for k, r in rows.items()}
+    return (seen[STEPS] - seen[1]) / (float(rows[STEPS]["seconds"]) - float(rows[1]["seconds"]))
 
 
 def _data_and_model(cfg) -> tuple[float, float]:
     """The data-only and model-only rates with the run's own tokenizer, dataset and model."""
-    from cxrfast.data.loader import StudyBatches, make_loader
+    from cxrfast.data.loader import StudyBatches
     from cxrfast.data.text import ReportTokenizer
     from cxrfast.data.transforms import Augment
     from cxrfast.models import create_model, load_config
-    from cxrfast.train.loop import open_training_data
+    from cxrfast.train.loop import DistEnv, _Stream, open_training_data
 
     studies, _ = open_training_data(cfg)
     tok = ReportTokenizer.from_pretrained(os.path.join(cfg.out, "tokenizer"))
     config = load_config(os.path.join(cfg.out, "config.json"))
     ds = StudyBatches(studies, tok, views=config.max_views, augment=Augment(size=config.image_size), seed=cfg.seed,
                       max_length=config.max_length, findings=config.findings)
-    loader = make_loader(ds, batch_size=cfg.batch_size, workers=WORKERS, shuffle=True)
-    it = iter(loader)
-    batch = next(it)
-    t0 = time.perf_counter()
-    for _ in range(STEPS - 1):
-        next(it)
-    data = (STEPS - 1) * cfg.batch_size / (time.perf_counter() - t0)
-    del it, loader
-
     device = _device()
+    stream = _Stream(ds, cfg.batch_size, DistEnv(), "torch", WORKERS, device).stream(0, 0)
+    _, _, batch = next(stream)
+    t0, n = time.perf_counter(), 0
+    for _ in range(STEPS - 1):
+        n += len(next(stream)[2])
+    data = n / (time.perf_counter() - t0)
+    stream.close()
+
     model = create_model(config.preset, config=config).to(device).train()
     batch = batch.to(device)
     opt = torch.optim.AdamW([p for p in model.parameters() if p.requires_grad], lr=1e-4)

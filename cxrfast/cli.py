@@ -885,7 +885,10 @@ def _add_pretrain(commands) -> None:
     p.add_argument("--preset", choices=PRESET_NAMES, default="globallocal", help="(default: globallocal)")
     p.add_argument("--size", choices=("paper", "small", "tiny"), default="tiny", help="(default: tiny)")
     p.add_argument("--data", default="synthetic",
-                   help="synthetic (default) or an open_dataset name: mimic-cxr, openi, chexpert, nih14")
+                   help="synthetic (default) or a paired open_dataset name: mimic-cxr, openi (chexpert and "
+                        "nih14 have no reports: they serve `cxrfast eval`)")
+    p.add_argument("--split", default="train", help="the split trained on (default: train); `all`: every study "
+                   "(openi has no official split)")
     p.add_argument("--root", default=None, help="the dataset's folder (synthetic: where to write it; default: a "
                    "cache folder, $CXRFAST_CACHE or ~/.cache/cxrfast)")
     p.add_argument("--images", default=None, help="read the images from `cxrfast prepare` shards in this folder")
@@ -939,6 +942,7 @@ def pretrain_command(args) -> int:
 
     try:
         cfg = TrainConfig(preset=args.preset, size=args.size, data=args.data, root=args.root, images=args.images,
+                          split=None if args.split == "all" else args.split,
                           out=args.out, steps=args.steps, epochs=args.epochs, batch_size=args.batch_size,
                           accum=args.accum, optimizer=args.optimizer, lr=args.lr, weight_decay=args.weight_decay,
                           warmup=args.warmup, clip=args.clip or None, seed=args.seed, device=args.device, amp=args.amp,
@@ -953,8 +957,11 @@ def pretrain_command(args) -> int:
     except KeyboardInterrupt:
         print("\ncxrfast pretrain: interrupted; resume with the same command and --resume", file=sys.stderr)
         return 130
+    if result.trained == 0:
+        print(f"cxrfast pretrain: {result.run} is finished already ({result.steps} steps); nothing to do")
+        return 0
     losses = ", ".join(f"{k} {v:.4f}" for k, v in result.last.items())
-    print(f"cxrfast pretrain: {result.steps} steps in {result.seconds:.0f} s ({result.samples_per_s:.1f} samples/s); "
+    print(f"cxrfast pretrain: {result.trained} steps in {result.seconds:.0f} s ({result.samples_per_s:.1f} samples/s); "
           f"last {losses}; run folder {result.run}")
     return 0
 
@@ -987,6 +994,10 @@ def _add_eval(commands) -> None:
                    "from RUN/train.json)")
     p.add_argument("--root", default=None, help="the dataset's folder (default: the run's)")
     p.add_argument("--images", default=None, help="`cxrfast prepare` shards to read the images from")
+    p.add_argument("--test-split", default="test", metavar="NAMES",
+                   help="comma-separated splits evaluated (default: test; CheXpert's labelled one: validate)")
+    p.add_argument("--train-split", default="train", metavar="NAMES",
+                   help="comma-separated splits the linear and localized probes train on (default: train)")
     p.add_argument("--out", default=None, help="output folder (default: RUN/eval)")
     p.add_argument("--which", type=_metric_list, default=EVAL_METRICS,
                    help="comma-separated subset of " + ",".join(EVAL_METRICS) + " (default: all)")
@@ -1034,7 +1045,9 @@ def eval_command(args) -> int:
         run_folder, _ = find_weights(args.checkpoint)
         name, root, images = _eval_data(args, run_folder)
         studies = open_dataset(name, root, images=images)
-        metrics = run_eval(args.checkpoint, data=studies, out=args.out, device=args.device,
+        splits = {role: tuple(n.strip() for n in names.split(",") if n.strip())
+                  for role, names in (("test", args.test_split), ("train", args.train_split))}
+        metrics = run_eval(args.checkpoint, data=studies, out=args.out, device=args.device, splits=splits,
                            batch_size=args.batch_size, seed=args.seed, which=args.which, trusted=args.trusted,
                            show_progress=not args.no_progress, n_boot=args.n_boot, n_prompts=args.n_prompts)
     except (ValueError, TypeError, RuntimeError, FileNotFoundError) as exc:
@@ -1054,7 +1067,8 @@ def _add_demo(commands) -> None:
                     "mean zero-shot AUC beside the bar. Exits 1 when the bar is not met.")
     p.add_argument("--out", default="runs/demo", metavar="RUN", help="run folder (default: runs/demo; a finished "
                    "run there with the same settings is evaluated again)")
-    p.add_argument("--steps", type=_int_at_least(1), default=None, help="optimiser steps (default: the demo's 400)")
+    p.add_argument("--steps", type=_int_at_least(1), default=None, help="optimiser steps (default: the demo's, "
+                   "cxrfast.train.demo.DEMO: 600)")
     p.add_argument("--device", default="auto", help="auto (default), cpu, cuda")
     p.add_argument("--bar", type=float, default=None, help="the mean zero-shot AUC to clear (default: "
                    "cxrfast.train.demo.BAR, 0.70)")
@@ -1073,8 +1087,11 @@ def demo_command(args) -> int:
         print(f"cxrfast demo: {exc}", file=sys.stderr)
         return 2
     r = d["train"]
-    print(f"cxrfast demo: pre-trained {r.steps} steps in {d['seconds']['train']:.0f} s "
-          f"({r.samples_per_s:.1f} samples/s), evaluated in {d['seconds']['eval']:.0f} s; run folder {r.run}\n")
+    if r.trained:
+        trained = f"pre-trained {r.trained} steps in {d['seconds']['train']:.0f} s ({r.samples_per_s:.1f} samples/s)"
+    else:
+        trained = f"the run in {r.run} is finished already ({r.steps} steps): not trained again"
+    print(f"cxrfast demo: {trained}, evaluated in {d['seconds']['eval']:.0f} s; run folder {r.run}\n")
     print(format_table(d["metrics"]))
     mean = d["mean_auc"]
     verdict = "met" if d["met"] else "NOT met"

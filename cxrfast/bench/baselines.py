@@ -98,7 +98,8 @@ def gloria_local_loss(regions: torch.Tensor, words: torch.Tensor, word_lengths, 
     batch, attend, score, aggregate; then cross-entropy both ways over temp3 · S.
 
     Layouts are ours: regions [B, R, D] (GLoRIA: [B, D, ih, iw], flattened to R = ih·iw), words
-    [B, L, D] (GLoRIA: [B, D, L] with [CLS] in slot 0, sliced 1:n+1 — here the caller's words start at 0).
+    [B, L, D] (GLoRIA: [B, D, L] sliced :cap_len, [CLS] and [SEP] included — here the caller passes the words
+    it wants scored, from slot 0; see cxrfast.models.globallocal).
     Returns (loss_image_to_text, loss_text_to_image, attention maps of the matched pairs, S [B, B]).
     """
     batch_size = regions.shape[0]

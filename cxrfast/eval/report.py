@@ -39,8 +39,12 @@ def _split(studies, names, role: str):
     names = (names,) if isinstance(names, str) else tuple(names)
     part = studies.subset(lambda s: s.split in names)
     if len(part) == 0:
-        found = sorted({str(s.split) for s in studies})
-        raise ValueError(f"evaluate: splits[{role!r}] = {names} selects no study; the dataset's splits are {found}")
+        found = sorted({s.split for s in studies if s.split is not None})
+        if not found:
+            raise ValueError(f"evaluate: splits[{role!r}] = {names} selects no study: the dataset's studies have no "
+                             "split (e.g. openi); assign Study.split yourself (or use a dataset with one)")
+        raise ValueError(f"evaluate: splits[{role!r}] = {names} selects no study; the dataset's splits are {found}"
+                         " (cxrfast eval: --test-split / --train-split)")
     return part
 
 

@@ -10,10 +10,14 @@ Representation Learning from Radiology Reports and X-Ray Chest Images, 2023; GLo
            local: cxrfast.local_contrastive_loss (word–region attention, temperatures 4 / 5 / 10, both
            directions added); total = 1.0 · local + 1.0 · global (GLoRIA's weights)
 
-GLoRIA's code differs in two places that we do not copy: its word list keeps [SEP] as the last "word" of
-every report (cap_lens counts it), and its report vector averages over all 97 padded slots (zeros
-included); here the words are the report's words and the report vector is the mean over its real tokens.
-Neither changes the architecture; the first changes what the local loss sees by one token.
+GLoRIA's code differs in two places that we do not copy. Its local loss reads the first cap_len slots of the
+word-merged sequence ([CLS], the words, [SEP], then zeros), where cap_len counts the report's word *pieces*
+plus [CLS] and [SEP] (datasets/pretraining_dataset.py: the non-pad ids; models/text_model.py merges the
+pieces into words afterwards): so [CLS] and [SEP] count as words, and one zero vector per "##" continuation
+piece joins every report (its cosine score 0 adds exp(0) to each image's sum over words). And its report
+vector averages over all 97 padded slots (zeros included). Here the words are the report's words and the
+report vector is the mean over its real tokens. Neither changes the architecture; both change what the
+losses see by a few tokens per report.
 
 Under torch.distributed (DDP) the global loss is computed over the whole global batch (gathered embeddings,
 rank-local rows: cxrfast.distributed) and the ResNet's BatchNorms take global statistics, so W ranks train as

@@ -47,7 +47,7 @@ class TrainConfig:
     data: str = "synthetic"
     root: str | None = None
     images: str | None = None
-    split: str = "train"
+    split: str | None = "train"         # the split trained on; None: every study (datasets without a split)
     synth_n: int = 2000
     synth_size: int = 256
     out: str | None = None

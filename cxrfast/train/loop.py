@@ -7,7 +7,7 @@ The run folder:
 
     RUN/config.json        the preset's config (cxrfast.models.load_config)
     RUN/train.json         this TrainConfig
-    RUN/tokenizer/         the tokenizer (trained on the training reports unless one was given)
+    RUN/tokenizer/         the tokenizer: a copy of the one given (--tokenizer), else trained on the reports
     RUN/checkpoints/       step-NNNNNN.pt + latest (cxrfast.train.checkpoint)
     RUN/log.csv            step, epoch, lr, loss, each named loss, samples/s, seconds: one row per logged step
     RUN/loss.png           the loss curves (matplotlib); RUN/tensorboard/ where tensorboard is installed
@@ -22,7 +22,8 @@ gradients are those of one process with the whole global batch (dropout's draws 
 of globallocal / joimternet sees each rank's batch unless the preset's local_loss_global_batch is set). The
 logged losses are averaged over the ranks: the global batch's.
 
-The schedule: AdamW (or each paper's optimiser: REFERS' SGD) with linear warm-up and cosine decay to 0,
+The schedule: each paper's optimiser (GLoRIA, JoImTeRNet: Adam; LoVT, mixed: AdamW; REFERS: SGD; TrainConfig
+.optimizer overrides) with linear warm-up and cosine decay to 0,
 gradient clipping, gradient accumulation over `accum` micro-batches (each contrastive loss sees its own
 micro-batch, as in all five papers, none of which accumulates its contrastive batch), bf16 autocast on CUDA.
 
@@ -150,12 +151,13 @@ def open_training_data(cfg: TrainConfig, env: DistEnv = DistEnv(), split=_CFG_SP
 def _tokenizer(cfg: TrainConfig, run: Path, studies, env: DistEnv):
     from cxrfast.data.text import ReportTokenizer, train_tokenizer
 
-    if cfg.tokenizer:
-        return ReportTokenizer.from_pretrained(cfg.tokenizer)
     target = run / "tokenizer"
     if env.main and not (target / "tokenizer.json").exists():
-        texts = [s.text for s in studies if s.report is not None]
-        train_tokenizer(texts, target, vocab_size=cfg.vocab_size)
+        if cfg.tokenizer:  # a copy in the run folder: `cxrfast eval` reads RUN/tokenizer/ only
+            ReportTokenizer.from_pretrained(cfg.tokenizer).save(target)
+        else:
+            texts = [s.text for s in studies if s.report is not None]
+            train_tokenizer(texts, target, vocab_size=cfg.vocab_size)
     _barrier(env)
     return ReportTokenizer.from_pretrained(target)
 
@@ -341,6 +343,7 @@ class RunResult:
     last: dict
     seconds: float
     samples_per_s: float
+    trained: int = 0      # optimiser steps taken by this call (0: the run was finished already)
 
 
 def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> RunResult:
@@ -364,23 +367,37 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
     if resume and resumed is None and env.main:
         print(f"cxrfast pretrain: nothing to resume in {run} (no checkpoint): starting", flush=True)
     if resumed is not None:
-        saved = TrainConfig(**resumed["train_config"])
-        if dataclasses.replace(saved, progress=cfg.progress, steps=cfg.steps) != dataclasses.replace(
-                cfg, progress=cfg.progress, steps=cfg.steps):
-            raise ValueError(f"{run}: resuming with other settings than the checkpoint's ({saved.to_json()})")
+        _check_resume(run, cfg, TrainConfig(**resumed["train_config"]), resumed.get("world", 1), env.world)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
 
     studies, _ = open_training_data(cfg, env)
+    where = "every split" if cfg.split is None else f"the {cfg.split!r} split"
     if len(studies) == 0:
-        raise ValueError(f"no studies in the {cfg.split!r} split of {cfg.data}")
+        raise ValueError(f"no studies in {where} of {cfg.data}")
+    if not any(s.report is not None for s in studies):
+        raise ValueError(f"no study in {where} of {cfg.data} has a report: pre-training needs image-report "
+                         "pairs (synthetic, mimic-cxr, openi); image-only datasets (chexpert, nih14) serve "
+                         "`cxrfast eval`")
     tok = _tokenizer(cfg, run, studies, env)
     model = _model(cfg, tok, resumed).to(device)
     if env.main:
         model.config.to_json(run / "config.json")
         cfg.to_json(run / "train.json")
     mc = model.config
+    if not getattr(mc, "mixed_kinds", False):  # every preset but `mixed` trains on image-report pairs only
+        unpaired = sum(s.kind != "paired" for s in studies)
+        if unpaired:
+            studies = studies.subset(lambda s: s.kind == "paired")
+            if len(studies) == 0:
+                raise ValueError(f"no image-report pair in {where} of {cfg.data}: {cfg.preset} trains on pairs")
+            if env.main:
+                print(f"cxrfast pretrain: {unpaired} image-only / text-only studies left out ({cfg.preset} trains on "
+                      f"pairs; the mixed preset takes them); {len(studies)} pairs", flush=True)
+    if len(studies) < cfg.batch_size * env.world:
+        raise ValueError(f"{len(studies)} training stud{'y' if len(studies) == 1 else 'ies'} in {where} of {cfg.data}: fewer than one global batch "
+                         f"({cfg.batch_size} × {env.world} processes); lower --batch-size or use more data")
     dataset = StudyBatches(studies, tok, views=mc.max_views, augment=Augment(size=mc.image_size), seed=cfg.seed,
                            max_length=mc.max_length, findings=mc.findings)
     loader = cfg.loader
@@ -482,12 +499,30 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
     if env.main and (run / "log.csv").exists():
         plot_losses(run / "log.csv", run / "loss.png")
     seconds = time.perf_counter() - t0
-    result = RunResult(run, step, last, seconds, samples / max(1e-9, seconds))
+    result = RunResult(run, step, last, seconds, samples / max(1e-9, seconds), done_here)
     if env.initialised_here:
         import torch.distributed as dist
 
         dist.destroy_process_group()
     return result
+
+
+# TrainConfig fields that change neither the numbers nor the schedule: a resumed run may change these
+RESUME_FREE = ("out", "device", "workers", "log_every", "ckpt_every", "keep", "progress")
+
+
+def _check_resume(run: Path, cfg: TrainConfig, saved: TrainConfig, saved_world: int, world: int) -> None:
+    """A resumed run replays the uninterrupted one only with the same result-affecting settings (every field
+    but RESUME_FREE, the step count and the number of processes included): refuse others, naming them."""
+    changed = [f"{f.name} {getattr(saved, f.name)!r} -> {getattr(cfg, f.name)!r}"
+               for f in dataclasses.fields(TrainConfig)
+               if f.name not in RESUME_FREE and getattr(saved, f.name) != getattr(cfg, f.name)]
+    if saved_world != world:
+        changed.append(f"processes (WORLD_SIZE) {saved_world} -> {world}")
+    if changed:
+        raise ValueError(f"{run}: resuming with other settings than the checkpoint's: {'; '.join(changed)}. A "
+                         f"resumed run continues the same schedule and data order; start another --out for "
+                         f"new settings (free to change: {', '.join(RESUME_FREE)})")
 
 
 def _mean_over_ranks(values: dict, device: torch.device) -> dict:
@@ -512,6 +547,7 @@ def _checkpoint(run, model, optimizer, scheduler, scaler, step, epoch, position,
     if env.main:
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch": position, "rng": rng,
-                 "preset_config": model.config.to_dict(), "train_config": dataclasses.asdict(cfg)}
+                 "preset_config": model.config.to_dict(), "train_config": dataclasses.asdict(cfg),
+                 "world": env.world}
         save_checkpoint(run / "checkpoints", step, state, keep=cfg.keep)
     _barrier(env)

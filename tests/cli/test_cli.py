@@ -210,3 +210,35 @@ def test_report_renders_the_local_block(tmp_path):
     assert "n/a" in table[1] and "the baseline needs about 893 GB" in local
     assert "**met**" in local and "timed out after 120 s" in local
     assert "speed-up 12.5x (target ≥ 20x" in local and "**missed**" in local
+
+
+def test_report_renders_presets_and_pretrain(tmp_path):
+    """The presets table says "≥ N" where the largest-batch search ran out of time (a lower bound), and both
+    tables land between their markers."""
+    results = tmp_path / "results" / "cuda-test"
+    results.mkdir(parents=True)
+    env = {"device_name": "Test GPU", "torch": "2.11", "git_commit": "0123456789", "date_utc": "2026-12-04"}
+
+    def row(impl, median, largest, note):
+        return {"preset": "globallocal", "size": "paper", "batch": 48, "impl": impl, "dtype": "bf16 autocast",
+                "median_s": median, "samples_per_s": 48 / median, "peak_mem_bytes": 2**30 if impl == "fused" else 2**32,
+                "mem_method": "cuda peak in the step above weights + optimiser state", "largest_batch": largest,
+                "largest_batch_note": note}
+
+    (results / "presets.json").write_text(json.dumps({"suite": "presets", "env": env, "rows": [
+        row("fused", 0.1, 4096, "time budget spent: a lower bound"), row("original", 0.4, 256, "within 3%")]}))
+    (results / "pretrain.json").write_text(json.dumps({"suite": "pretrain", "env": env, "case": "synthetic", "rows": [
+        {"preset": "lovt", "size": "small", "batch": 48, "full_samples_per_s": 90.0, "data_samples_per_s": 60.0,
+         "model_samples_per_s": 120.0, "data_wait": "yes: the data supplies 50% of the model's rate"}]}))
+    readme = tmp_path / "README.md"
+    readme.write_text("<!-- bench:presets:start -->\n<!-- bench:presets:end -->\n"
+                      "<!-- bench:pretrain:start -->\n<!-- bench:pretrain:end -->\n")
+    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results",
+                           str(tmp_path / "results"), "--readme", str(readme), "--no-plots"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    text = readme.read_text()
+    line = next(x for x in text.splitlines() if x.startswith("| globallocal |"))
+    cells = [c.strip() for c in line.strip("|").split("|")]
+    assert cells[4] == "4.00×" and cells[7] == "4.00×" and cells[8:] == ["≥ 4,096", "256", "16.0×"], cells
+    assert "| lovt | small, 48 | 90.0/s | 60.0/s | 120.0/s | yes: the data supplies 50% of the model's rate |" in text
