@@ -431,12 +431,16 @@ def render_presets(results: Path) -> str | None:
             mr = f"{o['peak_mem_bytes'] / max(f['peak_mem_bytes'], 1):.2f}×" if f and o else "-"
             line = [key[0], f"{key[1]}, {ref['batch']}, {key[2]}", cell(f), cell(o), speed, mf, mo, mr]
             if big:
-                def largest(r):  # "≥ N" where the search ran out of time: a lower bound
+                def bound(r):  # the search ran out of time: a lower bound, shown "≥ N"
+                    return "≥ " if "lower bound" in (r or {}).get("largest_batch_note", "") else ""
+
+                def largest(r):
                     n = (r or {}).get("largest_batch")
-                    return "-" if not n else ("≥ " if "lower bound" in r.get("largest_batch_note", "") else "") + f"{n:,}"
+                    return f"{bound(r)}{n:,}" if n else "-"
 
                 lf, lo = (f or {}).get("largest_batch"), (o or {}).get("largest_batch")
-                line += [largest(f), largest(o), f"{lf / lo:.1f}×" if lf and lo else "-"]
+                ratio = f"{'≥ ' if bound(f) and not bound(o) else ''}{lf / lo:.1f}×" if lf and lo else "-"
+                line += [largest(f), largest(o), ratio]
             out.append("| " + " | ".join(line) + " |")
         for name, target in (doc.get("targets") or {}).items():
             out += ["", f"Target ({name}): {target}."]

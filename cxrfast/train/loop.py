@@ -396,8 +396,10 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
                 print(f"cxrfast pretrain: {unpaired} image-only / text-only studies left out ({cfg.preset} trains on "
                       f"pairs; the mixed preset takes them); {len(studies)} pairs", flush=True)
     if len(studies) < cfg.batch_size * env.world:
-        raise ValueError(f"{len(studies)} training stud{'y' if len(studies) == 1 else 'ies'} in {where} of {cfg.data}: fewer than one global batch "
-                         f"({cfg.batch_size} × {env.world} processes); lower --batch-size or use more data")
+        n = len(studies)
+        raise ValueError(f"{n} training stud{'y' if n == 1 else 'ies'} in {where} of {cfg.data}: fewer than one "
+                         f"global batch ({cfg.batch_size} × {env.world} processes); lower --batch-size or use more "
+                         "data")
     dataset = StudyBatches(studies, tok, views=mc.max_views, augment=Augment(size=mc.image_size), seed=cfg.seed,
                            max_length=mc.max_length, findings=mc.findings)
     loader = cfg.loader
@@ -507,7 +509,8 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
     return result
 
 
-# TrainConfig fields that change neither the numbers nor the schedule: a resumed run may change these
+# TrainConfig fields that change neither the schedule nor the data order: a resumed run may change these (a
+# resume on another device continues the same run, equal to rounding rather than bit for bit)
 RESUME_FREE = ("out", "device", "workers", "log_every", "ckpt_every", "keep", "progress")
 
 
