@@ -1012,39 +1012,34 @@ def _add_eval(commands) -> None:
 
 
 def _eval_data(args, run_folder):
-    """(dataset name, root, images) of the evaluation: the arguments', else the run's train.json."""
+    """The studies to evaluate on, every split (evaluate picks its own): the arguments' dataset, else the run's
+    (RUN/train.json), opened as the trainer opens it (cxrfast.train.loop.open_training_data)."""
     import dataclasses
     from pathlib import Path
 
     from cxrfast.train import TrainConfig
+    from cxrfast.train.loop import open_training_data
 
     path = Path(run_folder) / "train.json"
     cfg = TrainConfig.from_json(path) if path.exists() else None
     data = args.data or (cfg.data if cfg else None)
     if data is None:
         raise ValueError(f"{run_folder} has no train.json: pass --data (and --root)")
-    if data == "synthetic":
-        from cxrfast.train.loop import synthetic_root
-
-        base = cfg if cfg is not None and cfg.data == "synthetic" else TrainConfig()
-        base = dataclasses.replace(base, root=args.root or base.root, progress=not args.no_progress)
-        return "mimic-cxr", str(synthetic_root(base)), args.images
-    root = args.root or (cfg.root if cfg is not None and cfg.data == data else None)
-    if root is None:
-        raise ValueError(f"data {data!r} needs --root (the dataset's folder)")
-    images = args.images or (cfg.images if cfg is not None and cfg.data == data else None)
-    return data, root, images
+    same = cfg is not None and cfg.data == data  # the run's own dataset: its root and shards unless overridden
+    base = cfg if same else TrainConfig(data=data)
+    base = dataclasses.replace(base, root=args.root or (base.root if same else None),
+                               images=args.images or (base.images if same else None), progress=not args.no_progress)
+    studies, _ = open_training_data(base, split=None)
+    return studies
 
 
 def eval_command(args) -> int:
-    from cxrfast.data.datasets import open_dataset
     from cxrfast.eval.report import format_table
     from cxrfast.eval.run import find_weights, run_eval
 
     try:
         run_folder, _ = find_weights(args.checkpoint)
-        name, root, images = _eval_data(args, run_folder)
-        studies = open_dataset(name, root, images=images)
+        studies = _eval_data(args, run_folder)
         splits = {role: tuple(n.strip() for n in names.split(",") if n.strip())
                   for role, names in (("test", args.test_split), ("train", args.train_split))}
         metrics = run_eval(args.checkpoint, data=studies, out=args.out, device=args.device, splits=splits,
