@@ -499,6 +499,43 @@ def plot_radiograph(path: Path) -> Path:
     return out
 
 
+def plot_presets(path: Path) -> Path:
+    """results/<device>/presets.png: samples/s of one training step per preset, cxrfast's step beside the
+    original-style one (benchmarks/test_bench_presets.py)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    doc = json.loads(path.read_text())
+    by = {(r["preset"], r["size"], r["dtype"], r["impl"]): r for r in doc["rows"]}
+    cases = list(dict.fromkeys((r["preset"], r["size"], r["dtype"]) for r in doc["rows"]))
+    fig, ax = plt.subplots(figsize=(7.5, 0.55 * len(cases) + 1.4))
+    height = 0.38
+    for k, (impl, color) in enumerate((("fused", "tab:green"), ("original", "tab:gray"))):
+        ys = [i + (k - 0.5) * height for i in range(len(cases))]
+        rates = [by.get((*c, impl), {}).get("samples_per_s") or 0.0 for c in cases]
+        ax.barh(ys, rates, height, color=color, label="cxrfast step" if impl == "fused" else "original-style step")
+        for y, r in zip(ys, rates):
+            if r:
+                ax.text(r, y, f" {r:,.1f}", va="center", fontsize=8)
+    labels = []
+    for case in cases:
+        row = by.get((*case, "fused")) or by[(*case, "original")]
+        labels.append(f"{case[0]} ({case[1]}, {case[2]}, B={row['batch']})")
+    ax.set_yticks(range(len(cases)), labels, fontsize=8)
+    ax.invert_yaxis()
+    ax.set_xlabel("samples/s, forward + backward + optimiser step (higher is better)")
+    ax.set_xlim(0, max((r.get("samples_per_s") or 0) for r in doc["rows"]) * 1.2)
+    ax.legend(fontsize=8, loc="lower right")
+    ax.set_title(f"one training step per preset · {doc['env'].get('device_name', '')}", fontsize=10)
+    fig.tight_layout()
+    out = path.with_suffix(".png")
+    fig.savefig(out, dpi=110)
+    plt.close(fig)
+    return out
+
+
 def render_lovt(results: Path) -> str | None:
     """LoVT's local losses, batched vs the literal definition (benchmarks/lovt_local.py), per device."""
     docs = _suite_docs(results, "lovt.json")
@@ -678,7 +715,8 @@ def main(argv=None) -> int:
             status = 1
         else:
             print(f"report: {readme} has no bench markers; left unchanged")
-    if not args.no_plots and docs:
+    plots_from = [*args.results.glob("*/radiograph.json"), *args.results.glob("*/presets.json")]
+    if not args.no_plots and (docs or plots_from):
         try:
             import matplotlib  # noqa: F401
         except ImportError:
@@ -689,6 +727,8 @@ def main(argv=None) -> int:
                     print(f"report: plot {path}")
             for path in sorted(args.results.glob("*/radiograph.json")):
                 print(f"report: plot {plot_radiograph(path)}")
+            for path in sorted(args.results.glob("*/presets.json")):
+                print(f"report: plot {plot_presets(path)}")
     return status
 
 

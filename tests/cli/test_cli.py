@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -234,9 +235,11 @@ def test_report_renders_presets_and_pretrain(tmp_path):
     readme.write_text("<!-- bench:presets:start -->\n<!-- bench:presets:end -->\n"
                       "<!-- bench:pretrain:start -->\n<!-- bench:pretrain:end -->\n")
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "report.py"), "--results",
-                           str(tmp_path / "results"), "--readme", str(readme), "--no-plots"],
+                           str(tmp_path / "results"), "--readme", str(readme)],
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 0, proc.stderr
+    if importlib.util.find_spec("matplotlib") is not None:
+        assert (results / "presets.png").stat().st_size > 1000
     text = readme.read_text()
     line = next(x for x in text.splitlines() if x.startswith("| globallocal |"))
     cells = [c.strip() for c in line.strip("|").split("|")]
