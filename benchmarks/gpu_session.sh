@@ -2,7 +2,7 @@
 # One call on a lent GPU machine: build, check and time everything GPU-side, by priority, inside a budget.
 #
 #   bash benchmarks/gpu_session.sh [all] [--budget SECONDS]   # default: all, 420 s
-#   bash benchmarks/gpu_session.sh check|ops|bench|big [pytest args]   # one stage alone
+#   bash benchmarks/gpu_session.sh check|ops|bench|big|train [pytest args]   # one stage alone
 #
 # "all" runs these steps in order, each under a time cap, and skips what no longer fits the budget:
 #   1. build     cxrfast._C with CUDA (in the background while 2 runs; skipped when a built .so was carried)
@@ -127,6 +127,14 @@ case "$stage" in
     step big 60 python -m pytest benchmarks/test_bench_losses.py "${BENCH[@]}" --bench-no-compile \
       -k "(infonce-clip-convirt-b32768-d512 and fused-fwd) or (infonce-clip-convirt-b1048576 and fused-fwdbwd)"
     ;;
+  train)  # issues 13/14 on the GPU: the presets' steps (small; globallocal paper bf16 B=48 and the largest batch
+          # of each step), pre-training throughput with its data-only / model-only runs, the presets' GPU tests, the demo
+    start_build; wait_build
+    step models 90 "${PYTEST[@]}" -m gpu tests/models tests/train
+    CXRFAST_BENCH_SEARCH_S=60 step presets 240 python -m pytest benchmarks/test_bench_presets.py "${BENCH[@]}"
+    step pretrain 120 python -m pytest benchmarks/test_bench_pretrain.py "${BENCH[@]}"
+    step demo 120 python -m cxrfast demo --out /tmp/cxrfast-demo --no-progress
+    python benchmarks/report.py --no-plots > "$out/logs/report.log" 2>&1 ;;
   check)
     start_build; wait_build
     step check 600 "${PYTEST[@]}" -m "gpu and not slow" tests "$@" ;;

@@ -158,9 +158,11 @@ def _fits(preset, size, batch_size, impl, device, amp) -> bool:
         torch.cuda.empty_cache()
 
 
-def largest_batch(preset, size, impl, device, amp, start: int, limit: int = 1 << 16, budget_s: float = 120.0):
-    """The largest batch whose step fits: doubling from `start`, then bisection (within `budget_s`; the
-    result is then a lower bound, flagged)."""
+def largest_batch(preset, size, impl, device, amp, start: int, limit: int = 1 << 16, budget_s: float | None = None):
+    """The largest batch whose step fits: doubling from `start`, then bisection (within `budget_s`, default
+    $CXRFAST_BENCH_SEARCH_S or 120 s; past it the result is a lower bound, flagged)."""
+    if budget_s is None:
+        budget_s = float(os.environ.get("CXRFAST_BENCH_SEARCH_S", "120"))
     t0 = time.perf_counter()
     lo, hi = 0, None
     b = start
