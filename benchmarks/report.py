@@ -439,11 +439,19 @@ def render_presets(results: Path) -> str | None:
                     return f"{bound(r)}{n:,}" if n else "-"
 
                 lf, lo = (f or {}).get("largest_batch"), (o or {}).get("largest_batch")
-                ratio = f"{'≥ ' if bound(f) and not bound(o) else ''}{lf / lo:.1f}×" if lf and lo else "-"
+                # a lower bound over an exact figure bounds the ratio from below, and the converse from above;
+                # two lower bounds bound nothing
+                kinds = {(True, False): "≥ ", (False, True): "≤ ", (False, False): ""}
+                kind = kinds.get((bool(bound(f)), bool(bound(o))))
+                ratio = ("-" if not (lf and lo) else "? (both lower bounds)" if kind is None else
+                         f"{kind}{lf / lo:.1f}×")
                 line += [largest(f), largest(o), ratio]
             out.append("| " + " | ".join(line) + " |")
         for name, target in (doc.get("targets") or {}).items():
             out += ["", f"Target ({name}): {target}."]
+        if path.with_suffix(".png").exists():
+            out += ["", f"![one training step per preset, {doc['env'].get('device_name', '')}]"
+                        f"(benchmarks/results/{path.parent.name}/{path.with_suffix('.png').name})"]
         out.append("")
     return "\n".join(out)
 

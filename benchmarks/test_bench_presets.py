@@ -169,12 +169,15 @@ def largest_batch(preset, size, impl, device, amp, start: int, limit: int = 1 <<
     while hi is None and b <= limit:
         if _fits(preset, size, b, impl, device, amp):
             lo, b = b, b * 2
+        elif b == start:  # the batch just timed: failing here is not "too large", it is something else
+            raise RuntimeError(f"largest_batch: {preset} {impl} at the starting batch {start} failed as out of "
+                               "memory, though that step was just timed")
         else:
             hi = b
         if time.perf_counter() - t0 > budget_s:
             return lo, "time budget spent: a lower bound"
     if hi is None:
-        return lo, f"fits at the search limit {limit}"
+        return lo, f"fits at the search limit {limit}: a lower bound"
     while hi - lo > max(1, lo // 32):
         mid = (lo + hi) // 2
         if _fits(preset, size, mid, impl, device, amp):
@@ -188,14 +191,15 @@ def largest_batch(preset, size, impl, device, amp, start: int, limit: int = 1 <<
 
 @pytest.mark.parametrize("impl", ["fused", "original"])
 @pytest.mark.parametrize("preset", PRESETS)
-def test_small_step(benchmark, preset, impl):
+def test_small_step(benchmark, preset, impl, request):
     device = _device()
     ROWS.append(_measure(benchmark, preset, "small", CPU_BATCH if device.type == "cpu" else GPU_BATCH, impl,
                          device, False))
+    _save(request.config)  # after every row: a run cut short keeps what it measured
 
 
 @pytest.mark.parametrize("impl", ["fused", "original"])
-def test_globallocal_paper_bf16(benchmark, impl):
+def test_globallocal_paper_bf16(benchmark, impl, request):
     device = _device()
     if device.type != "cuda":
         pytest.skip("globallocal at the paper size, batch 48, bf16: GPU only (on CPU one step takes minutes)")
@@ -203,11 +207,16 @@ def test_globallocal_paper_bf16(benchmark, impl):
     row["largest_batch"], row["largest_batch_note"] = largest_batch("globallocal", "paper", impl, device, True,
                                                                     start=GPU_BATCH)
     ROWS.append(row)
+    _save(request.config)
 
 
 @pytest.fixture(scope="module", autouse=True)
 def results(request):
     yield
+    _save(request.config)
+
+
+def _save(config) -> None:
     if not ROWS:
         return
     import json
@@ -227,7 +236,7 @@ def results(request):
                 row["largest_batch_ratio"] = row["largest_batch"] / base["largest_batch"]
     doc = {"suite": "presets", "env": env, "rows": ROWS,
            "targets": {"globallocal paper bf16 B=48": "≥ 3× the original step's samples/s, ≥ 8× its largest batch"}}
-    path = os.path.join(request.config.getoption("--bench-results"), env["device_slug"], "presets.json")
+    path = os.path.join(config.getoption("--bench-results"), env["device_slug"], "presets.json")
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)

@@ -887,8 +887,8 @@ def _add_pretrain(commands) -> None:
     p.add_argument("--data", default="synthetic",
                    help="synthetic (default) or a paired open_dataset name: mimic-cxr, openi (chexpert and "
                         "nih14 have no reports: they serve `cxrfast eval`)")
-    p.add_argument("--split", default="train", help="the split trained on (default: train); `all`: every study "
-                   "(openi has no official split)")
+    p.add_argument("--split", default="train", metavar="NAMES", help="comma-separated splits trained on "
+                   "(default: train); `all`: every study (openi has no official split)")
     p.add_argument("--root", default=None, help="the dataset's folder (synthetic: where to write it; default: a "
                    "cache folder, $CXRFAST_CACHE or ~/.cache/cxrfast)")
     p.add_argument("--images", default=None, help="read the images from `cxrfast prepare` shards in this folder")
@@ -995,7 +995,8 @@ def _add_eval(commands) -> None:
     p.add_argument("--root", default=None, help="the dataset's folder (default: the run's)")
     p.add_argument("--images", default=None, help="`cxrfast prepare` shards to read the images from")
     p.add_argument("--test-split", default="test", metavar="NAMES",
-                   help="comma-separated splits evaluated (default: test; CheXpert's labelled one: validate)")
+                   help="comma-separated splits evaluated (default: test; CheXpert's labelled one: validate; "
+                        "`all`: every study, for data without splits such as openi)")
     p.add_argument("--train-split", default="train", metavar="NAMES",
                    help="comma-separated splits the linear and localized probes train on (default: train)")
     p.add_argument("--out", default=None, help="output folder (default: RUN/eval)")

@@ -37,12 +37,14 @@ METRICS_FORMAT = "cxrfast eval 1"
 
 def _split(studies, names, role: str):
     names = (names,) if isinstance(names, str) else tuple(names)
-    part = studies.subset(lambda s: s.split in names)
+    part = studies if names == ("all",) else studies.subset(lambda s: s.split in names)
     if len(part) == 0:
         found = sorted({s.split for s in studies if s.split is not None})
         if not found:
             raise ValueError(f"evaluate: splits[{role!r}] = {names} selects no study: the dataset's studies have no "
-                             "split (e.g. openi); assign Study.split yourself (or use a dataset with one)")
+                             "split (e.g. openi); evaluate all of them (splits={'test': 'all'}; cxrfast eval "
+                             "--test-split all, with --which zeroshot,retrieval: the probes need a training split) "
+                             "or assign Study.split yourself")
         raise ValueError(f"evaluate: splits[{role!r}] = {names} selects no study; the dataset's splits are {found}"
                          " (cxrfast eval: --test-split / --train-split)")
     return part
@@ -57,7 +59,7 @@ def evaluate(model, tokenizer, studies, *, splits: Mapping | None = None, device
              meta: Mapping | None = None) -> dict:
     """Evaluate a frozen `model` (any PresetModel) with its `tokenizer` on `studies` (a StudyDataset).
 
-    splits: {"train": name(s), "test": name(s)} of Study.split (default train / test; e.g. {"test":
+    splits: {"train": name(s), "test": name(s)} of Study.split, or "all" (default train / test; e.g. {"test":
     ("validate", "test")}); device: where the model runs (it is moved there; default: where it is);
     seed: prompt sampling, bootstrap, probe splits, subsets; out: a folder for metrics.json, metrics.md,
     the probe split files and the pictures (None: nothing written); n_boot: bootstrap replicates;
@@ -84,6 +86,12 @@ def evaluate(model, tokenizer, studies, *, splits: Mapping | None = None, device
     test = _split(studies, splits["test"], "test")
     need_train = bool({"probe", "localized"} & set(which))
     train = _split(studies, splits["train"], "train") if need_train else None
+    if train is not None:
+        shared = {s.study_id for s in test} & {s.study_id for s in train}
+        if shared:
+            raise ValueError(f"evaluate: the probes' training split {splits['train']} and the test split "
+                             f"{splits['test']} share {len(shared)} studies (e.g. {sorted(shared)[0]!r}): a probe "
+                             "would be scored on studies it was fitted to; choose disjoint splits")
     cfg = model.config
     metrics = {"format": METRICS_FORMAT,
                "meta": {"preset": cfg.preset, "size": cfg.size, "dataset": getattr(studies, "name", None),

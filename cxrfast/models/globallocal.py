@@ -14,10 +14,11 @@ GLoRIA's code differs in two places that we do not copy. Its local loss reads th
 word-merged sequence ([CLS], the words, [SEP], then zeros), where cap_len counts the report's word *pieces*
 plus [CLS] and [SEP] (datasets/pretraining_dataset.py: the non-pad ids; models/text_model.py merges the
 pieces into words afterwards): so [CLS] and [SEP] count as words, and one zero vector per "##" continuation
-piece joins every report (its cosine score 0 adds exp(0) to each image's sum over words). And its report
-vector averages over all 97 padded slots (zeros included). Here the words are the report's words and the
-report vector is the mean over its real tokens. Neither changes the architecture; both change what the
-losses see by a few tokens per report.
+piece joins every report. All of these enter the attention's first softmax (over a region's words), so they
+shift every real word's attention, and each adds its own term to the image's sum over words (a zero vector's
+cosine score 0 adds exp(0)). And its report vector averages over all 97 padded slots (zeros included). Here
+the words are the report's words and the report vector is the mean over its real tokens. Neither changes the
+architecture; both change what the losses see, by 2 + (number of "##" pieces) slots per report.
 
 Under torch.distributed (DDP) the global loss is computed over the whole global batch (gathered embeddings,
 rank-local rows: cxrfast.distributed) and the ResNet's BatchNorms take global statistics, so W ranks train as

@@ -2,8 +2,8 @@
 dataset, evaluate it, print the zero-shot table with the bar beside the figure.
 
 The settings (DEMO): 2,000 synthetic studies at 128 px (generated once into the cache folder; the tiny model
-reads 64-px crops, so larger sources would only cost decoding time), batches of 32, 600 AdamW steps at 1e-3
-with warm-up and cosine decay. On a GPU the same command runs there (bf16 autocast).
+reads 64-px crops, so larger sources would only cost decoding time), batches of 32, 600 steps of Adam
+(GLoRIA's optimiser) at 1e-3 with warm-up and cosine decay. On a GPU the same command runs there (bf16 autocast).
 
 The bar is on the mean over the 5 competition findings of the zero-shot ROC AUC with CheXzero-style
 positive-vs-negative prompts ("pleural effusion" vs "no pleural effusion") on the synthetic test split: a

@@ -9,7 +9,8 @@ The run folder:
     RUN/train.json         this TrainConfig
     RUN/tokenizer/         the tokenizer: a copy of the one given (--tokenizer), else trained on the reports
     RUN/checkpoints/       step-NNNNNN.pt + latest (cxrfast.train.checkpoint)
-    RUN/log.csv            step, epoch, lr, loss, each named loss, samples/s, seconds: one row per logged step
+    RUN/log.csv            step, epoch, lr, loss, each named loss, samples, samples/s, seconds (the last three
+                           counted from this call's start): one row per logged step
     RUN/loss.png           the loss curves (matplotlib); RUN/tensorboard/ where tensorboard is installed
 
 Data: the synthetic dataset by default (generated once into a cache folder, `CXRFAST_CACHE` or
@@ -137,27 +138,48 @@ _CFG_SPLIT = "<cfg.split>"
 def open_training_data(cfg: TrainConfig, env: DistEnv = DistEnv(), split=_CFG_SPLIT):
     """(StudyDataset, its root) for cfg.data: the split cfg.split (default), another split name or several, or
     every split (split=None; what evaluation reads)."""
-    from cxrfast.data.datasets import open_dataset
+    from cxrfast.data.datasets import DatasetError, open_dataset
 
     split = cfg.split if split == _CFG_SPLIT else split
+    if isinstance(split, str) and "," in split:  # "train,validate": several splits
+        split = [name.strip() for name in split.split(",") if name.strip()]
     if cfg.data == "synthetic":
         root = synthetic_root(cfg, env)
         return open_dataset("mimic-cxr", root, split=split, images=cfg.images), root
     if cfg.root is None:
         raise ValueError(f"data {cfg.data!r} needs --root (the dataset's folder)")
-    return open_dataset(cfg.data, cfg.root, split=split, images=cfg.images), Path(cfg.root)
+    try:
+        return open_dataset(cfg.data, cfg.root, split=split, images=cfg.images), Path(cfg.root)
+    except DatasetError as exc:
+        if "no official split" in str(exc):
+            raise DatasetError(f"{exc} (cxrfast pretrain: --split all)") from None
+        raise
 
 
-def _tokenizer(cfg: TrainConfig, run: Path, studies, env: DistEnv):
+# the files of a tokenizer directory that ReportTokenizer.from_pretrained and transformers read
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "special_tokens_map.json")
+
+
+def _tokenizer(cfg: TrainConfig, run: Path, reports: list, env: DistEnv, fresh: bool):
+    """RUN/tokenizer/: a run's own copy of the tokenizer given (its files as they are: `cxrfast eval` reads
+    RUN/tokenizer/ only), else one trained on the reports. A fresh start replaces what a failed earlier
+    start may have left there; a resumed run keeps its own."""
+    import shutil
+
     from cxrfast.data.text import ReportTokenizer, train_tokenizer
 
     target = run / "tokenizer"
-    if env.main and not (target / "tokenizer.json").exists():
-        if cfg.tokenizer:  # a copy in the run folder: `cxrfast eval` reads RUN/tokenizer/ only
-            ReportTokenizer.from_pretrained(cfg.tokenizer).save(target)
+    if env.main and fresh and target.exists():
+        shutil.rmtree(target)
+    if env.main and not target.exists():
+        if cfg.tokenizer:
+            ReportTokenizer.from_pretrained(cfg.tokenizer)  # (a clear error if it is not a tokenizer directory)
+            target.mkdir(parents=True)
+            for name in TOKENIZER_FILES:
+                if (Path(cfg.tokenizer) / name).is_file():
+                    shutil.copy2(Path(cfg.tokenizer) / name, target / name)
         else:
-            texts = [s.text for s in studies if s.report is not None]
-            train_tokenizer(texts, target, vocab_size=cfg.vocab_size)
+            train_tokenizer(reports, target, vocab_size=cfg.vocab_size)
     _barrier(env)
     return ReportTokenizer.from_pretrained(target)
 
@@ -343,7 +365,7 @@ class RunResult:
     last: dict
     seconds: float
     samples_per_s: float
-    trained: int = 0      # optimiser steps taken by this call (0: the run was finished already)
+    trained: int          # optimiser steps taken by this call (0: the run was finished already)
 
 
 def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None = None) -> RunResult:
@@ -367,11 +389,12 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
     if resume and resumed is None and env.main:
         print(f"cxrfast pretrain: nothing to resume in {run} (no checkpoint): starting", flush=True)
     if resumed is not None:
-        _check_resume(run, cfg, TrainConfig(**resumed["train_config"]), resumed.get("world", 1), env.world)
+        _check_resume(run, cfg, TrainConfig(**resumed["train_config"]), resumed.get("world"), env.world)
     torch.manual_seed(cfg.seed)
     np.random.seed(cfg.seed % 2**32)
     random.seed(cfg.seed)
 
+    # the data is checked before anything is written into the run folder
     studies, _ = open_training_data(cfg, env)
     where = "every split" if cfg.split is None else f"the {cfg.split!r} split"
     if len(studies) == 0:
@@ -380,26 +403,27 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
         raise ValueError(f"no study in {where} of {cfg.data} has a report: pre-training needs image-report "
                          "pairs (synthetic, mimic-cxr, openi); image-only datasets (chexpert, nih14) serve "
                          "`cxrfast eval`")
-    tok = _tokenizer(cfg, run, studies, env)
+    reports = [s.text for s in studies if s.report is not None]  # the tokenizer's corpus: every report
+    if cfg.preset not in UNPAIRED_PRESETS:  # the others train on image-report pairs only
+        unpaired = sum(s.kind != "paired" for s in studies)
+        if unpaired:
+            studies = studies.subset(lambda s: s.kind == "paired")
+            if env.main and len(studies):
+                print(f"cxrfast pretrain: {unpaired} image-only / text-only studies left out ({cfg.preset} trains on "
+                      f"pairs; the mixed preset takes them); {len(studies)} pairs", flush=True)
+    if len(studies) < cfg.batch_size * env.world:
+        n = len(studies)
+        what = "training study" if n == 1 else "training studies"
+        raise ValueError(f"{n} {what} in {where} of {cfg.data}"
+                         f"{'' if cfg.preset in UNPAIRED_PRESETS else ' (image-report pairs)'}: fewer than one "
+                         f"micro-batch per process ({cfg.batch_size} × {env.world} processes); lower --batch-size "
+                         "or use more data")
+    tok = _tokenizer(cfg, run, reports, env, fresh=resumed is None)
     model = _model(cfg, tok, resumed).to(device)
     if env.main:
         model.config.to_json(run / "config.json")
         cfg.to_json(run / "train.json")
     mc = model.config
-    if not getattr(mc, "mixed_kinds", False):  # every preset but `mixed` trains on image-report pairs only
-        unpaired = sum(s.kind != "paired" for s in studies)
-        if unpaired:
-            studies = studies.subset(lambda s: s.kind == "paired")
-            if len(studies) == 0:
-                raise ValueError(f"no image-report pair in {where} of {cfg.data}: {cfg.preset} trains on pairs")
-            if env.main:
-                print(f"cxrfast pretrain: {unpaired} image-only / text-only studies left out ({cfg.preset} trains on "
-                      f"pairs; the mixed preset takes them); {len(studies)} pairs", flush=True)
-    if len(studies) < cfg.batch_size * env.world:
-        n = len(studies)
-        raise ValueError(f"{n} training stud{'y' if n == 1 else 'ies'} in {where} of {cfg.data}: fewer than one "
-                         f"global batch ({cfg.batch_size} × {env.world} processes); lower --batch-size or use more "
-                         "data")
     dataset = StudyBatches(studies, tok, views=mc.max_views, augment=Augment(size=mc.image_size), seed=cfg.seed,
                            max_length=mc.max_length, findings=mc.findings)
     loader = cfg.loader
@@ -418,6 +442,9 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
     optimizer = _optimizer(cfg, model)
     scheduler = _schedule(optimizer, total, cfg.warmup)
     amp = cfg.amp if cfg.amp != "auto" else ("bf16" if device.type == "cuda" else "none")
+    resolved = {"amp": amp, "loader": loader}
+    if resumed is not None:
+        _check_resolved(run, resumed.get("resolved"), resolved)
     scaler = torch.amp.GradScaler(device.type, enabled=amp == "fp16")
     autocast = (torch.autocast(device.type, dtype=torch.bfloat16 if amp == "bf16" else torch.float16)
                 if amp != "none" else nullcontext())
@@ -486,14 +513,15 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
         if env.main and (step % cfg.log_every == 0 or step == total):
             row = {"step": step, "epoch": epoch, "lr": scheduler.get_last_lr()[0],
                    **{("loss" if k == "loss" else f"loss_{k}"): v for k, v in sums.items()},
-                   "samples_per_s": rate, "seconds": time.perf_counter() - t0}
+                   "samples": samples, "samples_per_s": rate, "seconds": time.perf_counter() - t0}
             log.write(row)
             if writer is not None:
                 for k, v in row.items():
                     if k != "step":
                         writer.add_scalar(k, v, step)
         if step % cfg.ckpt_every == 0 or step == total:
-            _checkpoint(run, model, optimizer, scheduler, scaler, step, epoch, position, device, cfg, env)
+            _checkpoint(run, model, optimizer, scheduler, scaler, step, epoch, position, device, cfg, env,
+                        resolved)
     if bar is not None:
         bar.close()
     if writer is not None:
@@ -509,19 +537,32 @@ def pretrain(cfg: TrainConfig, *, resume: bool = False, stop_after: int | None =
     return result
 
 
-# TrainConfig fields that change neither the schedule nor the data order: a resumed run may change these (a
-# resume on another device continues the same run, equal to rounding rather than bit for bit)
-RESUME_FREE = ("out", "device", "workers", "log_every", "ckpt_every", "keep", "progress")
+# TrainConfig fields that change neither the schedule nor the data order: a resumed run may change these. The
+# data may have moved (root, images: the same studies elsewhere); a resume on another device continues the same
+# run, equal to rounding rather than bit for bit, as long as what "auto" chose there (the autocast dtype, the
+# loader) is the same (checked apart: _check_resolved).
+RESUME_FREE = ("out", "device", "workers", "log_every", "ckpt_every", "keep", "progress", "root", "images")
+UNPAIRED_PRESETS = ("mixed",)  # presets that train on image-only and text-only studies besides pairs
 
 
-def _check_resume(run: Path, cfg: TrainConfig, saved: TrainConfig, saved_world: int, world: int) -> None:
+def _check_resume(run: Path, cfg: TrainConfig, saved: TrainConfig, saved_world: int | None, world: int) -> None:
     """A resumed run replays the uninterrupted one only with the same result-affecting settings (every field
-    but RESUME_FREE, the step count and the number of processes included): refuse others, naming them."""
+    but RESUME_FREE, the step count and the number of processes included): refuse others, naming them.
+    saved_world: None for checkpoints written before it was recorded (not checked)."""
     changed = [f"{f.name} {getattr(saved, f.name)!r} -> {getattr(cfg, f.name)!r}"
                for f in dataclasses.fields(TrainConfig)
                if f.name not in RESUME_FREE and getattr(saved, f.name) != getattr(cfg, f.name)]
-    if saved_world != world:
+    if saved_world is not None and saved_world != world:
         changed.append(f"processes (WORLD_SIZE) {saved_world} -> {world}")
+    _refuse(run, changed)
+
+
+def _check_resolved(run: Path, saved: dict | None, now: dict) -> None:
+    """What "auto" resolved to (amp, loader) must be what the checkpoint's run used (None: not recorded)."""
+    _refuse(run, [f"{k} (auto) {saved[k]!r} -> {v!r}" for k, v in now.items() if saved and saved.get(k, v) != v])
+
+
+def _refuse(run: Path, changed: list) -> None:
     if changed:
         raise ValueError(f"{run}: resuming with other settings than the checkpoint's: {'; '.join(changed)}. A "
                          f"resumed run continues the same schedule and data order; start another --out for "
@@ -538,7 +579,8 @@ def _mean_over_ranks(values: dict, device: torch.device) -> dict:
     return dict(zip(values, (t / dist.get_world_size()).tolist()))
 
 
-def _checkpoint(run, model, optimizer, scheduler, scaler, step, epoch, position, device, cfg, env) -> None:
+def _checkpoint(run, model, optimizer, scheduler, scaler, step, epoch, position, device, cfg, env,
+                resolved) -> None:
     """Every rank's generators are gathered to rank 0, which writes the checkpoint."""
     rng = _rng_state(device)
     if env.world > 1:
@@ -551,6 +593,6 @@ def _checkpoint(run, model, optimizer, scheduler, scaler, step, epoch, position,
         state = {"model": model.state_dict(), "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                  "scaler": scaler.state_dict(), "step": step, "epoch": epoch, "batch": position, "rng": rng,
                  "preset_config": model.config.to_dict(), "train_config": dataclasses.asdict(cfg),
-                 "world": env.world}
+                 "world": env.world, "resolved": resolved}
         save_checkpoint(run / "checkpoints", step, state, keep=cfg.keep)
     _barrier(env)

@@ -138,64 +138,85 @@ def test_cli_runs_and_resumes(synth, tmp_path):
     assert "3 steps in" in first.stdout
     again = subprocess.run(args, capture_output=True, text=True, env=env, timeout=600)
     assert again.returncode == 2 and "holds a run already" in again.stderr
+    finished = subprocess.run(args + ["--resume"], capture_output=True, text=True, env=env, timeout=600)
+    assert finished.returncode == 0 and "is finished already (3 steps); nothing to do" in finished.stdout
 
 
 def test_a_given_tokenizer_is_copied_into_the_run(synth, tmp_path):
-    """`--tokenizer DIR`: the run folder holds its own copy, so that `cxrfast eval` (which reads RUN/tokenizer/
-    only) can load the run after DIR is gone."""
-    from cxrfast.data.text import ReportTokenizer
-    from cxrfast.eval.run import load_run
-
-    first = tmp_path / "first"
-    pretrain(_cfg(synth, first, steps=1))
-    given = tmp_path / "given"
-    ReportTokenizer.from_pretrained(first / "tokenizer").save(given)
-    second = tmp_path / "second"
-    pretrain(_cfg(synth, second, steps=1, tokenizer=str(given)))
-    assert (second / "tokenizer" / "tokenizer.json").read_text() == (given / "tokenizer.json").read_text()
+    """`--tokenizer DIR`: the run uses DIR's tokenizer (here one of another vocabulary size than the run would
+    train), and holds its own copy of DIR's files, so that `cxrfast eval` (which reads RUN/tokenizer/ only) loads
+    the run after DIR is gone. A stale tokenizer left by a failed start is replaced."""
     import shutil
 
+    from cxrfast.data.text import ReportTokenizer, train_tokenizer
+    from cxrfast.eval.run import load_run
+
+    given = tmp_path / "given"
+    train_tokenizer(["left pleural effusion", "no acute findings", "mild cardiomegaly"] * 5, given, vocab_size=60,
+                    min_frequency=1)
+    size = ReportTokenizer.from_pretrained(given).vocab_size
+    run = tmp_path / "run"
+    (run / "tokenizer").mkdir(parents=True)
+    shutil.copy2(given / "tokenizer.json", run / "tokenizer" / "tokenizer.json")
+    (run / "tokenizer" / "tokenizer.json").write_text("stale")  # what a failed start may leave
+    pretrain(_cfg(synth, run, steps=1, tokenizer=str(given)))
+    for name in ("tokenizer.json", "vocab.txt", "tokenizer_config.json"):
+        assert (run / "tokenizer" / name).read_bytes() == (given / name).read_bytes(), name
     shutil.rmtree(given)
-    assert load_run(second).tokenizer.vocab_size == ReportTokenizer.from_pretrained(first / "tokenizer").vocab_size
+    loaded = load_run(run)
+    assert loaded.tokenizer.vocab_size == size != 300 and loaded.config.vocab_size == size
 
 
 def test_resume_refuses_changed_results_and_allows_the_rest(synth, tmp_path):
     """A resume must replay the uninterrupted run: a changed step count (the cosine schedule's length), batch
-    size or process count is refused by name; output cadence, workers and the progress bar may change."""
-    from cxrfast.train.loop import _check_resume
+    size, process count or what `auto` resolved to is refused by name; output cadence, workers, the progress bar
+    and the data's location may change."""
+    import torch
 
     run = tmp_path / "run"
     pretrain(_cfg(synth, run), stop_after=4)
     with pytest.raises(ValueError, match=r"steps 10 -> 20.*batch_size 8 -> 4"):
         pretrain(_cfg(synth, run, steps=20, batch_size=4), resume=True)
-    result = pretrain(_cfg(synth, run, log_every=5, ckpt_every=3, workers=1, progress=True), resume=True)
+    latest = checkpoint_files(run / "checkpoints")[-1]
+    original = latest.read_bytes()
+    state = torch.load(latest, weights_only=True)
+    assert state["world"] == 1 and state["resolved"] == {"amp": "none", "loader": "torch"}
+    for key, value, message in (("world", 2, r"processes \(WORLD_SIZE\) 2 -> 1"),
+                                ("resolved", {"amp": "bf16", "loader": "torch"}, r"amp \(auto\) 'bf16' -> 'none'")):
+        torch.save({**state, key: value}, latest)
+        with pytest.raises(ValueError, match=message):
+            pretrain(_cfg(synth, run), resume=True)
+    latest.write_bytes(original)
+    moved = tmp_path / "moved"
+    import shutil
+
+    shutil.copytree(synth, moved)
+    result = pretrain(_cfg(synth, run, root=str(moved), log_every=5, ckpt_every=3, workers=1, progress=True),
+                      resume=True)
     assert result.steps == 10 and result.trained == 6
     again = pretrain(_cfg(synth, run), resume=True)
     assert again.trained == 0 and again.steps == 10  # finished: nothing to do
-    cfg = _cfg(synth, run)
-    with pytest.raises(ValueError, match=r"processes \(WORLD_SIZE\) 2 -> 1"):
-        _check_resume(run, cfg, cfg, 2, 1)
-    assert load_checkpoint(run / "checkpoints")["world"] == 1
 
 
-def test_pretraining_needs_reports(tmp_path):
+def test_pretraining_needs_reports(tmp_path, monkeypatch):
     """An image-only dataset (CheXpert) is refused with the reason; a dataset without an official split
-    (OpenI) needs split=None; a dataset smaller than one batch is refused."""
-    sys.path.insert(0, str(__import__("pathlib").Path(__file__).parents[1] / "data"))
+    (OpenI) needs split=None (--split all); a dataset with fewer pairs than a batch is refused."""
     pytest.importorskip("pydicom")
     pytest.importorskip("PIL")
+    monkeypatch.syspath_prepend(str(__import__("pathlib").Path(__file__).parents[1] / "data"))
     from test_datasets import chexpert_replica, openi_replica
 
     chexpert = chexpert_replica(tmp_path)
     with pytest.raises(ValueError, match="has a report: pre-training needs image-report pairs"):
         pretrain(TrainConfig(data="chexpert", root=str(chexpert), out=str(tmp_path / "c"), steps=1, progress=False,
                              workers=0))
+    assert not (tmp_path / "c" / "tokenizer").exists()  # refused before anything was written
     openi = openi_replica(tmp_path / "openi")
-    with pytest.raises(ValueError, match="no official split"):
+    with pytest.raises(ValueError, match=r"no official split.*--split all"):
         pretrain(TrainConfig(data="openi", root=str(openi), out=str(tmp_path / "o1"), steps=1, progress=False,
                              workers=0))
     # every study (split=None) opens; the replica's one image-report pair (the others lack an image or a
     # report: image-only / text-only studies are left out for globallocal) is less than a batch
-    with pytest.raises(ValueError, match=r"1 training study in every split of openi: fewer than one global batch"):
+    with pytest.raises(ValueError, match=r"1 training study in every split of openi \(image-report pairs\): fewer"):
         pretrain(TrainConfig(data="openi", root=str(openi), split=None, out=str(tmp_path / "o2"), steps=2,
                              batch_size=2, progress=False, workers=0, vocab_size=100))
