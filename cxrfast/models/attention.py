@@ -5,6 +5,11 @@ transformer), with two backends:
     "xformers"  xformers.ops.memory_efficient_attention, where xformers is installed and runs (its ops are
                 CUDA-only: on other devices, or without it, this backend raises saying why)
 
+xformers is optional and deliberately not in requirements/ nor in the package's dependencies: its wheels are
+built against one CUDA release (0.0.35: cu128) and pin a torch of their own, its ops do nothing on a CPU
+(CI's machines), and "sdpa" computes the same attention everywhere. Install it beside a matching torch on a
+GPU machine to use this backend; nothing imports it unless backend="xformers" is asked for.
+
 q [B, H, Lq, Dh], k and v [B, H, Lk, Dh]; key_padding [B, Lk] bool (True: a real key) or None; causal.
 Both backends compute softmax(q kᵀ / √Dh + mask) v; results agree within rounding (tested where both run).
 """

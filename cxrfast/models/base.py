@@ -22,7 +22,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from cxrfast import distributed
-from cxrfast.data.batch import Batch
 from cxrfast.models.config import PresetConfig
 
 __all__ = ["PresetModel", "weighted_total", "common_dtype"]
@@ -49,24 +48,24 @@ def weighted_total(losses: dict, weights: dict) -> torch.Tensor:
 
 
 class PresetModel(nn.Module):
-    """Subclasses set CONFIG (their config class) and implement forward, encode_image, encode_text."""
+    """Subclasses set CONFIG (their config class) and implement encode_image and encode_text (checked when the
+    subclass is defined: evaluation needs only these) and forward (the training losses; without one, calling
+    the model raises nn.Module's own error)."""
 
     CONFIG: type = PresetConfig
+    REQUIRED = ("encode_image", "encode_text")
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        missing = [name for name in cls.REQUIRED if not callable(getattr(cls, name, None))]
+        if missing:
+            raise TypeError(f"{cls.__name__} (a PresetModel) must define {', '.join(missing)}")
 
     def __init__(self, config: PresetConfig):
         super().__init__()
         if not isinstance(config, self.CONFIG):
             raise TypeError(f"{type(self).__name__} takes a {self.CONFIG.__name__}, got {type(config).__name__}")
         self.config = config
-
-    def forward(self, batch: Batch) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def encode_image(self, batch: Batch) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
-
-    def encode_text(self, batch: Batch) -> dict:  # pragma: no cover - abstract
-        raise NotImplementedError
 
     @staticmethod
     def contrastive_loss(image_emb: torch.Tensor, text_emb: torch.Tensor, logit_scale, *,

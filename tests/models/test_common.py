@@ -125,3 +125,14 @@ def test_random_batch_is_valid_and_seeded():
     assert (a.input_ids[a.attention_mask & (a.word_index >= 0)] > 4).all()
     mixed = random_batch(cfg, 6, seed=0, kinds=["paired", "image", "text", "paired", "image", "text"])
     assert not mixed.has_text[1] and not mixed.has_image[2]
+
+
+def test_a_preset_model_without_its_encoders_is_refused_when_defined():
+    import pytest
+
+    from cxrfast.models.base import PresetModel
+
+    with pytest.raises(TypeError, match="Half \\(a PresetModel\\) must define encode_text"):
+        class Half(PresetModel):  # noqa: F841 - defining it is the test
+            def encode_image(self, batch):
+                return {}
