@@ -20,23 +20,6 @@ _LAZY = {
 }
 _SUBMODULES = {"ops", "nn", "reference", "distributed", "cli", "kernels", "viz", "io", "data"}
 
-__all__ = sorted(_LAZY) + sorted(_SUBMODULES)
+from cxrfast._lazy import lazy_exports  # noqa: E402
 
-
-def __getattr__(name):
-    import importlib
-
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
-        globals()[name] = value
-        return value
-    if name in _SUBMODULES:
-        value = importlib.import_module(f"cxrfast.{name}")
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'cxrfast' has no attribute {name!r}")
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, _SUBMODULES)

@@ -28,22 +28,6 @@ _LAZY = {
 _SUBMODULES = {"batch", "dali", "datasets", "loader", "prepare", "reports", "shards", "studies", "synth", "text",
                "transforms"}
 
-__all__ = sorted(_LAZY) + sorted(_SUBMODULES)
+from cxrfast._lazy import lazy_exports  # noqa: E402
 
-
-def __getattr__(name):
-    import importlib
-
-    if name in _LAZY:
-        module, attr = _LAZY[name]
-        value = getattr(importlib.import_module(module), attr)
-    elif name in _SUBMODULES:
-        value = importlib.import_module(f"cxrfast.data.{name}")
-    else:
-        raise AttributeError(f"module 'cxrfast.data' has no attribute {name!r}")
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, _SUBMODULES)

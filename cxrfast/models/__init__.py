@@ -18,19 +18,6 @@ _LAZY = {
     "attention": ("cxrfast.models.attention", "attention"),
 }
 
-__all__ = sorted(_LAZY)
+from cxrfast._lazy import lazy_exports  # noqa: E402
 
-
-def __getattr__(name):
-    import importlib
-
-    if name not in _LAZY:
-        raise AttributeError(f"module 'cxrfast.models' has no attribute {name!r}")
-    module, attr = _LAZY[name]
-    value = getattr(importlib.import_module(module), attr)
-    globals()[name] = value
-    return value
-
-
-def __dir__():
-    return __all__
+__getattr__, __dir__, __all__ = lazy_exports(__name__, _LAZY, ())

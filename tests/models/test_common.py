@@ -128,8 +128,6 @@ def test_random_batch_is_valid_and_seeded():
 
 
 def test_a_preset_model_without_its_encoders_is_refused_when_defined():
-    import pytest
-
     from cxrfast.models.base import PresetModel
 
     with pytest.raises(TypeError, match="Half \\(a PresetModel\\) must define encode_text"):
